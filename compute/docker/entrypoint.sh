@@ -1,0 +1,32 @@
+#!/bin/sh
+# Entrypoint of the raptiformica-base image (copied into the image as
+# /usr/local/sbin/raptiformica-entrypoint by ensure_image.sh).
+#
+# - generates this container's own SSH host keys on its first start (the image
+#   ships none, so no two containers share a host key);
+# - authorizes RAPTIFORMICA_AUTHORIZED_KEYS (the content of an OpenSSH public
+#   key file) for root;
+# - then execs the CMD, by default `/usr/sbin/sshd -D -e` (sshd in the
+#   foreground as the container's main process, logging to `docker logs`).
+set -eu
+
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+
+# Creates only the host key types that are missing: a no-op on a restart.
+ssh-keygen -A >/dev/null
+
+if [ -n "${RAPTIFORMICA_AUTHORIZED_KEYS:-}" ]; then
+    umask 077
+    mkdir -p /root/.ssh
+    chmod 0700 /root/.ssh
+    printf '%s\n' "$RAPTIFORMICA_AUTHORIZED_KEYS" >/root/.ssh/authorized_keys
+    chmod 0600 /root/.ssh/authorized_keys
+    umask 022
+fi
+unset RAPTIFORMICA_AUTHORIZED_KEYS
+
+if [ "$#" -eq 0 ]; then
+    set -- /usr/sbin/sshd -D -e
+fi
+exec "$@"

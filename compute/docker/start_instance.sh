@@ -1,0 +1,139 @@
+#!/bin/sh
+# Start one raptiformica docker instance (compute type docker, server type
+# headless) for the instance directory (cwd / RAPTIFORMICA_INSTANCE_DIR).
+#
+# - makes sure the base image and the docker network "raptiformica" exist;
+# - runs a detached container on that network with NET_ADMIN and /dev/net/tun,
+#   labelled raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR, with sshd in the
+#   foreground and root's authorized_keys set to $RAPTIFORMICA_PUBLIC_KEY_FILE;
+# - writes the container id to ./container_id;
+# - returns once the container runs, after waiting (at most
+#   RAPTIFORMICA_DOCKER_SSH_WAIT seconds, default 20) for its sshd to answer.
+# On any failure the container is removed again and the exit status is nonzero.
+# Progress goes to stderr; nothing is printed on stdout.
+set -eu
+
+SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+. "$SCRIPT_DIR/common.sh"
+
+need_docker
+
+key_file="${RAPTIFORMICA_PUBLIC_KEY_FILE:-}"
+[ -n "$key_file" ] || die "RAPTIFORMICA_PUBLIC_KEY_FILE is not set"
+[ -r "$key_file" ] || die "cannot read the public key file $key_file"
+authorized_keys=$(grep -E '^[[:space:]]*(ssh-|ecdsa-|sk-)' "$key_file" || true)
+[ -n "$authorized_keys" ] || die "$key_file holds no OpenSSH public key"
+
+mkdir -p "$RAPTIFORMICA_INSTANCE_DIR"
+cd "$RAPTIFORMICA_INSTANCE_DIR"
+id_file="$RAPTIFORMICA_INSTANCE_DIR/container_id"
+
+existing=$(stored_container_id)
+if [ -n "$existing" ] && docker container inspect "$existing" >/dev/null 2>&1; then
+    die "this instance already has container $existing ($id_file); clean it up first"
+fi
+
+sh "$SCRIPT_DIR/ensure_image.sh" || die "the base image $RAPTIFORMICA_DOCKER_IMAGE is not available"
+
+# The network; concurrent starts are serialized so that no two networks of
+# the same name get created (docker allows duplicate names in a race).
+if ! docker network inspect "$RAPTIFORMICA_DOCKER_NETWORK" >/dev/null 2>&1; then
+    cache=$(cache_dir)
+    (
+        exec 8>"$cache/docker-network.lock"
+        flock -w 120 8 || die "timed out waiting for $cache/docker-network.lock"
+        if ! docker network inspect "$RAPTIFORMICA_DOCKER_NETWORK" >/dev/null 2>&1; then
+            log "creating docker network $RAPTIFORMICA_DOCKER_NETWORK"
+            if ! err=$(docker network create --driver bridge \
+                    --label raptiformica.network=1 "$RAPTIFORMICA_DOCKER_NETWORK" 2>&1 >/dev/null); then
+                # Another host user (without our lock) may have won the race.
+                docker network inspect "$RAPTIFORMICA_DOCKER_NETWORK" >/dev/null 2>&1 ||
+                    die "cannot create docker network $RAPTIFORMICA_DOCKER_NETWORK: $err"
+            fi
+        fi
+    )
+fi
+
+# A name from the instance dir's base name (a uuid in raptiformica).
+base=$(basename -- "$RAPTIFORMICA_INSTANCE_DIR" | tr -c 'a-zA-Z0-9-\n' '-' | tr -d '\n' | cut -c1-36)
+base=${base#-}
+[ -n "$base" ] || base="$(date +%s)-$$"
+server_type="${RAPTIFORMICA_SERVER_TYPE:-headless}"
+name="raptiformica-docker-$(printf '%s' "$server_type" | tr -c 'a-zA-Z0-9-' '-')-$base"
+if docker container inspect "$name" >/dev/null 2>&1; then
+    name="$name-$(date +%s)-$$"
+fi
+hostname=$(printf 'raptiformica-%s' "$base" | cut -c1-63 | sed 's/-*$//')
+
+cid=""
+started=0
+on_exit() {
+    rc=$?
+    trap - EXIT INT TERM
+    if [ "$rc" -ne 0 ] && [ "$started" -eq 0 ]; then
+        # Also whatever an interrupted `docker create` left behind for us.
+        for id in $( { [ -z "$cid" ] || printf '%s\n' "$cid"; labelled_container_ids; } | sort -u); do
+            log "removing the half-created container ${id%"${id#????????????}"}"
+            docker rm -f "$id" >/dev/null 2>&1 || log "warning: could not remove container $id"
+        done
+        rm -f "$id_file"
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "creating container $name"
+if ! cid=$(docker create \
+        --name "$name" \
+        --hostname "$hostname" \
+        --network "$RAPTIFORMICA_DOCKER_NETWORK" \
+        --label "raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR" \
+        --label "raptiformica.compute_type=${RAPTIFORMICA_COMPUTE_TYPE:-docker}" \
+        --label "raptiformica.server_type=$server_type" \
+        --cap-add NET_ADMIN \
+        --device /dev/net/tun \
+        --env "RAPTIFORMICA_AUTHORIZED_KEYS=$authorized_keys" \
+        "$RAPTIFORMICA_DOCKER_IMAGE"); then
+    cid=""
+    die "docker create failed"
+fi
+printf '%s\n' "$cid" >"$id_file"
+
+log "starting container ${cid%"${cid#????????????}"}"
+docker start "$cid" >/dev/null || die "docker start failed"
+
+ip=""
+wait_max="${RAPTIFORMICA_DOCKER_SSH_WAIT:-20}"
+deadline=$(( $(date +%s) + wait_max ))
+while :; do
+    running=$(docker container inspect --format '{{.State.Running}}' "$cid" 2>/dev/null || true)
+    if [ "$running" != "true" ]; then
+        log "container $cid is not running; its last log lines:"
+        docker logs --tail 20 "$cid" >&2 2>&1 || true
+        die "the container exited right after its start"
+    fi
+    if [ -z "$ip" ]; then
+        ip=$(sh "$SCRIPT_DIR/get_hostname.sh" 2>/dev/null || true)
+    fi
+    if [ -n "$ip" ]; then
+        if command -v ssh-keyscan >/dev/null 2>&1; then
+            # Answers with a host key once sshd is up (a real SSH handshake).
+            if [ -n "$(ssh-keyscan -T 2 -t ed25519 "$ip" 2>/dev/null)" ]; then
+                break
+            fi
+        elif docker logs "$cid" 2>&1 | grep -q 'Server listening on'; then
+            break
+        fi
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        log "warning: sshd on ${ip:-the container} did not answer within ${wait_max}s; going on"
+        break
+    fi
+    sleep 0.2 2>/dev/null || sleep 1
+done
+
+[ -n "$ip" ] || die "the container has no IPv4 address on network $RAPTIFORMICA_DOCKER_NETWORK"
+started=1
+log "instance running: container ${cid%"${cid#????????????}"} ($name), ssh root@$ip port 22"

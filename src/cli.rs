@@ -1,0 +1,151 @@
+//! The command line, clap derive only. Arguments become a [`Context`](crate::context::Context)
+//! and per-command option structs; nothing here does work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Decentralized server orchestration: scattered machines become one virtual data center.
+///
+/// raptiformica starts machines through pluggable compute back-ends (docker, vagrant, or your
+/// own module), provisions them over SSH, and meshes them: a yggdrasil overlay on every node,
+/// consul on that overlay, and the shared config in consul's KV, so that any node, even the last
+/// survivor, can bootstrap new machines.
+#[derive(Debug, Parser)]
+#[command(name = "raptiformica", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Config is layered: built-in modules < user modules (<cache-dir>/modules) < \
+the mutable cache (<cache-dir>/mutable_config.json) < consul's KV. See `raptiformica config --help`."
+)]
+pub struct Cli {
+    /// More output: -v streams the output of the commands run, -vv adds debug logs
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Where this machine keeps its state: config cache, user modules, instances, artifacts
+    #[arg(
+        long,
+        global = true,
+        env = "RAPTIFORMICA_CACHE_DIR",
+        value_name = "DIR",
+        default_value = "~/.raptiformica.d",
+        hide_default_value = false
+    )]
+    pub cache_dir: String,
+
+    /// Folder holding the built-in modules (compute/, provisioning/, modules/) [default: beside
+    /// the binary, else /usr/etc/raptiformica]
+    #[arg(long, global = true, env = "RAPTIFORMICA_INSTALL_DIR", value_name = "DIR")]
+    pub install_dir: Option<PathBuf>,
+
+    /// Print data as JSON, for scripts
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or edit the effective config
+    ///
+    /// Without a subcommand, prints every key with its value and the layer it came from
+    /// (--json prints the flat mapping). Keys may be given with or without the leading
+    /// `raptiformica/`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Config(ConfigArgs),
+
+    /// Start new machines through a compute back-end
+    ///
+    /// Runs the compute type's `start_instance`, `get_hostname` and `get_port` commands in a
+    /// fresh instance directory under <cache-dir>/var/machines/, then fires the
+    /// `after_start_instance` hooks. A failed start is cleaned up; nothing is left half-created.
+    Spawn(SpawnArgs),
+
+    /// Remove every instance this host started
+    ///
+    /// Runs each instance's `clean_up_instance_command`, then removes its directory.
+    Destroy,
+
+    /// Remove the instances that are gone (their `detect_stale_instance` fails)
+    Prune,
+
+    /// Fire a hook's handlers by hand (after_start_instance, after_slave, after_mesh, ...)
+    Hook {
+        /// The hook's name
+        name: String,
+    },
+
+    /// Forget this machine's cached cluster state (the mutable config cache)
+    ///
+    /// Use it when the cache is corrupt; it is rebuilt from the modules (and the cluster's
+    /// shared config) on the next change.
+    Clean,
+
+    /// Print shell completions, e.g. `raptiformica completions bash > /etc/bash_completion.d/raptiformica`
+    Completions {
+        /// The shell to write completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// With --json: each key as {"value", "layer", "file"} instead of the plain mapping
+    #[arg(long)]
+    pub origins: bool,
+
+    #[command(subcommand)]
+    pub action: Option<ConfigAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print one value, or every key below a section
+    Get {
+        /// e.g. `compute/docker/headless/get_port`
+        key: String,
+    },
+    /// Set a value in the mutable layer
+    Set {
+        key: String,
+        /// Stored as a string, unless --json-value is given
+        value: String,
+        /// Parse VALUE as JSON (numbers, booleans, lists)
+        #[arg(long)]
+        json_value: bool,
+    },
+    /// Remove a key (or a whole section) from the mutable layer; a module's value shows again
+    Unset { key: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Compute back-end to start the machine with [default: the first available]
+    #[arg(long, value_name = "TYPE")]
+    pub compute_type: Option<String>,
+
+    /// Server type to provision it as [default: the first available]
+    #[arg(long, value_name = "TYPE")]
+    pub server_type: Option<String>,
+
+    /// How many machines to start
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub count: u32,
+
+    /// Only report which compute types are available on this host (exit 1 if none)
+    #[arg(long)]
+    pub check_available: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

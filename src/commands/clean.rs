@@ -1,0 +1,14 @@
+//! `raptiformica clean`: forget this machine's cached cluster state.
+
+use crate::config::MutableCache;
+use crate::context::Context;
+
+pub fn run(ctx: &Context) -> anyhow::Result<()> {
+    let cache = MutableCache::new(&ctx.paths.cache_dir);
+    if cache.remove()? {
+        eprintln!("removed `{}`", cache.path().display());
+    } else {
+        eprintln!("nothing to clean: `{}` does not exist", cache.path().display());
+    }
+    Ok(())
+}

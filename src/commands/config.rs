@@ -1,0 +1,129 @@
+//! `raptiformica config`: show the effective config, get, set and unset keys.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::{print_json, print_table};
+use crate::cli::{ConfigAction, ConfigArgs};
+use crate::config::{Origin, edit, mapping};
+use crate::context::Context;
+
+pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
+    match args.action {
+        None => show(ctx, args.origins),
+        Some(ConfigAction::Get { key }) => get(ctx, &key),
+        Some(ConfigAction::Set { key, value, json_value }) => {
+            let key = normalize(&key)?;
+            let value = if json_value {
+                serde_json::from_str(&value).with_context(|| format!("--json-value: `{value}` is not JSON"))?
+            } else {
+                Value::String(value)
+            };
+            edit::set(&ctx.paths, &key, value).with_context(|| format!("failed to set `{key}`"))
+        }
+        Some(ConfigAction::Unset { key }) => {
+            let key = normalize(&key)?;
+            match edit::unset(&ctx.paths, &key).with_context(|| format!("failed to unset `{key}`"))? {
+                edit::Unset::Removed(n) => eprintln!("removed {n} key(s)"),
+                edit::Unset::FellBack(keys) => {
+                    for k in keys {
+                        eprintln!("`{k}` falls back to its module value");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn normalize(key: &str) -> anyhow::Result<String> {
+    mapping::normalize_key(key).map_err(|e| anyhow::anyhow!("invalid key: {e}"))
+}
+
+fn show(ctx: &Context, origins: bool) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    if ctx.json && origins {
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            value: &'a Value,
+            #[serde(flatten)]
+            origin: Option<&'a Origin>,
+        }
+        let out: BTreeMap<&String, Entry> = config
+            .mapping
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Entry {
+                        value: v,
+                        origin: config.origins.get(k),
+                    },
+                )
+            })
+            .collect();
+        print_json(&out);
+    } else if ctx.json {
+        print_json(&config.mapping);
+    } else {
+        let rows: Vec<Vec<String>> = config
+            .mapping
+            .iter()
+            .map(|(k, v)| {
+                let origin = config
+                    .origins
+                    .get(k)
+                    .map(|o| describe_origin(ctx, o))
+                    .unwrap_or_default();
+                vec![k.clone(), origin, mapping::display_value(v)]
+            })
+            .collect();
+        print_table(&["KEY", "FROM", "VALUE"], &rows);
+    }
+    Ok(())
+}
+
+/// `builtin compute/docker/raptiformica.toml`: the layer and the file, relative where short.
+fn describe_origin(ctx: &Context, origin: &Origin) -> String {
+    let Some(file) = &origin.file else {
+        return origin.layer.to_string();
+    };
+    let short = [
+        ctx.paths.install_dir.as_deref(),
+        Some(ctx.paths.user_modules_dir().as_path()),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|root| file.strip_prefix(root).ok())
+    .unwrap_or(file);
+    format!("{} {}", origin.layer, short.display())
+}
+
+fn get(ctx: &Context, key: &str) -> anyhow::Result<()> {
+    let key = normalize(key)?;
+    let config = ctx.config()?;
+    if let Some(value) = config.mapping.get(&key) {
+        if ctx.json {
+            print_json(value);
+        } else {
+            println!("{}", mapping::display_value(value));
+        }
+        return Ok(());
+    }
+    let below: mapping::Mapping = mapping::subtree(&config.mapping, &key)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if below.is_empty() {
+        bail!("`{key}` is not set (`raptiformica config` lists every key)");
+    }
+    if ctx.json {
+        print_json(&below);
+    } else {
+        for (k, v) in &below {
+            println!("{k} = {}", mapping::display_value(v));
+        }
+    }
+    Ok(())
+}

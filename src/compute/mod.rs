@@ -1,0 +1,259 @@
+//! Compute back-ends, as the original defines them: a compute type per (compute, server type)
+//! pair of shell commands in the config, under `raptiformica/compute/<compute>/<server>/`.
+//!
+//! The core holds no docker or vagrant logic. It creates one directory per instance
+//! (`<cache-dir>/var/machines/<compute>/<server>/<uuid>/`), runs the type's commands there with
+//! a timeout and the `RAPTIFORMICA_*` environment, keeps their output in `commands.log` in that
+//! directory, and cleans up after a failed start so nothing is left half-created.
+
+pub mod instance;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::{Config, mapping::PREFIX};
+use crate::context::Context;
+use crate::process::Shell;
+
+pub use instance::Instance;
+
+/// The commands a compute type must define.
+pub const REQUIRED_COMMANDS: [&str; 5] = [
+    "start_instance",
+    "get_hostname",
+    "get_port",
+    "detect_stale_instance",
+    "clean_up_instance_command",
+];
+
+/// How long a predicate (`available`) may take.
+pub const PREDICATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `start_instance` may take (a first image build takes minutes).
+pub const START_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long the short commands (hostname, port, stale check, clean-up) may take.
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One compute type for one server type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputeType {
+    pub compute: String,
+    pub server: String,
+    /// Command name (`start_instance`, `available`, `source`, ...) to its value.
+    pub commands: BTreeMap<String, String>,
+}
+
+impl ComputeType {
+    /// `docker/headless`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.compute, self.server)
+    }
+
+    /// The config key of one of its commands.
+    pub fn key(&self, command: &str) -> String {
+        format!("{PREFIX}/compute/{}/{}/{command}", self.compute, self.server)
+    }
+
+    /// A command's value, or an error that names the missing key and the fix.
+    pub fn command(&self, name: &str) -> anyhow::Result<&str> {
+        self.commands.get(name).map(String::as_str).with_context(|| {
+            format!(
+                "compute type `{}` has no `{name}` command; set `{}` in a module or with `raptiformica config set`",
+                self.name(),
+                self.key(name)
+            )
+        })
+    }
+
+    /// The `available` predicates (every one must pass; none means available).
+    fn predicates(&self) -> impl Iterator<Item = &str> {
+        self.commands
+            .iter()
+            .filter(|(k, _)| k.ends_with("available"))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Runs the `available` predicates on this host.
+    pub fn is_available(&self, ctx: &Context) -> bool {
+        self.predicates().all(|p| {
+            let out = ctx
+                .shell(format!("available check of `{}`", self.name()), p)
+                .timeout(PREDICATE_TIMEOUT)
+                .output();
+            matches!(out, Ok(o) if o.success())
+        })
+    }
+}
+
+/// Every compute type in the config, sorted by (compute, server).
+pub fn compute_types(config: &Config) -> Vec<ComputeType> {
+    let prefix = format!("{PREFIX}/compute/");
+    let mut types: BTreeMap<(String, String), ComputeType> = BTreeMap::new();
+    for (key, value) in config.mapping.range(prefix.clone()..) {
+        let Some(rest) = key.strip_prefix(&prefix) else { break };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(compute), Some(server), Some(command)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(value) = value.as_str() else { continue };
+        types
+            .entry((compute.to_string(), server.to_string()))
+            .or_insert_with(|| ComputeType {
+                compute: compute.to_string(),
+                server: server.to_string(),
+                commands: BTreeMap::new(),
+            })
+            .commands
+            .insert(command.to_string(), value.to_string());
+    }
+    types.into_values().collect()
+}
+
+/// Finds the compute type for `compute`/`server`, or says which ones exist.
+pub fn find(config: &Config, compute: &str, server: &str) -> anyhow::Result<ComputeType> {
+    let all = compute_types(config);
+    if let Some(t) = all.iter().find(|t| t.compute == compute && t.server == server) {
+        return Ok(t.clone());
+    }
+    let known: Vec<String> = all.iter().map(ComputeType::name).collect();
+    bail!(
+        "there is no compute type `{compute}` for server type `{server}` (known: {})",
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// Starts one instance of `ty`: a fresh directory, the `source` checkout if set, then
+/// `start_instance`, `get_hostname` and `get_port`. On any failure the instance is cleaned up
+/// and its directory removed before the error is returned.
+pub fn start(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Instance> {
+    for required in REQUIRED_COMMANDS {
+        ty.command(required)?;
+    }
+    let instance = Instance::create(&ctx.paths.machines_dir(), &ty.compute, &ty.server)?;
+    match start_in(ctx, ty, &instance) {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            let cleanup = clean_up(ctx, ty, &instance);
+            if let Err(c) = cleanup {
+                tracing::warn!(
+                    "cleaning up the failed instance `{}` also failed: {c:#}",
+                    instance.dir.display()
+                );
+            }
+            Err(e.context(format!("failed to start an instance of compute type `{}`", ty.name())))
+        }
+    }
+}
+
+fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Result<Instance> {
+    if let Some(source) = ty.commands.get("source") {
+        // The original checks the source out into the instance directory; its commands then
+        // refer to files of that checkout.
+        ctx.shell(
+            format!("source checkout of `{}`", ty.name()),
+            "git clone --quiet --depth 1 \"$RAPTIFORMICA_SOURCE\" .",
+        )
+        .env("RAPTIFORMICA_SOURCE", source)
+        .cwd(&instance.dir)
+        .timeout(START_TIMEOUT)
+        .run()?;
+    }
+    let run = |step: &str, timeout: Duration| -> anyhow::Result<String> {
+        let out = instance_shell(ctx, ty, instance, step)?.timeout(timeout).run()?;
+        Ok(out.stdout.trim().to_string())
+    };
+    run("start_instance", START_TIMEOUT)?;
+    let host = run("get_hostname", SHORT_TIMEOUT)?;
+    let host = host.lines().last().unwrap_or_default().trim().to_string();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        bail!(
+            "`get_hostname` of `{}` printed no usable host (got {host:?})",
+            ty.name()
+        );
+    }
+    let port = run("get_port", SHORT_TIMEOUT)?;
+    let port: u16 = port
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .with_context(|| format!("`get_port` of `{}` printed no port number (got {port:?})", ty.name()))?;
+    let mut started = instance.clone();
+    started.host = Some(host);
+    started.port = Some(port);
+    started.save()?;
+    Ok(started)
+}
+
+/// A command of `ty` ready to run in `instance`'s directory, logged there.
+pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step: &str) -> anyhow::Result<Shell> {
+    let script = ty.command(step)?;
+    Ok(ctx
+        .shell(format!("{step} of `{}`", ty.name()), script)
+        .cwd(&instance.dir)
+        .log_to(instance.dir.join(instance::LOG_FILE))
+        .env("RAPTIFORMICA_INSTANCE_DIR", instance.dir.display().to_string())
+        .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
+        .env("RAPTIFORMICA_SERVER_TYPE", &ty.server))
+}
+
+/// True when `detect_stale_instance` says the instance is gone (it exits nonzero).
+pub fn is_stale(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Result<bool> {
+    let out = instance_shell(ctx, ty, instance, "detect_stale_instance")?
+        .timeout(SHORT_TIMEOUT)
+        .output()?;
+    Ok(!out.success())
+}
+
+/// Runs `clean_up_instance_command`, then removes the instance directory.
+pub fn clean_up(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Result<()> {
+    instance_shell(ctx, ty, instance, "clean_up_instance_command")?
+        .timeout(SHORT_TIMEOUT)
+        .run()?;
+    remove_dir(&instance.dir)
+}
+
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove the instance directory `{}`", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::mapping;
+    use serde_json::json;
+
+    #[test]
+    fn compute_types_group_commands_per_pair() {
+        let config = Config {
+            mapping: mapping::flatten(&json!({"compute": {
+                "docker": {"headless": {"get_port": "echo 22", "available": "true"}, "worker": {"get_port": "echo 2"}},
+                "odd": "leaf", "vagrant": {"headless": {"start_instance": "vagrant up", "n": 1}}}})),
+            ..Default::default()
+        };
+        let types = compute_types(&config);
+        let names: Vec<_> = types.iter().map(ComputeType::name).collect();
+        assert_eq!(names, ["docker/headless", "docker/worker", "vagrant/headless"]);
+        assert_eq!(types[0].command("get_port").unwrap(), "echo 22");
+        let err = types[2].command("get_port").unwrap_err().to_string();
+        assert!(err.contains("raptiformica/compute/vagrant/headless/get_port"), "{err}");
+        assert!(
+            find(&config, "docker", "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("docker/headless")
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Changes to the mutable layer: `config set` and `config unset`.
+//!
+//! Each change is one read-modify-write of the cache under its exclusive lock, so concurrent
+//! changes from several processes are all kept. The cache is written as the full effective
+//! mapping (modules overlaid with what was cached), so it can seed a new node or consul's KV.
+
+use anyhow::bail;
+use serde_json::Value;
+
+use super::{Config, MutableCache, load_modules, mapping};
+use crate::paths::Paths;
+
+/// Sets `key` (already normalized) to `value` in the mutable cache.
+pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<()> {
+    MutableCache::new(&paths.cache_dir).update(|cached| {
+        let mut next = effective_below_cache(paths, cached);
+        mapping::check_settable(&next, key).map_err(anyhow::Error::msg)?;
+        next.insert(key.to_string(), value);
+        Ok((next, ()))
+    })
+}
+
+/// What `unset` did.
+#[derive(Debug, PartialEq)]
+pub enum Unset {
+    /// The keys were removed; none of them has a module value.
+    Removed(usize),
+    /// The keys were removed from the cache; these keys fall back to their module values.
+    FellBack(Vec<String>),
+}
+
+/// Removes `key` and every key below it from the mutable cache.
+pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
+    MutableCache::new(&paths.cache_dir).update(|cached| {
+        let (modules, _) = load_modules(paths);
+        let Some(cached) = cached else {
+            if mapping::subtree(&modules.mapping, key).next().is_some() {
+                bail!("`{key}` comes from a module, not the mutable layer; override it with `config set` or remove the module");
+            }
+            bail!("`{key}` is not set");
+        };
+        let below = format!("{key}/");
+        let gone: Vec<String> =
+            cached.keys().filter(|k| k.as_str() == key || k.starts_with(&below)).cloned().collect();
+        if gone.is_empty() {
+            bail!("`{key}` is not set");
+        }
+        let mut rest = cached;
+        for k in &gone {
+            rest.remove(k);
+        }
+        // Below the cache there are only the modules: keys they define show their value again.
+        let mut next = modules.mapping.clone();
+        next.extend(rest);
+        let fell_back: Vec<String> = gone.iter().filter(|k| modules.mapping.contains_key(*k)).cloned().collect();
+        let result = if fell_back.is_empty() { Unset::Removed(gone.len()) } else { Unset::FellBack(fell_back) };
+        Ok((next, result))
+    })
+}
+
+/// The modules overlaid with the cache: the mapping a change to the cache starts from.
+fn effective_below_cache(paths: &Paths, cached: Option<mapping::Mapping>) -> mapping::Mapping {
+    let (mut config, _): (Config, _) = load_modules(paths);
+    if let Some(cached) = cached {
+        config.mapping.extend(cached);
+    }
+    config.mapping
+}

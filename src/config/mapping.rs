@@ -1,0 +1,219 @@
+//! The flat key/value form of the config.
+//!
+//! Module files are nested documents; the shared config is a flat mapping from `/`-joined
+//! paths under the prefix `raptiformica/` to JSON leaves (string, number, bool, list). The flat
+//! form is what is cached in `mutable_config.json` and stored in consul's KV, exactly as the
+//! original project did, so both sides of a mixed cluster read the same keys.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Every key of the shared config starts with this segment.
+pub const PREFIX: &str = "raptiformica";
+
+/// The sections a complete mapping must have (`raptiformica/<section>/...`).
+pub const REQUIRED_SECTIONS: [&str; 3] = ["server", "compute", "platform"];
+
+/// A flat config mapping, sorted by key.
+pub type Mapping = BTreeMap<String, Value>;
+
+/// Flattens a nested document into `prefix/a/b = leaf` pairs, added to `out`.
+///
+/// Empty objects vanish (they carry no leaf); every other value is a leaf.
+pub fn flatten_into(prefix: &str, value: &Value, out: &mut Mapping) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten_into(&format!("{prefix}/{k}"), v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
+    }
+}
+
+/// Flattens a whole module document under [`PREFIX`].
+pub fn flatten(document: &Value) -> Mapping {
+    let mut out = Mapping::new();
+    flatten_into(PREFIX, document, &mut out);
+    out
+}
+
+/// Rebuilds the nested document from a flat mapping (the inverse of [`flatten`]), without the
+/// `raptiformica` root.
+///
+/// Fails when one key is both a leaf and the parent of another key (`a/b` and `a/b/c`), which
+/// a nested document cannot express.
+pub fn unflatten(mapping: &Mapping) -> Result<Value, String> {
+    let mut root = serde_json::Map::new();
+    for (key, value) in mapping {
+        let rest = key
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| format!("key `{key}` does not start with `{PREFIX}/`"))?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut node = &mut root;
+        for part in &parts[..parts.len() - 1] {
+            let entry = node
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+            node = entry
+                .as_object_mut()
+                .ok_or_else(|| format!("key `{key}` lies below the leaf `{part}`"))?;
+        }
+        let last = parts[parts.len() - 1];
+        if node.contains_key(last) {
+            return Err(format!("key `{key}` is both a value and a section"));
+        }
+        node.insert(last.to_string(), value.clone());
+    }
+    Ok(Value::Object(root))
+}
+
+/// Normalizes a key typed by a user: `compute/docker` becomes `raptiformica/compute/docker`,
+/// trailing slashes go. Empty segments are refused.
+pub fn normalize_key(key: &str) -> Result<String, String> {
+    let trimmed = key.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Err("the key is empty".into());
+    }
+    let full = if trimmed == PREFIX || trimmed.starts_with(&format!("{PREFIX}/")) {
+        trimmed.to_string()
+    } else {
+        format!("{PREFIX}/{trimmed}")
+    };
+    if full.split('/').any(str::is_empty) {
+        return Err(format!("the key `{key}` has an empty segment (`//`)"));
+    }
+    Ok(full)
+}
+
+/// Checks that a mapping is complete enough to be cached or shared: every key under the
+/// prefix, and the `server`, `compute` and `platform` sections present.
+pub fn validate(mapping: &Mapping) -> Result<(), String> {
+    if let Some(bad) = mapping.keys().find(|k| !k.starts_with(&format!("{PREFIX}/"))) {
+        return Err(format!("key `{bad}` does not start with `{PREFIX}/`"));
+    }
+    let missing: Vec<&str> = REQUIRED_SECTIONS
+        .iter()
+        .copied()
+        .filter(|s| !has_section(mapping, s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("it lacks the section(s) {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+fn has_section(mapping: &Mapping, section: &str) -> bool {
+    let prefix = format!("{PREFIX}/{section}/");
+    mapping
+        .range(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
+}
+
+/// The keys at or below `key` (`key` itself and `key/...`).
+pub fn subtree<'a>(mapping: &'a Mapping, key: &'a str) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    let below = format!("{key}/");
+    mapping
+        .range(key.to_string()..)
+        .take_while(move |(k, _)| k.as_str() == key || k.starts_with(&below))
+}
+
+/// Refuses to set `key` when it would clash with the tree shape: it must not be the parent of
+/// existing keys, nor lie below an existing leaf.
+pub fn check_settable(mapping: &Mapping, key: &str) -> Result<(), String> {
+    let below = format!("{key}/");
+    if let Some((child, _)) = mapping.range(below.clone()..).next()
+        && child.starts_with(&below)
+    {
+        return Err(format!("`{key}` is a section (it holds `{child}`); set a key below it"));
+    }
+    let mut parent = key;
+    while let Some((p, _)) = parent.rsplit_once('/') {
+        if mapping.contains_key(p) {
+            return Err(format!("`{p}` is a value, so `{key}` cannot lie below it"));
+        }
+        parent = p;
+    }
+    Ok(())
+}
+
+/// Renders a leaf for humans: strings bare, everything else as JSON.
+pub fn display_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flatten_joins_paths_and_keeps_leaf_types() {
+        let doc = json!({"raptiformica_api_version": "0.1",
+            "compute": {"docker": {"headless": {"get_port": "echo 22", "n": 3, "on": true, "l": [1]}}},
+            "empty": {}});
+        let m = flatten(&doc);
+        assert_eq!(m["raptiformica/raptiformica_api_version"], json!("0.1"));
+        assert_eq!(m["raptiformica/compute/docker/headless/get_port"], json!("echo 22"));
+        assert_eq!(m["raptiformica/compute/docker/headless/n"], json!(3));
+        assert_eq!(m["raptiformica/compute/docker/headless/on"], json!(true));
+        assert_eq!(m["raptiformica/compute/docker/headless/l"], json!([1]));
+        assert!(!m.keys().any(|k| k.contains("empty")));
+    }
+
+    #[test]
+    fn unflatten_inverts_flatten() {
+        let doc = json!({"server": {"a": {"bootstrap": "x"}}, "compute": {"c": {"s": {"k": 1}}}});
+        assert_eq!(unflatten(&flatten(&doc)).unwrap(), doc);
+    }
+
+    #[test]
+    fn unflatten_refuses_leaf_and_section_at_once() {
+        let mut m = Mapping::new();
+        m.insert("raptiformica/a".into(), json!(1));
+        m.insert("raptiformica/a/b".into(), json!(2));
+        assert!(unflatten(&m).is_err());
+    }
+
+    #[test]
+    fn normalize_adds_prefix_and_refuses_empty_segments() {
+        assert_eq!(normalize_key("compute/x/").unwrap(), "raptiformica/compute/x");
+        assert_eq!(normalize_key("raptiformica/a").unwrap(), "raptiformica/a");
+        assert!(normalize_key("a//b").is_err());
+        assert!(normalize_key("  ").is_err());
+    }
+
+    #[test]
+    fn validate_wants_all_three_sections() {
+        let mut m = flatten(&json!({"server": {"a": {"bootstrap": "x"}}, "compute": {"c": {"s": {"k": 1}}}}));
+        assert!(validate(&m).unwrap_err().contains("platform"));
+        m.insert("raptiformica/platform/default/hooks/h/x/command".into(), json!("true"));
+        validate(&m).unwrap();
+        m.insert("other/key".into(), json!(1));
+        assert!(validate(&m).is_err());
+    }
+
+    #[test]
+    fn check_settable_guards_tree_shape() {
+        let m = flatten(&json!({"a": {"b": "leaf"}}));
+        assert!(check_settable(&m, "raptiformica/a").is_err());
+        assert!(check_settable(&m, "raptiformica/a/b/c").is_err());
+        check_settable(&m, "raptiformica/a/b").unwrap();
+        check_settable(&m, "raptiformica/a/c").unwrap();
+    }
+
+    #[test]
+    fn subtree_stops_at_siblings_with_common_prefix() {
+        let m = flatten(&json!({"a": {"b": 1, "bc": 2}, "ab": 3}));
+        let keys: Vec<_> = subtree(&m, "raptiformica/a/b").map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec!["raptiformica/a/b"]);
+    }
+}

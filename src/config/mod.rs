@@ -1,0 +1,160 @@
+//! The layered config, the heart of the tool.
+//!
+//! Layers, lowest first, each overriding the ones before key by key:
+//! 1. built-in modules (`compute/`, `provisioning/`, `modules/` of the install dir),
+//! 2. user modules (`<cache-dir>/modules/`),
+//! 3. the mutable cache (`<cache-dir>/mutable_config.json`),
+//! 4. consul's KV, once the node is in a cluster.
+//!
+//! Loading is a pure function of the files named by [`Paths`]; every key remembers the layer
+//! (and file) that gave it its value, so `raptiformica config` can say where a value came from.
+
+pub mod cache;
+pub mod edit;
+pub mod mapping;
+pub mod module;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use cache::MutableCache;
+pub use mapping::Mapping;
+
+use crate::paths::Paths;
+
+/// A config layer, in override order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Builtin,
+    UserModule,
+    MutableCache,
+    Consul,
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layer::Builtin => "builtin",
+            Layer::UserModule => "user module",
+            Layer::MutableCache => "mutable cache",
+            Layer::Consul => "consul",
+        })
+    }
+}
+
+/// Where a key's effective value came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Origin {
+    pub layer: Layer,
+    /// The module file, or the cache file.
+    pub file: Option<PathBuf>,
+}
+
+/// The effective config: the merged mapping and each key's origin.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub mapping: Mapping,
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl Config {
+    /// Lays `layer` over what is there: keys it has win. A key whose value the layer merely
+    /// repeats keeps its older origin, so the origin names the layer that set the value.
+    fn overlay(&mut self, layer: Layer, file: Option<&PathBuf>, mapping: &Mapping) {
+        for (key, value) in mapping {
+            if self.mapping.get(key) != Some(value) {
+                self.mapping.insert(key.clone(), value.clone());
+                self.origins.insert(
+                    key.clone(),
+                    Origin {
+                        layer,
+                        file: file.cloned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The value at `key` as a string, if it is one.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.mapping.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// The module layers only (built-in, then user modules), with a warning per skipped file.
+pub fn load_modules(paths: &Paths) -> (Config, Vec<String>) {
+    let mut config = Config::default();
+    let mut warnings = Vec::new();
+    let layers = [
+        (Layer::Builtin, paths.builtin_dirs()),
+        (Layer::UserModule, vec![paths.user_modules_dir()]),
+    ];
+    for (layer, dirs) in layers {
+        for dir in dirs {
+            let mut found = module::Discovery::default();
+            module::discover(&dir, &mut found);
+            for m in &found.modules {
+                config.overlay(layer, Some(&m.path), &m.mapping);
+            }
+            warnings.extend(found.warnings);
+        }
+    }
+    (config, warnings)
+}
+
+/// The effective config from the files on this machine: modules, then the mutable cache.
+/// Warnings for skipped module files are logged; a corrupt cache is an error.
+pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
+    let (mut config, warnings) = load_modules(paths);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if paths.install_dir.is_none() {
+        tracing::warn!(
+            "no built-in modules found (looked beside the binary and in `{}`); set --install-dir",
+            crate::paths::INSTALL_PREFIX
+        );
+    }
+    let cache = MutableCache::new(&paths.cache_dir);
+    if let Some(cached) = cache.read()? {
+        config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), &cached);
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn later_layers_win_and_origin_names_the_layer_that_set_the_value() {
+        let mut c = Config::default();
+        let a = PathBuf::from("a.toml");
+        c.overlay(
+            Layer::Builtin,
+            Some(&a),
+            &mapping::flatten(&json!({"k": 1, "same": "s"})),
+        );
+        c.overlay(Layer::UserModule, None, &mapping::flatten(&json!({"k": 2})));
+        c.overlay(
+            Layer::MutableCache,
+            None,
+            &mapping::flatten(&json!({"k": 2, "same": "s", "new": true})),
+        );
+        assert_eq!(c.mapping["raptiformica/k"], json!(2));
+        assert_eq!(c.origins["raptiformica/k"].layer, Layer::UserModule);
+        assert_eq!(
+            c.origins["raptiformica/same"],
+            Origin {
+                layer: Layer::Builtin,
+                file: Some(a)
+            }
+        );
+        assert_eq!(c.origins["raptiformica/new"].layer, Layer::MutableCache);
+    }
+}

@@ -1,0 +1,89 @@
+//! raptiformica: decentralized server orchestration.
+//!
+//! Map of the crate:
+//! - [`cli`]: the command line (clap derive only), [`commands`]: one thin `run` per subcommand;
+//! - [`config`]: the layered config (modules, mutable cache, later consul's KV) and its flat
+//!   `raptiformica/...` mapping;
+//! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
+//! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
+//! - [`process`]: the only place that starts local processes;
+//! - [`context`], [`paths`]: what every command is handed, and where things live.
+
+pub mod cli;
+pub mod commands;
+pub mod compute;
+pub mod config;
+pub mod context;
+pub mod hooks;
+pub mod paths;
+pub mod process;
+pub mod server_type;
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+use cli::{Cli, Command};
+use context::Context;
+use paths::Paths;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.verbose);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let cache_dir = expand_home(&cli.cache_dir, home.as_deref());
+    let ctx = Context {
+        paths: Paths::resolve(Some(cache_dir), cli.install_dir, home),
+        verbose: cli.verbose,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Config(args) => commands::config::run(&ctx, args),
+        Command::Spawn(args) => commands::spawn::run(&ctx, args),
+        Command::Destroy => commands::instances::remove(&ctx, false),
+        Command::Prune => commands::instances::remove(&ctx, true),
+        Command::Hook { name } => commands::hook::run(&ctx, &name),
+        Command::Clean => commands::clean::run(&ctx),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "raptiformica", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// `~` and `~/x` expand to the home dir.
+fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
+    match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 | 1 => "warn",
+        2 => "raptiformica=debug,warn",
+        _ => "raptiformica=trace,debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAPTIFORMICA_LOG").unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_expansion() {
+        let h = std::path::Path::new("/home/u");
+        assert_eq!(expand_home("~/.r", Some(h)), PathBuf::from("/home/u/.r"));
+        assert_eq!(expand_home("~", Some(h)), PathBuf::from("/home/u"));
+        assert_eq!(expand_home("~x/a", Some(h)), PathBuf::from("~x/a"));
+        assert_eq!(expand_home("/abs", Some(h)), PathBuf::from("/abs"));
+    }
+}

@@ -1,0 +1,23 @@
+//! The `raptiformica` binary: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = raptiformica::cli::Cli::parse();
+    match raptiformica::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for cause in causes {
+                    eprintln!("  {}", cause.replace('\n', "\n  "));
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

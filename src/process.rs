@@ -1,0 +1,354 @@
+//! The only place that starts local processes.
+//!
+//! [`Shell`] runs a command line with `sh -c` in a chosen directory, with a timeout that kills
+//! the whole process group, its output captured, appended to a log file and (under `-v`)
+//! streamed to stderr. A failure is an error that quotes the command, its exit status and the
+//! last lines it printed, because the last lines are what a user needs to see.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How many output lines an error quotes.
+pub const TAIL_LINES: usize = 15;
+
+/// What a finished command printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// True when the command exited 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// The last [`TAIL_LINES`] lines of stderr then stdout, indented for an error message.
+    pub fn tail(&self) -> String {
+        tail(&format!("{}{}", self.stdout, self.stderr))
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{label}: could not start `{command}`: {source}")]
+    Spawn {
+        label: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{label}: `{command}` {status}{}", fmt_tail(.tail))]
+    Failed {
+        label: String,
+        command: String,
+        status: String,
+        tail: String,
+    },
+    #[error("{label}: `{command}` did not finish within {}s and was killed{}", .timeout.as_secs(), fmt_tail(.tail))]
+    TimedOut {
+        label: String,
+        command: String,
+        timeout: Duration,
+        tail: String,
+    },
+}
+
+fn fmt_tail(tail: &str) -> String {
+    if tail.is_empty() {
+        String::from(" (it printed nothing)")
+    } else {
+        format!("; its last output:\n{tail}")
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    lines[start..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A shell command line to run locally.
+#[derive(Debug, Clone)]
+pub struct Shell {
+    label: String,
+    script: String,
+    cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+    log: Option<PathBuf>,
+    echo: bool,
+}
+
+impl fmt::Display for Shell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(cwd) = &self.cwd {
+            write!(f, "cd {} && ", cwd.display())?;
+        }
+        f.write_str(&self.script)
+    }
+}
+
+impl Shell {
+    /// `label` says what the command is for (`start_instance of docker/headless`); it heads
+    /// every message about it.
+    pub fn new(label: impl Into<String>, script: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            script: script.into(),
+            cwd: None,
+            env: vec![("LC_ALL".into(), "C".into())],
+            timeout: Duration::from_secs(1200),
+            log: None,
+            echo: false,
+        }
+    }
+
+    /// Runs in `dir`.
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Adds an environment variable (on top of ours).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Kills the command (and everything it started) after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Appends the command and all its output to `file`.
+    pub fn log_to(mut self, file: impl AsRef<Path>) -> Self {
+        self.log = Some(file.as_ref().to_path_buf());
+        self
+    }
+
+    /// Streams the output to our stderr as it comes (for `-v`).
+    pub fn echo(mut self, echo: bool) -> Self {
+        self.echo = echo;
+        self
+    }
+
+    /// Runs the command; a nonzero exit is an error.
+    pub fn run(&self) -> Result<Output, ProcessError> {
+        let out = self.output()?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ProcessError::Failed {
+                label: self.label.clone(),
+                command: self.to_string(),
+                status: describe(out.status),
+                tail: out.tail(),
+            })
+        }
+    }
+
+    /// Runs the command and returns what it did, whatever its exit status (for predicates).
+    pub fn output(&self) -> Result<Output, ProcessError> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&self.script);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0);
+        let log = self.open_log();
+        if let Some(log) = &log {
+            let mut l = log.lock().expect("log lock");
+            let _ = writeln!(l, "$ {self}");
+        }
+        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+            label: self.label.clone(),
+            command: self.to_string(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let readers = [
+            spawn_reader(
+                child.stdout.take().expect("piped"),
+                false,
+                log.clone(),
+                self.echo,
+                tx.clone(),
+            ),
+            spawn_reader(child.stderr.take().expect("piped"), true, log.clone(), self.echo, tx),
+        ];
+        drop(readers);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if started.elapsed() >= self.timeout => {
+                    // SAFETY: plain syscall on the group we created; no memory is involved.
+                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                    let _ = child.wait();
+                    break Err(());
+                }
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                Err(source) => {
+                    return Err(ProcessError::Spawn {
+                        label: self.label.clone(),
+                        command: self.to_string(),
+                        source,
+                    });
+                }
+            }
+        };
+        // A daemon started in the background may hold the pipes open for good: collect what
+        // came within a grace period and leave the rest.
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for _ in 0..2 {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((true, text)) => stderr = text,
+                Ok((false, text)) => stdout = text,
+                Err(_) => break,
+            }
+        }
+        if let Some(log) = &log {
+            let mut l = log.lock().expect("log lock");
+            let _ = match status {
+                Ok(s) => writeln!(l, "# {}", describe(s)),
+                Err(()) => writeln!(l, "# killed after {}s", self.timeout.as_secs()),
+            };
+        }
+        match status {
+            Ok(status) => Ok(Output { status, stdout, stderr }),
+            Err(()) => Err(ProcessError::TimedOut {
+                label: self.label.clone(),
+                command: self.to_string(),
+                timeout: self.timeout,
+                tail: tail(&format!("{stdout}{stderr}")),
+            }),
+        }
+    }
+
+    fn open_log(&self) -> Option<Arc<Mutex<File>>> {
+        let path = self.log.as_ref()?;
+        match OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Err(e) => {
+                tracing::warn!("cannot write the log `{}`: {e}", path.display());
+                None
+            }
+        }
+    }
+}
+
+fn spawn_reader(
+    pipe: impl Read + Send + 'static,
+    is_stderr: bool,
+    log: Option<Arc<Mutex<File>>>,
+    echo: bool,
+    done: mpsc::Sender<(bool, String)>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            let text = String::from_utf8_lossy(&line);
+            if let Some(log) = &log {
+                let _ = log.lock().expect("log lock").write_all(text.as_bytes());
+            }
+            if echo {
+                eprint!("  | {text}");
+            }
+            all.push_str(&text);
+            line.clear();
+        }
+        let _ = done.send((is_stderr, all));
+    })
+}
+
+/// `exited with status 3` / `was killed by signal 9`.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_env_and_cwd() {
+        let d = tempfile::tempdir().unwrap();
+        let out = Shell::new("t", "echo out; echo err >&2; pwd; echo $X")
+            .cwd(d.path())
+            .env("X", "y")
+            .run()
+            .unwrap();
+        assert!(out.stdout.contains("out\n") && out.stdout.ends_with("y\n"));
+        assert!(
+            out.stdout
+                .contains(&d.path().canonicalize().unwrap().display().to_string())
+        );
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn failure_quotes_status_and_last_lines() {
+        let err = Shell::new("step one", "for i in $(seq 40); do echo line$i; done; exit 3")
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("step one: `"), "{err}");
+        assert!(
+            err.contains("exited with status 3") && err.contains("line40") && !err.contains("line20\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let started = Instant::now();
+        let err = Shell::new("slow", "sleep 30 & sleep 30; echo never")
+            .timeout(Duration::from_millis(300))
+            .run()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn log_file_keeps_command_and_output() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        Shell::new("t", "echo hello").log_to(&log).run().unwrap();
+        let _ = Shell::new("t", "echo bye; false").log_to(&log).run();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("$ echo hello\nhello\n# exited with status 0"), "{text}");
+        assert!(text.contains("bye\n# exited with status 1"), "{text}");
+    }
+}

@@ -1,0 +1,304 @@
+//! The layered config through the real binary.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestEnv, root, text};
+
+#[test]
+fn builtin_modules_load_with_their_origin() {
+    let env = TestEnv::new();
+    let m = env.mapping();
+    assert!(
+        m.contains_key("raptiformica/compute/docker/headless/start_instance"),
+        "{m:?}"
+    );
+    assert!(m.contains_key("raptiformica/server/headless/raptiformica/bootstrap"));
+    let table = env.ok(&["config"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("raptiformica/compute/docker/headless/get_port"))
+        .unwrap();
+    assert!(line.contains("builtin compute/docker/raptiformica.toml"), "{line}");
+}
+
+#[test]
+fn user_modules_override_builtin_key_by_key_json_and_toml() {
+    let env = TestEnv::new();
+    let builtin = env.mapping();
+    env.module(
+        "a/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1",
+        "compute": {"docker": {"headless": {"get_port": "echo 2222"}}}, "extra": {"from": "json"}}"#,
+    );
+    env.module(
+        "b/mod.toml",
+        "raptiformica_api_version = \"0.1\"\n[extra]\nfrom = \"toml\"\nnumber = 7\n",
+    );
+    env.module(
+        "b/ignored.json",
+        r#"{"no_version": true, "extra": {"from": "ignored"}}"#,
+    );
+    let m = env.mapping();
+    assert_eq!(m["raptiformica/compute/docker/headless/get_port"], json!("echo 2222"));
+    // b/ sorts after a/: the TOML file wins where both set a key.
+    assert_eq!(m["raptiformica/extra/from"], json!("toml"));
+    assert_eq!(m["raptiformica/extra/number"], json!(7));
+    // The other built-in keys are untouched.
+    assert_eq!(
+        m["raptiformica/compute/docker/headless/start_instance"],
+        builtin["raptiformica/compute/docker/headless/start_instance"]
+    );
+    let table = env.ok(&["config"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("raptiformica/extra/from") && l.contains("user module b/mod.toml")),
+        "{table}"
+    );
+    // The mutable layer beats both.
+    env.ok(&["config", "set", "extra/from", "cli"]);
+    assert_eq!(env.ok(&["config", "get", "raptiformica/extra/from"]), "cli\n");
+    let table = env.ok(&["config"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("raptiformica/extra/from") && l.contains("mutable cache")),
+        "{table}"
+    );
+}
+
+/// Every module file of the original project (and one of its plugins) loads unchanged, as a
+/// user module, and each of its values lands at the key the original put it at.
+#[test]
+fn compat_modules_load_unchanged_at_the_original_keys() {
+    let mut dirs = vec![root().join("tests/fixtures/compat")];
+    let shared = root().join("../shared/compat");
+    if shared.is_dir() {
+        dirs.push(shared);
+    }
+    for compat in dirs {
+        let env = TestEnv::new();
+        let mut expected = serde_json::Map::new();
+        let mut files = 0;
+        for plugin in std::fs::read_dir(&compat)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+        {
+            copy_dir(&plugin.path(), &env.modules().join(plugin.file_name()));
+            for f in walk(&plugin.path())
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            {
+                files += 1;
+                let doc: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+                flatten("raptiformica", &doc, &mut expected);
+            }
+        }
+        assert!(files >= 7, "expected the compat fixtures in {}", compat.display());
+        let out = env.run(&["config", "--json"]);
+        assert!(
+            out.stderr.is_empty(),
+            "warnings for compat modules: {}",
+            text(&out.stderr)
+        );
+        let m: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for (k, v) in &expected {
+            assert_eq!(m.get(k), Some(v), "key {k} from {}", compat.display());
+        }
+        for k in [
+            "raptiformica/compute/docker/headless/start_instance",
+            "raptiformica/compute/vagrant/headless/get_hostname",
+            "raptiformica/platform/default/hooks/cluster_change/rejoin_peers/command",
+            "raptiformica/platform/default/hooks/cluster_change/notify_kodi_on_cluster_change/predicate",
+            "raptiformica/server/headless/raptiformica/bootstrap",
+            "raptiformica/raptiformica_api_version",
+        ] {
+            assert!(m.contains_key(k), "{k} missing");
+        }
+    }
+}
+
+#[test]
+fn malformed_module_is_skipped_with_a_warning_naming_it() {
+    let env = TestEnv::new();
+    env.module(
+        "good/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "extra": {"good": 1}}"#,
+    );
+    env.module(
+        "broken/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "server": "#,
+    );
+    env.module(
+        "bad-toml/raptiformica.toml",
+        "raptiformica_api_version = \"0.1\"\n[server\n",
+    );
+    let out = env.run(&["config", "--json"]);
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("broken/raptiformica.json") && stderr.contains("EOF"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad-toml/raptiformica.toml") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    let m: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["raptiformica/extra/good"], json!(1));
+    assert!(m.contains_key("raptiformica/compute/docker/headless/get_port"));
+}
+
+#[test]
+fn set_get_unset_round_trip() {
+    let env = TestEnv::new();
+    env.ok(&["config", "set", "raptiformica/test/a", "hello world"]);
+    env.ok(&["config", "set", "test/n", "42", "--json-value"]);
+    assert_eq!(env.ok(&["config", "get", "test/a"]), "hello world\n");
+    assert_eq!(env.ok(&["--json", "config", "get", "test/n"]).trim(), "42");
+    assert_eq!(
+        env.ok(&["config", "get", "test"]),
+        "raptiformica/test/a = hello world\nraptiformica/test/n = 42\n"
+    );
+    // The cache is the flat mapping, complete enough to seed another node.
+    let cached: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(env.cache_file()).unwrap()).unwrap();
+    assert_eq!(cached["raptiformica/test/a"], json!("hello world"));
+    assert!(cached.contains_key("raptiformica/compute/docker/headless/get_port"));
+    // A value can shadow a module's and be unset to show the module's again.
+    let port = env.ok(&["config", "get", "compute/docker/headless/get_port"]);
+    env.ok(&["config", "set", "compute/docker/headless/get_port", "echo 2200"]);
+    assert_eq!(
+        env.ok(&["config", "get", "compute/docker/headless/get_port"]),
+        "echo 2200\n"
+    );
+    let out = env.run(&["config", "unset", "compute/docker/headless/get_port"]);
+    assert!(text(&out.stderr).contains("falls back to its module value"));
+    assert_eq!(env.ok(&["config", "get", "compute/docker/headless/get_port"]), port);
+    env.ok(&["config", "unset", "test"]);
+    assert!(env.fails(&["config", "get", "test/a"]).contains("is not set"));
+    assert!(env.fails(&["config", "unset", "test/a"]).contains("is not set"));
+}
+
+#[test]
+fn set_refuses_to_break_the_tree_shape() {
+    let env = TestEnv::new();
+    let err = env.fails(&["config", "set", "compute/docker", "x"]);
+    assert!(err.contains("is a section"), "{err}");
+    let err = env.fails(&["config", "set", "compute/docker/headless/get_port/x", "x"]);
+    assert!(err.contains("is a value"), "{err}");
+    assert!(env.fails(&["config", "set", "a//b", "x"]).contains("empty segment"));
+}
+
+#[test]
+fn corrupt_cache_is_refused_and_left_byte_for_byte() {
+    let corruptions: [&[u8]; 5] = [
+        b"{\"raptiformica/server/headless\": tru",
+        b"",
+        b"{}",
+        b"[\"raptiformica/server/x\"]",
+        b"{\"raptiformica/server/a/b/bootstrap\": \"x\", \"raptiformica/compute/c/s/get_port\": \"echo 22\"}",
+    ];
+    for bad in corruptions {
+        let env = TestEnv::new();
+        std::fs::create_dir_all(env.cache()).unwrap();
+        std::fs::write(env.cache_file(), bad).unwrap();
+        for args in [
+            &["config", "set", "raptiformica/x", "y"][..],
+            &["config", "unset", "raptiformica/x"],
+            &["config", "get", "raptiformica/x"],
+            &["config"],
+            &["spawn", "--check-available"],
+        ] {
+            let err = env.fails(args);
+            assert!(
+                err.contains("mutable_config.json") && err.contains("raptiformica clean"),
+                "{args:?}: {err}"
+            );
+            assert_eq!(
+                std::fs::read(env.cache_file()).unwrap(),
+                bad,
+                "{args:?} changed the cache"
+            );
+        }
+        env.ok(&["clean"]);
+        assert!(!env.cache_file().exists());
+        env.ok(&["config", "set", "raptiformica/x", "y"]);
+        assert_eq!(env.ok(&["config", "get", "x"]), "y\n");
+    }
+}
+
+#[test]
+fn concurrent_sets_from_eight_processes_lose_no_write() {
+    let env = TestEnv::new();
+    for round in 0..3 {
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                let mut cmd = env.cmd();
+                cmd.args([
+                    "config",
+                    "set",
+                    &format!("raptiformica/race/r{round}/k{i}"),
+                    &format!("v{i}"),
+                ]);
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    let m = env.mapping();
+    for round in 0..3 {
+        for i in 0..8 {
+            assert_eq!(
+                m.get(&format!("raptiformica/race/r{round}/k{i}")),
+                Some(&json!(format!("v{i}"))),
+                "lost r{round}/k{i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn example_cache_is_a_valid_cache() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.cache()).unwrap();
+    std::fs::copy(root().join("mutable_config.json.example"), env.cache_file()).unwrap();
+    let m = env.mapping();
+    assert!(m.contains_key("raptiformica/compute/docker/headless/start_instance"));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()))
+        } else {
+            out.push(e.path())
+        }
+    }
+    out
+}
+
+/// The test's own flattening, independent of the crate's.
+fn flatten(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
+    match v {
+        Value::Object(o) => o.iter().for_each(|(k, v)| flatten(&format!("{prefix}/{k}"), v, out)),
+        leaf => {
+            out.insert(prefix.into(), leaf.clone());
+        }
+    }
+}

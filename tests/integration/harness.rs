@@ -1,0 +1,121 @@
+//! `TestEnv`: a temp HOME and cache dir, an environment scrubbed of our variables, and the
+//! binary built by cargo. The temp dir is kept (and its path printed) when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use std::process::Command;
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("raptiformica-test.")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self { dir }
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    pub fn cache_file(&self) -> PathBuf {
+        self.cache().join("mutable_config.json")
+    }
+
+    pub fn modules(&self) -> PathBuf {
+        self.cache().join("modules")
+    }
+
+    /// Writes a file below the temp dir (parents created) and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Writes a user module file below `<cache>/modules/`.
+    pub fn module(&self, rel: &str, text: &str) -> PathBuf {
+        self.write(&format!("cache/modules/{rel}"), text)
+    }
+
+    /// The binary with our env scrubbed, HOME and the cache dir in the temp dir.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("RAPTIFORMICA_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", self.dir.path().join("home"))
+            .env("RAPTIFORMICA_CACHE_DIR", self.cache());
+        cmd
+    }
+
+    /// Runs with `args`, returns the output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run raptiformica")
+    }
+
+    /// Runs with `args`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "`raptiformica {}` failed:\n{}",
+            args.join(" "),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs with `args`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "`raptiformica {}` succeeded:\n{}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    /// `config --json` as a JSON object.
+    pub fn mapping(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.ok(&["config", "--json"]))
+            .expect("config --json prints JSON")
+            .as_object()
+            .expect("an object")
+            .clone()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = self.dir.path().to_path_buf();
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()));
+            eprintln!("test failed: its files are kept in {}", kept.display());
+        }
+    }
+}
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_raptiformica"))
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The project's root (where the built-in modules are).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real binary against temporary cache dirs.
+
+mod harness;
+
+mod cli;
+mod compute;
+mod config;
