@@ -63,6 +63,27 @@ pub enum Command {
     /// `after_start_instance` hooks. A failed start is cleaned up; nothing is left half-created.
     Spawn(SpawnArgs),
 
+    /// Provision an existing machine over SSH and make it a node
+    ///
+    /// Connects as root (the host key is pinned on first contact in <cache-dir>/known_hosts and
+    /// checked on every later one), uploads this binary, the module folders, the artifacts
+    /// (consul, yggdrasil) and the cached config, runs the server type's provisioning there,
+    /// fires the `after_slave` hooks, then registers the node as a neighbour. Only what changed
+    /// is uploaded: slaving the same machine again is safe and fast.
+    Slave(SlaveArgs),
+
+    /// Open a shell on a machine, or run a command there
+    ///
+    /// MACHINE is an instance id (or its first characters) or a host; by default the first
+    /// instance this host started. Uses the pinned host keys and this host's key.
+    Ssh(SshArgs),
+
+    /// Manage the binaries a node needs (consul, yggdrasil), kept in <cache-dir>/artifacts
+    Artifacts {
+        #[command(subcommand)]
+        action: ArtifactsAction,
+    },
+
     /// Remove every instance this host started
     ///
     /// Runs each instance's `clean_up_instance_command`, then removes its directory.
@@ -137,6 +158,60 @@ pub struct SpawnArgs {
     /// Only report which compute types are available on this host (exit 1 if none)
     #[arg(long)]
     pub check_available: bool,
+
+    #[command(flatten)]
+    pub steps: StepFlags,
+}
+
+/// Steps of slaving that can be skipped.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct StepFlags {
+    /// Upload but do not run the server type's provisioning
+    #[arg(long)]
+    pub no_provision: bool,
+
+    /// Do not join the machine to the cluster (no neighbour registration, no mesh)
+    #[arg(long)]
+    pub no_assimilate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlaveArgs {
+    /// Address or name of the machine
+    pub host: String,
+
+    /// Its SSH port
+    #[arg(short, long, default_value_t = 22)]
+    pub port: u16,
+
+    /// Server type to provision it as [default: the first one]
+    #[arg(long, value_name = "TYPE")]
+    pub server_type: Option<String>,
+
+    #[command(flatten)]
+    pub steps: StepFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Instance id (or a prefix of it) or host [default: the first instance]
+    pub machine: Option<String>,
+
+    /// Print the ssh command line instead of running it
+    #[arg(long, alias = "only-info")]
+    pub info_only: bool,
+
+    /// Command to run there instead of a shell (after `--`)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsAction {
+    /// Download consul (Debian bullseye) and yggdrasil (bookworm) and record their checksums
+    Fetch,
+    /// List the artifacts with their checksums, verifying each
+    List,
 }
 
 #[cfg(test)]

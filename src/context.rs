@@ -12,6 +12,8 @@ pub struct Context {
     pub verbose: u8,
     /// Print data as JSON.
     pub json: bool,
+    /// The public key(s) new instances authorize for root, once the SSH identity is known.
+    pub public_key_file: Option<std::path::PathBuf>,
 }
 
 impl Context {
@@ -30,6 +32,9 @@ impl Context {
             shell = shell
                 .cwd(dir)
                 .env("RAPTIFORMICA_INSTALL_DIR", dir.display().to_string());
+        }
+        if let Some(key) = &self.public_key_file {
+            shell = shell.env("RAPTIFORMICA_PUBLIC_KEY_FILE", key.display().to_string());
         }
         if let Ok(exe) = std::env::current_exe() {
             shell = shell.env("RAPTIFORMICA_BIN", exe.display().to_string());

@@ -9,6 +9,7 @@
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
+pub mod artifacts;
 pub mod cli;
 pub mod commands;
 pub mod compute;
@@ -17,7 +18,10 @@ pub mod context;
 pub mod hooks;
 pub mod paths;
 pub mod process;
+pub mod progress;
 pub mod server_type;
+pub mod slave;
+pub mod ssh;
 
 use std::path::PathBuf;
 
@@ -36,10 +40,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         paths: Paths::resolve(Some(cache_dir), cli.install_dir, home),
         verbose: cli.verbose,
         json: cli.json,
+        public_key_file: None,
     };
     match cli.command {
         Command::Config(args) => commands::config::run(&ctx, args),
         Command::Spawn(args) => commands::spawn::run(&ctx, args),
+        Command::Slave(args) => commands::slave::run(&ctx, args),
+        Command::Ssh(args) => commands::ssh::run(&ctx, args),
+        Command::Artifacts { action } => commands::artifacts::run(&ctx, action),
         Command::Destroy => commands::instances::remove(&ctx, false),
         Command::Prune => commands::instances::remove(&ctx, true),
         Command::Hook { name } => commands::hook::run(&ctx, &name),
@@ -49,6 +57,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// An error that carries the exit code to end with (e.g. a remote command's status).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct ExitWith(pub i32);
+
+/// A tokio runtime for the commands that talk to machines.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?)
 }
 
 /// `~` and `~/x` expand to the home dir.

@@ -8,6 +8,10 @@ fn main() -> ExitCode {
     let cli = raptiformica::cli::Cli::parse();
     match raptiformica::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<raptiformica::ExitWith>().is_some() => {
+            let code = e.downcast_ref::<raptiformica::ExitWith>().map_or(1, |c| c.0);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();

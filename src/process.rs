@@ -297,6 +297,15 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Runs a program with our terminal (stdin, stdout, stderr inherited), e.g. an interactive
+/// `ssh`; returns its exit status.
+pub fn run_interactive(argv: &[String]) -> std::io::Result<ExitStatus> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty command"))?;
+    Command::new(program).args(args).status()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,13 @@
 //! One file per subcommand: each `run` turns arguments into library calls and prints.
 
+pub mod artifacts;
 pub mod clean;
 pub mod config;
 pub mod hook;
 pub mod instances;
+pub mod slave;
 pub mod spawn;
+pub mod ssh;
 
 use serde::Serialize;
 

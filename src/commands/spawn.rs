@@ -1,13 +1,19 @@
 //! `raptiformica spawn`: start machines through a compute back-end.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::{print_json, print_table};
 use crate::cli::SpawnArgs;
-use crate::compute::{self, ComputeType};
+use crate::compute::{self, ComputeType, Instance};
 use crate::config::Config;
 use crate::context::Context;
+use crate::progress::Progress;
+use crate::slave::{self, SlaveOptions};
+use crate::ssh::Identity;
 use crate::{hooks, server_type};
 
 #[derive(Serialize)]
@@ -23,23 +29,108 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
         return check_available(ctx, &config);
     }
     let ty = choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
+    let progress = Progress::new(ctx.json);
+    super::slave::prepare(ctx, &progress)?;
+    let identity = Identity::ensure(ctx)?;
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        ..ctx.clone()
+    };
+    let config = Arc::new(ctx.config()?);
+    let opts = SlaveOptions {
+        server_type: Some(ty.server.clone()),
+        provision: !args.steps.no_provision,
+        assimilate: !args.steps.no_assimilate,
+        patience: SSH_PATIENCE,
+    };
+    let results = crate::runtime()?.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 1..=args.count {
+            let (ctx, config, ty, identity, progress, opts) = (
+                ctx.clone(),
+                config.clone(),
+                ty.clone(),
+                identity.clone(),
+                progress.clone(),
+                opts.clone(),
+            );
+            tasks.spawn(async move {
+                let who = format!("instance {n}");
+                spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
+                    .await
+                    .with_context(|| format!("{who} of {}", ty.name()))
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            results.push(joined.map_err(anyhow::Error::from).and_then(|r| r));
+        }
+        results
+    });
     let mut started = Vec::new();
-    for n in 1..=args.count {
-        eprintln!("starting instance {n}/{} with compute type `{}`", args.count, ty.name());
-        let instance = compute::start(ctx, &ty)?;
-        eprintln!(
-            "started instance {} at {}:{}",
-            instance.id,
-            instance.host.as_deref().unwrap_or("?"),
-            instance.port.unwrap_or(22)
-        );
-        hooks::fire(ctx, &config, "after_start_instance");
-        started.push(instance);
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(i) => started.push(i),
+            Err(e) => errors.push(e),
+        }
     }
     if ctx.json {
         print_json(&started);
     }
-    Ok(())
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => {
+            for e in &errors {
+                eprintln!("error: {e:#}");
+            }
+            bail!("{n} of {} instances failed (each was cleaned up)", args.count)
+        }
+    }
+}
+
+/// How long a new machine may take to answer SSH after `start_instance` returned.
+const SSH_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
+async fn spawn_one(
+    ctx: &Context,
+    config: &Arc<Config>,
+    ty: &ComputeType,
+    identity: &Identity,
+    progress: &Progress,
+    who: &str,
+    opts: &SlaveOptions,
+) -> anyhow::Result<Instance> {
+    let step = progress.step(who, &format!("start ({})", ty.name()));
+    let instance = {
+        let (ctx, ty) = (ctx.clone(), ty.clone());
+        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
+    };
+    let (host, port) = (instance.host.clone().unwrap_or_default(), instance.port.unwrap_or(22));
+    step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
+    let slaved = async {
+        // A brand-new machine: any older pin for its address belonged to another machine.
+        match &instance.host_keys {
+            Some(keys) => {
+                identity.pin(&host, port, keys)?;
+            }
+            None => identity.forget(&host, port)?,
+        }
+        let (c, cfg) = (ctx.clone(), config.clone());
+        tokio::task::spawn_blocking(move || hooks::fire(&c, &cfg, "after_start_instance")).await?;
+        slave::slave(ctx, config, identity, progress, &host, port, opts).await
+    }
+    .await;
+    if let Err(e) = slaved {
+        let (c, t, i) = (ctx.clone(), ty.clone(), instance.clone());
+        if let Err(c) = tokio::task::spawn_blocking(move || compute::clean_up(&c, &t, &i)).await? {
+            tracing::warn!("cleaning up instance {} failed too: {c:#}", instance.id);
+        }
+        return Err(e);
+    }
+    Ok(instance)
 }
 
 fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {

@@ -24,6 +24,9 @@ pub struct Instance {
     pub dir: PathBuf,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// The host keys the back-end vouched for (`get_host_key`), pinned before first contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_keys: Option<String>,
 }
 
 impl Instance {
@@ -39,7 +42,7 @@ impl Instance {
             server: server.into(),
             dir,
             host: None,
-            port: None,
+            port: None, host_keys: None 
         })
     }
 
@@ -76,6 +79,7 @@ impl Instance {
             dir: PathBuf::new(),
             host: None,
             port: None,
+            host_keys: None,
         });
         instance.dir = dir;
         instance

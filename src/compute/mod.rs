@@ -186,6 +186,9 @@ fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Res
         .parse()
         .with_context(|| format!("`get_port` of `{}` printed no port number (got {port:?})", ty.name()))?;
     let mut started = instance.clone();
+    if ty.commands.contains_key("get_host_key") {
+        started.host_keys = Some(run("get_host_key", SHORT_TIMEOUT)?);
+    }
     started.host = Some(host);
     started.port = Some(port);
     started.save()?;
@@ -217,6 +220,10 @@ pub fn clean_up(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow:
     instance_shell(ctx, ty, instance, "clean_up_instance_command")?
         .timeout(SHORT_TIMEOUT)
         .run()?;
+    if let Some(host) = &instance.host {
+        // The address will serve another machine, with another host key.
+        crate::ssh::forget(&ctx.paths.cache_dir.join("known_hosts"), host, instance.port.unwrap_or(22))?;
+    }
     remove_dir(&instance.dir)
 }
 

@@ -12,10 +12,19 @@ use crate::paths::Paths;
 
 /// Sets `key` (already normalized) to `value` in the mutable cache.
 pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<()> {
+    update(paths, |mapping| {
+        mapping::check_settable(mapping, key).map_err(anyhow::Error::msg)?;
+        mapping.insert(key.to_string(), value);
+        Ok(())
+    })
+}
+
+/// Changes the mutable cache with `change`, which sees the modules overlaid with the cache,
+/// all under one exclusive lock.
+pub fn update(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> anyhow::Result<()>) -> anyhow::Result<()> {
     MutableCache::new(&paths.cache_dir).update(|cached| {
         let mut next = effective_below_cache(paths, cached);
-        mapping::check_settable(&next, key).map_err(anyhow::Error::msg)?;
-        next.insert(key.to_string(), value);
+        change(&mut next)?;
         Ok((next, ()))
     })
 }

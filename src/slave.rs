@@ -1,0 +1,341 @@
+//! Slaving: make an existing machine a raptiformica node over SSH.
+//!
+//! Steps, each with its own progress line and error context: connect (pinned host key),
+//! upload (this binary, the module folders, the artifacts and the cached mutable config, only
+//! what changed), provision (the server type's provisioners, run on the machine), the
+//! `after_slave` hooks, then assimilation (recording the node as a neighbour in the shared
+//! config and the `after_assimilate` hooks). Slaving the same machine again is safe and fast.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::artifacts;
+use crate::config::{Config, MutableCache, mapping::PREFIX};
+use crate::context::Context;
+use crate::hooks;
+use crate::paths::{BUILTIN_FOLDERS, INSTALL_PREFIX};
+use crate::progress::Progress;
+use crate::server_type;
+use crate::ssh::{Identity, Remote};
+
+/// The cache dir of root on a slaved machine.
+pub const REMOTE_CACHE: &str = "/root/.raptiformica.d";
+/// Where binaries are linked on the target's PATH.
+pub const REMOTE_BIN: &str = "/usr/local/bin";
+
+/// What to do when slaving.
+#[derive(Debug, Clone)]
+pub struct SlaveOptions {
+    pub server_type: Option<String>,
+    pub provision: bool,
+    pub assimilate: bool,
+    /// How long to keep retrying the first SSH contact (a machine still booting).
+    pub patience: Duration,
+}
+
+/// Slaves `host:port`.
+pub async fn slave(
+    ctx: &Context,
+    config: &Config,
+    identity: &Identity,
+    progress: &Progress,
+    host: &str,
+    port: u16,
+    opts: &SlaveOptions,
+) -> anyhow::Result<()> {
+    let who = format!("{host}:{port}");
+    let server = match &opts.server_type {
+        Some(s) => s.clone(),
+        None => server_type::server_types(config)
+            .into_keys()
+            .next()
+            .context("no server type in the config")?,
+    };
+    let provisioners = server_type::server_types(config)
+        .remove(&server)
+        .with_context(|| format!("there is no server type `{server}` (see `raptiformica config get server`)"))?;
+
+    let step = progress.step(&who, "connect");
+    let remote = Remote::connect_patiently(identity, host, port, opts.patience)
+        .await
+        .context("step `connect` failed")?;
+    step.done("host key pinned");
+
+    let result = async {
+        let step = progress.step(&who, "upload");
+        let summary = upload(ctx, &remote).await.context("step `upload` failed")?;
+        step.done(&summary);
+
+        if opts.provision {
+            for p in &provisioners {
+                let step = progress.step(&who, &format!("provision {server}/{}", p.name));
+                provision(ctx, &remote, &server, p)
+                    .await
+                    .with_context(|| format!("step `provision` ({server}/{}) failed", p.name))?;
+                step.done("");
+            }
+        }
+        let fired = hooks::fire(ctx, config, "after_slave");
+        tracing::info!("after_slave: {} handler(s) ran", fired.ran);
+
+        if opts.assimilate {
+            let step = progress.step(&who, "assimilate");
+            assimilate(ctx, &remote).await.context("step `assimilate` failed")?;
+            hooks::fire(ctx, config, "after_assimilate");
+            step.done("registered as a neighbour");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    remote.close().await;
+    result.with_context(|| format!("slaving {who} failed"))
+}
+
+/// One file to put on the target.
+struct Upload {
+    local: PathBuf,
+    remote: String,
+    sum: String,
+}
+
+/// What goes to a target: this binary and the artifacts into its cache's `artifacts/`, the
+/// built-in module folders into the install prefix, the user modules and the mutable cache
+/// into its cache dir.
+fn upload_set(ctx: &Context) -> anyhow::Result<Vec<Upload>> {
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    files.push((exe, format!("{REMOTE_CACHE}/artifacts/raptiformica")));
+    let art = artifacts::dir(ctx);
+    for name in artifacts::BINARIES.iter().copied().chain([artifacts::SUMS, "VERSIONS"]) {
+        if art.join(name).is_file() {
+            files.push((art.join(name), format!("{REMOTE_CACHE}/artifacts/{name}")));
+        }
+    }
+    if let Some(install) = &ctx.paths.install_dir {
+        for folder in BUILTIN_FOLDERS {
+            walk(&install.join(folder), &format!("{INSTALL_PREFIX}/{folder}"), &mut files);
+        }
+    }
+    walk(
+        &ctx.paths.user_modules_dir(),
+        &format!("{REMOTE_CACHE}/modules"),
+        &mut files,
+    );
+    let cache = MutableCache::new(&ctx.paths.cache_dir);
+    if let Some(mapping) = cache.read()? {
+        // Uploaded beside the target's cache and renamed into place under its lock.
+        let tmp = ctx.paths.cache_dir.join("var").join("outgoing_config.json");
+        std::fs::create_dir_all(tmp.parent().expect("has a parent"))?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&mapping)?)?;
+        files.push((tmp, format!("{REMOTE_CACHE}/mutable_config.json.incoming")));
+    }
+    let sums = std::fs::read_to_string(art.join(artifacts::SUMS)).unwrap_or_default();
+    files
+        .into_iter()
+        .map(|(local, remote)| {
+            // Artifacts are big: trust their recorded sums rather than hashing them each time.
+            let name = local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let recorded = (local.parent() == Some(art.as_path()))
+                .then(|| {
+                    sums.lines()
+                        .find_map(|l| l.strip_suffix(&format!("  {name}")).map(str::to_string))
+                })
+                .flatten();
+            let sum = match recorded {
+                Some(s) => s,
+                None => artifacts::sha256_file(&local)?,
+            };
+            Ok(Upload { local, remote, sum })
+        })
+        .collect()
+}
+
+fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "var" {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            walk(&path, &format!("{remote}/{name}"), out);
+        } else if path.is_file() {
+            out.push((path, format!("{remote}/{name}")));
+        }
+    }
+}
+
+/// Uploads what differs on the target, then links the binaries onto its PATH.
+async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
+    let set = upload_set(ctx)?;
+    // Which files does the target lack, or hold another version of?
+    let mut manifest = tempfile::tempfile()?;
+    for u in &set {
+        std::io::Write::write_all(&mut manifest, format!("{} {}\n", u.sum, u.remote).as_bytes())?;
+    }
+    std::io::Seek::rewind(&mut manifest)?;
+    let diff = remote
+        .sh(
+            r#"while read -r sum path; do
+                 [ -f "$path" ] && [ "$(sha256sum "$path" | cut -d' ' -f1)" = "$sum" ] || printf '%s\n' "$path"
+               done"#,
+            Some(manifest),
+        )
+        .await?;
+    if !diff.success() {
+        bail!("cannot compare files on the target: {}", diff.stderr.trim());
+    }
+    let wanted: std::collections::HashSet<&str> = diff.stdout.lines().collect();
+    let needed: Vec<&Upload> = set.iter().filter(|u| wanted.contains(u.remote.as_str())).collect();
+    let bytes: u64 = needed
+        .iter()
+        .filter_map(|u| std::fs::metadata(&u.local).ok())
+        .map(|m| m.len())
+        .sum();
+    if !needed.is_empty() {
+        let mut archive = tar::Builder::new(tempfile::tempfile()?);
+        archive.follow_symlinks(true);
+        for u in &needed {
+            archive
+                .append_path_with_name(&u.local, u.remote.trim_start_matches('/'))
+                .with_context(|| format!("cannot pack `{}`", u.local.display()))?;
+        }
+        let mut file = archive.into_inner()?;
+        std::io::Seek::rewind(&mut file)?;
+        let out = remote.sh("tar -x -f - -C / --no-same-owner", Some(file)).await?;
+        if !out.success() {
+            bail!("unpacking on the target failed: {}", out.stderr.trim());
+        }
+    }
+    let _ = ctx;
+    remote
+        .run(
+            "installing the binaries",
+            &format!(
+                r#"set -e
+                chmod 700 {REMOTE_CACHE}
+                mkdir -p {REMOTE_BIN}
+                for b in raptiformica consul yggdrasil yggdrasilctl; do
+                  if [ -f {REMOTE_CACHE}/artifacts/$b ]; then chmod 755 {REMOTE_CACHE}/artifacts/$b; ln -sfn {REMOTE_CACHE}/artifacts/$b {REMOTE_BIN}/$b; fi
+                done
+                if [ -f {REMOTE_CACHE}/mutable_config.json.incoming ]; then
+                  chmod 600 {REMOTE_CACHE}/mutable_config.json.incoming
+                  flock {REMOTE_CACHE}/mutable_config.json.lock mv -f {REMOTE_CACHE}/mutable_config.json.incoming {REMOTE_CACHE}/mutable_config.json
+                fi
+                {REMOTE_BIN}/raptiformica --version"#
+            ),
+        )
+        .await?;
+    Ok(if needed.is_empty() {
+        format!("all {} files already there", set.len())
+    } else {
+        format!("{} of {} files, {:.1} MB", needed.len(), set.len(), bytes as f64 / 1e6)
+    })
+}
+
+/// Runs one provisioner on the target: its `source` checked out (if set), then `bootstrap`.
+async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type::Provisioner) -> anyhow::Result<()> {
+    let Some(bootstrap) = &p.bootstrap else {
+        bail!(
+            "provisioner `{server}/{}` has no `bootstrap` command (`{PREFIX}/server/{server}/{}/bootstrap`)",
+            p.name,
+            p.name
+        );
+    };
+    let checkout = match &p.source {
+        Some(source) => {
+            let dir = format!("/usr/etc/{}", p.name);
+            format!(
+                "if [ -d {dir}/.git ]; then git -C {dir} pull -q --ff-only; else git clone -q {src} {dir}; fi\ncd {dir}\n",
+                dir = quote(&dir),
+                src = quote(source)
+            )
+        }
+        None => format!("cd {INSTALL_PREFIX}\n"),
+    };
+    let script = format!(
+        "set -e\nexport PATH={REMOTE_BIN}:$PATH RAPTIFORMICA_INSTALL_DIR={INSTALL_PREFIX} RAPTIFORMICA_CACHE_DIR={REMOTE_CACHE}\n{checkout}{bootstrap}\n"
+    );
+    let out = remote.run(&format!("`{server}/{}` bootstrap", p.name), &script).await?;
+    if ctx.verbose > 0 {
+        for line in out.stdout.lines().chain(out.stderr.lines()) {
+            eprintln!("  | {line}");
+        }
+    }
+    Ok(())
+}
+
+/// Records the node as a neighbour in the shared config: its SSH address and pinned host key,
+/// under an id derived from that key (stable across re-slaves and address changes).
+async fn assimilate(ctx: &Context, remote: &Remote) -> anyhow::Result<()> {
+    let out = remote
+        .run("reading the host key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
+        .await?;
+    let host_key = out.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let id = node_id(&host_key);
+    let base = format!("{PREFIX}/meshnet/neighbours/{id}");
+    let entries = [
+        (format!("{base}/host"), Value::from(remote.host.clone())),
+        (format!("{base}/ssh_port"), Value::from(remote.port.to_string())),
+        (format!("{base}/ssh_host_key"), Value::from(host_key)),
+    ];
+    crate::config::edit::update(&ctx.paths, |mapping| {
+        // A machine re-created at the same address has a new key: drop its old entry.
+        let stale: Vec<String> = mapping
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with(&format!("{PREFIX}/meshnet/neighbours/"))
+                    && k.ends_with("/host")
+                    && v.as_str() == Some(remote.host.as_str())
+                    && !k.starts_with(&format!("{base}/"))
+            })
+            .map(|(k, _)| k.trim_end_matches("/host").to_string())
+            .collect();
+        for section in stale {
+            mapping.retain(|k, _| !k.starts_with(&format!("{section}/")));
+        }
+        mapping.extend(entries);
+        Ok(())
+    })
+}
+
+/// A short stable id from a host key: the first 16 hex digits of its SHA-256.
+pub fn node_id(host_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(host_key.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Quotes a string for `sh`.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(quote("a'b c"), r"'a'\''b c'");
+    }
+
+    #[test]
+    fn node_id_is_stable_and_short() {
+        assert_eq!(node_id("ssh-ed25519 AAAA"), node_id("ssh-ed25519 AAAA"));
+        assert_ne!(node_id("ssh-ed25519 AAAA"), node_id("ssh-ed25519 AAAB"));
+        assert_eq!(node_id("x").len(), 16);
+    }
+}

@@ -1,0 +1,316 @@
+//! SSH to machines: the identity, pinned host keys, and a multiplexed session per host.
+//!
+//! Every contact goes through the `openssh` crate (one ControlMaster per host) with our own
+//! ssh config file, `<cache-dir>/ssh_config`: root login, our key, no agent forwarding, no
+//! passwords, and host keys pinned in `<cache-dir>/known_hosts` (`accept-new`: the first
+//! contact records the key, every later contact must match it, and a changed key is a hard
+//! error). Host keys are never ignored.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use openssh::{KnownHosts, Session, SessionBuilder};
+
+use crate::context::Context;
+use crate::process::Shell;
+
+/// How long to wait for the TCP connection and the SSH handshake of one attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This host's SSH identity and pins, all in the cache dir.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `<cache>/id_ed25519` (0600), made once.
+    pub key: PathBuf,
+    /// The public key(s) a new instance authorizes for root.
+    pub public_key_file: PathBuf,
+    /// `<cache>/known_hosts`: the pinned host keys.
+    pub known_hosts: PathBuf,
+    /// `<cache>/ssh_config`: the options every contact uses.
+    pub config: PathBuf,
+}
+
+impl Identity {
+    /// Makes sure the key pair and the ssh config exist. With an ssh-agent that holds keys,
+    /// those are authorized on new instances too.
+    pub fn ensure(ctx: &Context) -> anyhow::Result<Self> {
+        let dir = &ctx.paths.cache_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let key = dir.join("id_ed25519");
+        if !key.exists() {
+            ctx.shell(
+                "ssh key generation",
+                "ssh-keygen -q -t ed25519 -N '' -C raptiformica -f \"$KEY\"",
+            )
+            .env("KEY", key.display().to_string())
+            .run()?;
+            tracing::info!("generated the instance key `{}`", key.display());
+        }
+        set_mode(&key, 0o600)?;
+        let mut public = std::fs::read_to_string(key.with_extension("pub"))
+            .with_context(|| format!("cannot read `{}.pub`", key.display()))?;
+        if let Ok(out) = Shell::new("ssh-agent keys", "ssh-add -L").output()
+            && out.success()
+        {
+            public.push_str(&out.stdout);
+        }
+        let public_key_file = dir.join("authorized_keys.pub");
+        write_if_changed(&public_key_file, &public)?;
+        let known_hosts = dir.join("known_hosts");
+        let config = dir.join("ssh_config");
+        let mut text = String::from("# Written by raptiformica for its own SSH contacts.\nHost *\n");
+        for (k, v) in [
+            ("User", "root"),
+            ("IdentityFile", &key.display().to_string()),
+            ("UserKnownHostsFile", &known_hosts.display().to_string()),
+            ("GlobalKnownHostsFile", "/dev/null"),
+            ("StrictHostKeyChecking", "accept-new"),
+            ("HashKnownHosts", "no"),
+            ("CheckHostIP", "no"),
+            ("PasswordAuthentication", "no"),
+            ("KbdInteractiveAuthentication", "no"),
+            ("ForwardAgent", "no"),
+            ("BatchMode", "yes"),
+            ("ConnectTimeout", &CONNECT_TIMEOUT.as_secs().to_string()),
+            ("ServerAliveInterval", "10"),
+            ("ServerAliveCountMax", "3"),
+            ("LogLevel", "ERROR"),
+        ] {
+            let _ = writeln!(text, "    {k} {v}");
+        }
+        write_if_changed(&config, &text)?;
+        Ok(Self {
+            key,
+            public_key_file,
+            known_hosts,
+            config,
+        })
+    }
+
+    /// The `ssh` command line that reaches `host` as we do (for `ssh --info-only`).
+    pub fn command_line(&self, host: &str, port: u16) -> Vec<String> {
+        vec![
+            "ssh".into(),
+            "-F".into(),
+            self.config.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            format!("root@{host}"),
+        ]
+    }
+
+    /// The known_hosts name of `host:port`.
+    pub fn pin_name(host: &str, port: u16) -> String {
+        if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
+        }
+    }
+
+    /// Forgets the pinned key(s) of `host:port` (a machine we removed, or re-created).
+    pub fn forget(&self, host: &str, port: u16) -> anyhow::Result<()> {
+        forget(&self.known_hosts, host, port)
+    }
+
+    /// Pins `host_keys` (lines of `type base64 [comment]`) for `host:port`, replacing any older
+    /// pin: used for a machine the compute back-end just created and vouched for.
+    pub fn pin(&self, host: &str, port: u16, host_keys: &str) -> anyhow::Result<usize> {
+        self.forget(host, port)?;
+        let name = Self::pin_name(host, port);
+        let mut lines = String::new();
+        for key in host_keys
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-"))
+        {
+            let mut parts = key.split_whitespace();
+            if let (Some(kind), Some(blob)) = (parts.next(), parts.next()) {
+                let _ = writeln!(lines, "{name} {kind} {blob}");
+            }
+        }
+        if lines.is_empty() {
+            bail!("no host key to pin for `{name}` (got {host_keys:?})");
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.known_hosts)
+            .with_context(|| format!("cannot write `{}`", self.known_hosts.display()))?;
+        std::io::Write::write_all(&mut file, lines.as_bytes())?;
+        Ok(lines.lines().count())
+    }
+}
+
+/// A live, multiplexed SSH session to one machine.
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+    session: Session,
+}
+
+/// What a remote command did.
+#[derive(Debug)]
+pub struct RemoteOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RemoteOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl Remote {
+    /// Connects to `root@host:port`. A host key that differs from the pinned one, a refused
+    /// login or an unreachable host each give an error that says which, and what to do.
+    pub async fn connect(identity: &Identity, host: &str, port: u16) -> anyhow::Result<Self> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .config_file(&identity.config)
+            .known_hosts_check(KnownHosts::Add)
+            .user_known_hosts_file(&identity.known_hosts)
+            .keyfile(&identity.key)
+            .user("root".into())
+            .port(port)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .control_directory(std::env::temp_dir());
+        match builder.connect(host).await {
+            Ok(session) => Ok(Self {
+                host: host.into(),
+                port,
+                session,
+            }),
+            Err(e) => Err(explain_connect_error(identity, host, port, &e)),
+        }
+    }
+
+    /// Connects, retrying for up to `patience` (a machine that is still booting).
+    pub async fn connect_patiently(
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        patience: Duration,
+    ) -> anyhow::Result<Self> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Self::connect(identity, host, port).await {
+                Ok(r) => return Ok(r),
+                // A wrong host key will not fix itself: fail at once.
+                Err(e) if tokio::time::Instant::now() >= deadline || e.to_string().contains("host key") => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!("ssh to {host}:{port} not ready yet: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs a shell script on the machine (with `sh -c`), stdin from `input` if given.
+    pub async fn sh(&self, script: &str, input: Option<std::fs::File>) -> anyhow::Result<RemoteOutput> {
+        let mut cmd = self.session.command("sh");
+        cmd.arg("-c").arg(script);
+        if let Some(file) = input {
+            cmd.stdin(openssh::Stdio::from(std::os::fd::OwnedFd::from(file)));
+        } else {
+            cmd.stdin(openssh::Stdio::null());
+        }
+        let out = cmd
+            .output()
+            .await
+            .with_context(|| format!("ssh to {}:{} broke while running a command", self.host, self.port))?;
+        Ok(RemoteOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs a script that must succeed; the error quotes its last output lines.
+    pub async fn run(&self, what: &str, script: &str) -> anyhow::Result<RemoteOutput> {
+        let out = self.sh(script, None).await?;
+        if out.success() {
+            return Ok(out);
+        }
+        let all = format!("{}{}", out.stdout, out.stderr);
+        let lines: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(crate::process::TAIL_LINES)..].join("\n    ");
+        bail!(
+            "{what} on {}:{} exited with status {}{}",
+            self.host,
+            self.port,
+            out.code.map_or("unknown".into(), |c| c.to_string()),
+            if tail.is_empty() {
+                " (it printed nothing)".into()
+            } else {
+                format!("; its last output:\n    {tail}")
+            }
+        )
+    }
+
+    /// Closes the master connection.
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+fn explain_connect_error(identity: &Identity, host: &str, port: u16, e: &openssh::Error) -> anyhow::Error {
+    let text = format!("{e:#} {:?}", e);
+    let kh = identity.known_hosts.display();
+    if text.contains("IDENTIFICATION HAS CHANGED") || text.contains("Host key verification failed") {
+        anyhow::anyhow!(
+            "the host key of {host}:{port} does not match the key pinned in `{kh}`: refusing to connect \
+             (someone may be impersonating the machine)\n\
+             hint: if the machine was legitimately re-created, forget the old key with \
+             `ssh-keygen -R '{}' -f {kh}`",
+            Identity::pin_name(host, port)
+        )
+    } else if text.contains("Permission denied") {
+        anyhow::anyhow!(
+            "root@{host}:{port} refused our key `{}`\nhint: authorize `{}` in the machine's /root/.ssh/authorized_keys",
+            identity.key.display(),
+            identity.public_key_file.display()
+        )
+    } else {
+        anyhow::anyhow!("cannot reach {host}:{port} over ssh: {}", e.to_string().trim())
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of `{}`", path.display()))
+}
+
+fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// Forgets the pinned key(s) of `host:port` in `known_hosts`.
+pub fn forget(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<()> {
+    if !known_hosts.exists() {
+        return Ok(());
+    }
+    Shell::new(
+        "forgetting a host key",
+        "ssh-keygen -q -R \"$NAME\" -f \"$FILE\" >/dev/null 2>&1; rm -f \"$FILE.old\"",
+    )
+    .env("NAME", Identity::pin_name(host, port))
+    .env("FILE", known_hosts.display().to_string())
+    .run()?;
+    Ok(())
+}
