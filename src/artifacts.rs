@@ -18,7 +18,7 @@ pub const SUMS: &str = "SHA256SUMS";
 
 /// The artifacts dir of this host.
 pub fn dir(ctx: &Context) -> PathBuf {
-    ctx.paths.cache_dir.join("artifacts")
+    ctx.paths.artifacts_dir.clone()
 }
 
 /// True when every binary is there.
@@ -46,7 +46,19 @@ pub fn fetch(ctx: &Context) -> anyhow::Result<()> {
 
 /// Fetches the artifacts when any is missing.
 pub fn ensure(ctx: &Context) -> anyhow::Result<()> {
-    if complete(ctx) { Ok(()) } else { fetch(ctx) }
+    if complete(ctx) {
+        return Ok(());
+    }
+    let dir = dir(ctx);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let lock = std::fs::File::create(dir.join(".fetch.lock"))?;
+    lock.lock()?;
+    // Another process may have fetched them while we waited.
+    if complete(ctx) && dir.join(SUMS).is_file() {
+        Ok(())
+    } else {
+        fetch(ctx)
+    }
 }
 
 /// Writes `SHA256SUMS` for the binaries in `dir`.

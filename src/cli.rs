@@ -38,6 +38,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "RAPTIFORMICA_INSTALL_DIR", value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
 
+    /// Where the node binaries (consul, yggdrasil) are kept [default: <cache-dir>/artifacts]
+    #[arg(long, global = true, env = "RAPTIFORMICA_ARTIFACTS_DIR", value_name = "DIR")]
+    pub artifacts_dir: Option<PathBuf>,
+
     /// Print data as JSON, for scripts
     #[arg(long, global = true)]
     pub json: bool,
@@ -158,6 +162,14 @@ pub struct SpawnArgs {
     /// Only report which compute types are available on this host (exit 1 if none)
     #[arg(long)]
     pub check_available: bool,
+
+    /// How long a new machine may take to answer SSH, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub ssh_wait: u64,
+
+    /// Only start the machines; slave them later with `raptiformica slave`
+    #[arg(long, conflicts_with_all = ["no_provision", "no_assimilate"])]
+    pub no_slave: bool,
 
     #[command(flatten)]
     pub steps: StepFlags,

@@ -37,7 +37,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cache_dir = expand_home(&cli.cache_dir, home.as_deref());
     let ctx = Context {
-        paths: Paths::resolve(Some(cache_dir), cli.install_dir, home),
+        paths: {
+            let mut paths = Paths::resolve(Some(cache_dir), cli.install_dir, home);
+            if let Some(dir) = cli.artifacts_dir {
+                paths.artifacts_dir = dir;
+            }
+            paths
+        },
         verbose: cli.verbose,
         json: cli.json,
         public_key_file: None,

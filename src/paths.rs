@@ -16,6 +16,8 @@ pub struct Paths {
     /// The folder holding `compute/`, `provisioning/` and `modules/`; `None` when no built-in
     /// modules could be found.
     pub install_dir: Option<PathBuf>,
+    /// Where the node binaries are kept (`<cache>/artifacts` unless set).
+    pub artifacts_dir: PathBuf,
 }
 
 impl Paths {
@@ -30,7 +32,12 @@ impl Paths {
                 is_install_dir(prefix).then(|| prefix.to_path_buf())
             })
         });
-        Self { cache_dir, install_dir }
+        let artifacts_dir = cache_dir.join("artifacts");
+        Self {
+            cache_dir,
+            install_dir,
+            artifacts_dir,
+        }
     }
 
     /// `<cache>/modules`: user modules, loaded after the built-in ones.

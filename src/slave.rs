@@ -61,12 +61,14 @@ pub async fn slave(
     let step = progress.step(&who, "connect");
     let remote = Remote::connect_patiently(identity, host, port, opts.patience)
         .await
-        .context("step `connect` failed")?;
+        .with_context(|| format!("slaving {who} failed at step `connect`"))?;
     step.done("host key pinned");
 
     let result = async {
         let step = progress.step(&who, "upload");
-        let summary = upload(ctx, &remote).await.context("step `upload` failed")?;
+        let summary = upload(ctx, &remote)
+            .await
+            .with_context(|| format!("slaving {who} failed at step `upload`"))?;
         step.done(&summary);
 
         if opts.provision {
@@ -74,7 +76,7 @@ pub async fn slave(
                 let step = progress.step(&who, &format!("provision {server}/{}", p.name));
                 provision(ctx, &remote, &server, p)
                     .await
-                    .with_context(|| format!("step `provision` ({server}/{}) failed", p.name))?;
+                    .with_context(|| format!("slaving {who} failed at step `provision` ({server}/{})", p.name))?;
                 step.done("");
             }
         }
@@ -83,7 +85,9 @@ pub async fn slave(
 
         if opts.assimilate {
             let step = progress.step(&who, "assimilate");
-            assimilate(ctx, &remote).await.context("step `assimilate` failed")?;
+            assimilate(ctx, &remote)
+                .await
+                .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             hooks::fire(ctx, config, "after_assimilate");
             step.done("registered as a neighbour");
         }
@@ -91,7 +95,7 @@ pub async fn slave(
     }
     .await;
     remote.close().await;
-    result.with_context(|| format!("slaving {who} failed"))
+    result
 }
 
 /// One file to put on the target.

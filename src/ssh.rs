@@ -185,7 +185,10 @@ impl Remote {
                 port,
                 session,
             }),
-            Err(e) => Err(explain_connect_error(identity, host, port, &e)),
+            Err(e) => {
+                let probe = probe_tcp(host, port).await;
+                Err(explain_connect_error(identity, host, port, &e, probe))
+            }
         }
     }
 
@@ -260,7 +263,23 @@ impl Remote {
     }
 }
 
-fn explain_connect_error(identity: &Identity, host: &str, port: u16, e: &openssh::Error) -> anyhow::Error {
+/// Why a TCP connection to `host:port` fails, if it does (to explain an ssh failure).
+async fn probe_tcp(host: &str, port: u16) -> Option<String> {
+    let attempt = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+fn explain_connect_error(
+    identity: &Identity,
+    host: &str,
+    port: u16,
+    e: &openssh::Error,
+    tcp_problem: Option<String>,
+) -> anyhow::Error {
     let text = format!("{e:#} {:?}", e);
     let kh = identity.known_hosts.display();
     if text.contains("IDENTIFICATION HAS CHANGED") || text.contains("Host key verification failed") {
@@ -277,8 +296,12 @@ fn explain_connect_error(identity: &Identity, host: &str, port: u16, e: &openssh
             identity.key.display(),
             identity.public_key_file.display()
         )
+    } else if let Some(problem) = tcp_problem {
+        anyhow::anyhow!(
+            "cannot reach {host}:{port}: {problem}\nhint: check the address and the port, and that sshd runs there"
+        )
     } else {
-        anyhow::anyhow!("cannot reach {host}:{port} over ssh: {}", e.to_string().trim())
+        anyhow::anyhow!("ssh to {host}:{port} failed: {}", e.to_string().trim())
     }
 }
 

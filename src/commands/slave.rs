@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
 pub fn prepare(ctx: &Context, progress: &Progress) -> anyhow::Result<()> {
     if !artifacts::complete(ctx) {
         let step = progress.step("local", "fetch artifacts (first time only)");
-        artifacts::fetch(ctx)?;
+        artifacts::ensure(ctx)?;
         step.done("");
     }
     // A cache to upload, complete and valid: the effective config as it is now.

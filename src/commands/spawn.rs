@@ -30,19 +30,21 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     }
     let ty = choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
     let progress = Progress::new(ctx.json);
-    super::slave::prepare(ctx, &progress)?;
+    if !args.no_slave {
+        super::slave::prepare(ctx, &progress)?;
+    }
     let identity = Identity::ensure(ctx)?;
     let ctx = Context {
         public_key_file: Some(identity.public_key_file.clone()),
         ..ctx.clone()
     };
     let config = Arc::new(ctx.config()?);
-    let opts = SlaveOptions {
+    let opts = (!args.no_slave).then(|| SlaveOptions {
         server_type: Some(ty.server.clone()),
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
-        patience: SSH_PATIENCE,
-    };
+        patience: Duration::from_secs(args.ssh_wait),
+    });
     let results = crate::runtime()?.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for n in 1..=args.count {
@@ -90,9 +92,6 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     }
 }
 
-/// How long a new machine may take to answer SSH after `start_instance` returned.
-const SSH_PATIENCE: Duration = Duration::from_secs(60);
-
 /// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
 async fn spawn_one(
     ctx: &Context,
@@ -101,7 +100,7 @@ async fn spawn_one(
     identity: &Identity,
     progress: &Progress,
     who: &str,
-    opts: &SlaveOptions,
+    opts: &Option<SlaveOptions>,
 ) -> anyhow::Result<Instance> {
     let step = progress.step(who, &format!("start ({})", ty.name()));
     let instance = {
@@ -120,7 +119,10 @@ async fn spawn_one(
         }
         let (c, cfg) = (ctx.clone(), config.clone());
         tokio::task::spawn_blocking(move || hooks::fire(&c, &cfg, "after_start_instance")).await?;
-        slave::slave(ctx, config, identity, progress, &host, port, opts).await
+        match opts {
+            Some(opts) => slave::slave(ctx, config, identity, progress, &host, port, opts).await,
+            None => Ok(()),
+        }
     }
     .await;
     if let Err(e) = slaved {

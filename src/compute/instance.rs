@@ -42,7 +42,8 @@ impl Instance {
             server: server.into(),
             dir,
             host: None,
-            port: None, host_keys: None 
+            port: None,
+            host_keys: None,
         })
     }
 

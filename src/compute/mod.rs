@@ -222,7 +222,11 @@ pub fn clean_up(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow:
         .run()?;
     if let Some(host) = &instance.host {
         // The address will serve another machine, with another host key.
-        crate::ssh::forget(&ctx.paths.cache_dir.join("known_hosts"), host, instance.port.unwrap_or(22))?;
+        crate::ssh::forget(
+            &ctx.paths.cache_dir.join("known_hosts"),
+            host,
+            instance.port.unwrap_or(22),
+        )?;
     }
     remove_dir(&instance.dir)
 }

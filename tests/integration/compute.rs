@@ -5,6 +5,10 @@ use crate::harness::{TestEnv, text};
 
 /// A compute type `local/headless` whose instances are marker files in `<tmp>/instances`.
 fn local_module(env: &TestEnv, start: &str) {
+    local_module_on(env, start, 2222);
+}
+
+fn local_module_on(env: &TestEnv, start: &str, port: u16) {
     let state = env.dir.path().join("instances");
     std::fs::create_dir_all(&state).unwrap();
     let s = state.display();
@@ -16,7 +20,7 @@ fn local_module(env: &TestEnv, start: &str) {
 available = "true"
 start_instance = '''{start}'''
 get_hostname = "echo 127.0.0.1"
-get_port = "echo 2222"
+get_port = "echo {port}"
 detect_stale_instance = 'test -f "{s}/$(basename "$PWD")"'
 clean_up_instance_command = 'rm -f "{s}/$(basename "$PWD")"; echo cleaned >> "{s}/cleanups"'
 [compute.never.headless]
@@ -60,7 +64,15 @@ fn start_runs_in_its_own_directory_and_destroy_removes_it() {
     );
     // The instance dir is <cache>/var/machines/local/headless/<id>; the marker is made relative
     // to it, so the command provably ran there.
-    let out = env.ok(&["--json", "spawn", "--compute-type", "local", "--count", "2"]);
+    let out = env.ok(&[
+        "--json",
+        "spawn",
+        "--compute-type",
+        "local",
+        "--count",
+        "2",
+        "--no-slave",
+    ]);
     let started: serde_json::Value = serde_json::from_str(&out).unwrap();
     let ids: Vec<String> = started
         .as_array()
@@ -84,6 +96,12 @@ fn start_runs_in_its_own_directory_and_destroy_removes_it() {
     }
     assert_eq!(started[0]["host"], "127.0.0.1");
     assert_eq!(started[0]["port"], 2222);
+    // The pins of removed machines are forgotten: their addresses will serve other machines.
+    std::fs::write(
+        env.cache().join("known_hosts"),
+        "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIosr1su6g4xUpiCRSSlzeDyWB4QtUbp/9NRskv7qTQi\n",
+    )
+    .unwrap();
     let fired = std::fs::read_to_string(env.dir.path().join("instances/hook-fired")).unwrap();
     assert_eq!(fired.lines().count(), 2, "after_start_instance fires once per instance");
     // prune keeps live instances and removes the one that is gone
@@ -94,6 +112,11 @@ fn start_runs_in_its_own_directory_and_destroy_removes_it() {
     env.ok(&["destroy"]);
     assert!(!env.cache().join("var/machines/local/headless").join(&ids[1]).exists());
     assert!(!env.dir.path().join("instances").join(&ids[1]).exists());
+    assert!(
+        !std::fs::read_to_string(env.cache().join("known_hosts"))
+            .unwrap()
+            .contains("[127.0.0.1]:2222")
+    );
     let err = text(&env.run(&["destroy"]).stderr);
     assert!(err.contains("no instances"), "{err}");
 }
@@ -102,7 +125,7 @@ fn start_runs_in_its_own_directory_and_destroy_removes_it() {
 fn failed_start_quotes_the_output_and_leaves_nothing_behind() {
     let env = TestEnv::new();
     local_module(&env, "echo pulling image; echo 'no space left on device' >&2; exit 7");
-    let err = env.fails(&["spawn", "--compute-type", "local"]);
+    let err = env.fails(&["spawn", "--compute-type", "local", "--no-slave"]);
     assert!(err.contains("start_instance of `local/headless`"), "{err}");
     assert!(
         err.contains("exited with status 7") && err.contains("no space left on device"),
@@ -131,4 +154,34 @@ fn unknown_or_unavailable_types_are_named() {
     assert!(err.contains("not available"), "{err}");
     let err = env.fails(&["spawn", "--server-type", "nope"]);
     assert!(err.contains("no server type `nope`"), "{err}");
+}
+
+#[test]
+fn an_instance_that_cannot_be_slaved_is_cleaned_up() {
+    let env = TestEnv::new();
+    // Nothing listens on port 1 of loopback: the slave's connect step is refused.
+    local_module_on(&env, r#"touch "../../../../../../instances/$(basename "$PWD")""#, 1);
+    let err = env.fails(&["spawn", "--compute-type", "local", "--ssh-wait", "1"]);
+    assert!(
+        err.contains("at step `connect`") && err.contains("127.0.0.1:1") && err.contains("refused"),
+        "{err}"
+    );
+    let machines = env.cache().join("var/machines/local/headless");
+    assert_eq!(
+        std::fs::read_dir(&machines).unwrap().count(),
+        0,
+        "instance dir left behind"
+    );
+    let cleanups = std::fs::read_to_string(env.dir.path().join("instances/cleanups")).unwrap();
+    assert_eq!(cleanups.lines().count(), 1);
+}
+
+#[test]
+fn slave_of_a_closed_port_names_the_step() {
+    let env = TestEnv::new();
+    let err = env.fails(&["slave", "127.0.0.1", "--port", "1", "--no-assimilate"]);
+    assert!(
+        err.contains("slaving 127.0.0.1:1 failed at step `connect`") && err.contains("Connection refused"),
+        "{err}"
+    );
 }

@@ -54,7 +54,12 @@ impl TestEnv {
             }
         }
         cmd.env("HOME", self.dir.path().join("home"))
-            .env("RAPTIFORMICA_CACHE_DIR", self.cache());
+            .env("RAPTIFORMICA_CACHE_DIR", self.cache())
+            // Shared by every test: fetched once (under a lock), not once per temp cache.
+            .env(
+                "RAPTIFORMICA_ARTIFACTS_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts"),
+            );
         cmd
     }
 
@@ -105,6 +110,23 @@ impl Drop for TestEnv {
             eprintln!("test failed: its files are kept in {}", kept.display());
         }
     }
+}
+
+/// True when the Docker engine answers. In CI (`CI=true`) a missing engine fails the test;
+/// elsewhere the test is skipped with a message.
+pub fn docker_available() -> bool {
+    let ok = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker engine is required in CI, and it does not answer"
+        );
+        eprintln!("SKIPPED: no Docker engine on this machine");
+    }
+    ok
 }
 
 pub fn bin() -> &'static Path {

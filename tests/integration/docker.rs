@@ -1,0 +1,136 @@
+//! End to end on the real Docker engine: spawn, ssh, the binaries on the target, idempotent
+//! slave, a forged host key refused, a wrong port named, destroy leaving nothing. Fails in CI
+//! (CI=true) when the engine is missing; skips elsewhere.
+
+use std::sync::Mutex;
+
+use crate::harness::{TestEnv, docker_available, text};
+
+/// Docker tests share the engine and the `raptiformica` network: one at a time.
+static DOCKER: Mutex<()> = Mutex::new(());
+
+/// Destroys what the test started, even when it fails.
+struct Destroy<'a>(&'a TestEnv);
+
+impl Drop for Destroy<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["destroy"]);
+    }
+}
+
+fn containers() -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "network=raptiformica"])
+        .output()
+        .expect("docker ps");
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn docker_spawn_ssh_reslave_forged_key_destroy() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new();
+    let _destroy = Destroy(&env);
+    let before = containers();
+
+    let out = env.ok(&["--json", "spawn", "--compute-type", "docker", "--no-assimilate"]);
+    let started: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let host = started[0]["host"].as_str().unwrap().to_string();
+    let id = started[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        containers().len(),
+        before.len() + 1,
+        "one new container on the raptiformica network"
+    );
+    assert!(
+        env.cache()
+            .join("var/machines/docker/headless")
+            .join(&id)
+            .join("container_id")
+            .is_file()
+    );
+
+    // The host key was pinned from the back-end before the first contact.
+    let pins = std::fs::read_to_string(env.cache().join("known_hosts")).unwrap();
+    assert!(
+        pins.lines().any(|l| l.starts_with(&format!("{host} ssh-ed25519 "))),
+        "{pins}"
+    );
+    let key_mode = std::fs::metadata(env.cache().join("id_ed25519")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let info = env.ok(&["ssh", "--info-only"]);
+    assert!(info.contains(&format!("root@{host}")) && info.contains("-F "), "{info}");
+    assert!(
+        env.ok(&["ssh", "--", "raptiformica", "--version"])
+            .starts_with("raptiformica ")
+    );
+    assert!(
+        env.ok(&["ssh", &id[..8], "--", "consul", "version"])
+            .contains("Consul v1.8.7")
+    );
+    env.ok(&["ssh", "--", "yggdrasil", "-version"]);
+    env.ok(&["ssh", "--", "test -s /root/.raptiformica.d/mutable_config.json && test -f /usr/etc/raptiformica/compute/docker/raptiformica.toml"]);
+    assert_eq!(
+        env.run(&["ssh", "--", "exit 3"]).status.code(),
+        Some(3),
+        "the remote exit status is passed on"
+    );
+
+    // Slaving again is safe and uploads only what changed (the config).
+    let out = env.run(&["slave", &host, "--no-assimilate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("upload: 1 of "), "{}", text(&out.stderr));
+
+    // A wrong port is named, with the reason.
+    let err = env.fails(&["slave", &host, "--port", "2222", "--no-assimilate"]);
+    assert!(err.contains("at step `connect`") && err.contains("refused"), "{err}");
+
+    // A forged pin: the real machine no longer matches it, so it is refused.
+    let good = std::fs::read_to_string(env.cache().join("known_hosts")).unwrap();
+    let forged_key = env.dir.path().join("forged");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&forged_key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let forged_pub = std::fs::read_to_string(forged_key.with_extension("pub")).unwrap();
+    let forged_pub: Vec<&str> = forged_pub.split_whitespace().take(2).collect();
+    let forged: String = good
+        .lines()
+        .map(|l| format!("{} {}\n", l.split(' ').next().unwrap(), forged_pub.join(" ")))
+        .collect();
+    std::fs::write(env.cache().join("known_hosts"), forged).unwrap();
+    let err = env.fails(&["slave", &host, "--no-assimilate"]);
+    assert!(
+        err.contains("does not match the key pinned") && err.contains("ssh-keygen -R"),
+        "{err}"
+    );
+    std::fs::write(env.cache().join("known_hosts"), good).unwrap();
+
+    // Assimilating registers the node as a neighbour in the shared config.
+    env.ok(&["slave", &host]);
+    let neighbours = env.ok(&["config", "get", "meshnet/neighbours"]);
+    assert!(neighbours.contains(&format!("/host = {host}")), "{neighbours}");
+
+    env.ok(&["destroy"]);
+    assert_eq!(containers(), before, "destroy left a container");
+    assert_eq!(
+        std::fs::read_dir(env.cache().join("var/machines/docker/headless"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let pins = std::fs::read_to_string(env.cache().join("known_hosts")).unwrap();
+    assert!(
+        !pins.contains(&format!("{host} ")),
+        "the destroyed machine's pin is kept: {pins}"
+    );
+}
