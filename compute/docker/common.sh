@@ -43,6 +43,13 @@ stored_container_id() {
     fi
 }
 
+# Prints the stored container id; exits with an error when there is none.
+required_container_id() {
+    _rid=$(stored_container_id)
+    [ -n "$_rid" ] || die "no container_id in $RAPTIFORMICA_INSTANCE_DIR"
+    printf '%s\n' "$_rid"
+}
+
 # Ids of every container (running or not) labelled with this instance dir.
 labelled_container_ids() {
     docker ps -a -q --no-trunc \

@@ -7,6 +7,5 @@ SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
 
 need_docker
-cid=$(stored_container_id)
-[ -n "$cid" ] || die "no container_id in $RAPTIFORMICA_INSTANCE_DIR"
+cid=$(required_container_id)
 docker exec "$cid" cat /etc/ssh/ssh_host_ed25519_key.pub

@@ -7,8 +7,7 @@ SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
 
 need_docker
-cid=$(stored_container_id)
-[ -n "$cid" ] || die "no container_id in $RAPTIFORMICA_INSTANCE_DIR"
+cid=$(required_container_id)
 ip=$(docker container inspect \
     --format "{{with index .NetworkSettings.Networks \"$RAPTIFORMICA_DOCKER_NETWORK\"}}{{.IPAddress}}{{end}}" \
     "$cid" 2>/dev/null) || die "container $cid does not exist"

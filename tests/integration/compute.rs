@@ -131,14 +131,7 @@ fn failed_start_quotes_the_output_and_leaves_nothing_behind() {
         err.contains("exited with status 7") && err.contains("no space left on device"),
         "{err}"
     );
-    let machines = env.cache().join("var/machines/local/headless");
-    assert_eq!(
-        std::fs::read_dir(&machines).unwrap().count(),
-        0,
-        "instance dir left behind"
-    );
-    let cleanups = std::fs::read_to_string(env.dir.path().join("instances/cleanups")).unwrap();
-    assert_eq!(cleanups.lines().count(), 1, "clean-up ran once");
+    assert_cleaned_up_once(&env);
 }
 
 #[test]
@@ -166,14 +159,7 @@ fn an_instance_that_cannot_be_slaved_is_cleaned_up() {
         err.contains("at step `connect`") && err.contains("127.0.0.1:1") && err.contains("refused"),
         "{err}"
     );
-    let machines = env.cache().join("var/machines/local/headless");
-    assert_eq!(
-        std::fs::read_dir(&machines).unwrap().count(),
-        0,
-        "instance dir left behind"
-    );
-    let cleanups = std::fs::read_to_string(env.dir.path().join("instances/cleanups")).unwrap();
-    assert_eq!(cleanups.lines().count(), 1);
+    assert_cleaned_up_once(&env);
 }
 
 #[test]
@@ -184,4 +170,16 @@ fn slave_of_a_closed_port_names_the_step() {
         err.contains("slaving 127.0.0.1:1 failed at step `connect`") && err.contains("Connection refused"),
         "{err}"
     );
+}
+
+/// The failed instance's clean-up ran exactly once and its directory is gone.
+fn assert_cleaned_up_once(env: &TestEnv) {
+    let machines = env.cache().join("var/machines/local/headless");
+    assert_eq!(
+        std::fs::read_dir(&machines).unwrap().count(),
+        0,
+        "instance dir left behind"
+    );
+    let cleanups = std::fs::read_to_string(env.dir.path().join("instances/cleanups")).unwrap();
+    assert_eq!(cleanups.lines().count(), 1, "clean-up ran once");
 }
