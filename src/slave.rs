@@ -108,7 +108,9 @@ struct Upload {
 /// What goes to a target: this binary and the artifacts into its cache's `artifacts/`, the
 /// built-in module folders into the install prefix, the user modules and the mutable cache
 /// into its cache dir.
-fn upload_set(ctx: &Context) -> anyhow::Result<Vec<Upload>> {
+/// Also returns the config snapshot's temp file, which must live until the upload is packed.
+fn upload_set(ctx: &Context) -> anyhow::Result<(Vec<Upload>, Option<tempfile::NamedTempFile>)> {
+    let mut snapshot = None;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     let exe = std::env::current_exe().context("cannot find this binary")?;
     files.push((exe, format!("{REMOTE_CACHE}/artifacts/raptiformica")));
@@ -130,14 +132,20 @@ fn upload_set(ctx: &Context) -> anyhow::Result<Vec<Upload>> {
     );
     let cache = MutableCache::new(&ctx.paths.cache_dir);
     if let Some(mapping) = cache.read()? {
-        // Uploaded beside the target's cache and renamed into place under its lock.
-        let tmp = ctx.paths.cache_dir.join("var").join("outgoing_config.json");
-        std::fs::create_dir_all(tmp.parent().expect("has a parent"))?;
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&mapping)?)?;
-        files.push((tmp, format!("{REMOTE_CACHE}/mutable_config.json.incoming")));
+        // A snapshot of its own for each upload (concurrent slaves must not share one), sent
+        // beside the target's cache and renamed into place there under its lock.
+        let var = ctx.paths.cache_dir.join("var");
+        std::fs::create_dir_all(&var)?;
+        let mut tmp = tempfile::Builder::new().prefix(".outgoing_config.").tempfile_in(&var)?;
+        std::io::Write::write_all(&mut tmp, &crate::config::cache::to_bytes(&mapping))?;
+        files.push((
+            tmp.path().to_path_buf(),
+            format!("{REMOTE_CACHE}/mutable_config.json.incoming"),
+        ));
+        snapshot = Some(tmp);
     }
     let sums = std::fs::read_to_string(art.join(artifacts::SUMS)).unwrap_or_default();
-    files
+    let uploads = files
         .into_iter()
         .map(|(local, remote)| {
             // Artifacts are big: trust their recorded sums rather than hashing them each time.
@@ -157,7 +165,8 @@ fn upload_set(ctx: &Context) -> anyhow::Result<Vec<Upload>> {
             };
             Ok(Upload { local, remote, sum })
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((uploads, snapshot))
 }
 
 fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
@@ -180,7 +189,7 @@ fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
 
 /// Uploads what differs on the target, then links the binaries onto its PATH.
 async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
-    let set = upload_set(ctx)?;
+    let (set, _snapshot) = upload_set(ctx)?;
     // Which files does the target lack, or hold another version of?
     let mut manifest = tempfile::tempfile()?;
     for u in &set {
@@ -220,7 +229,6 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
             bail!("unpacking on the target failed: {}", out.stderr.trim());
         }
     }
-    let _ = ctx;
     remote
         .run(
             "installing the binaries",

@@ -315,12 +315,8 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+    crate::config::cache::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// Forgets the pinned key(s) of `host:port` in `known_hosts`.

@@ -148,28 +148,7 @@ impl MutableCache {
             path: self.path.clone(),
             reason,
         })?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        // The temp file is 0600 from the start: the cache carries the cluster's secrets.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".mutable_config.")
-            .tempfile_in(dir)
-            .map_err(|source| self.io("create a temp file beside", source))?;
-        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(Vec::new(), formatter);
-        mapping
-            .serialize(&mut ser)
-            .expect("a mapping of JSON values serializes");
-        let mut bytes = ser.into_inner();
-        bytes.push(b'\n');
-        tmp.write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|source| self.io("write", source))?;
-        tmp.persist(&self.path).map_err(|e| self.io("replace", e.error))?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomic(&self.path, &to_bytes(mapping)).map_err(|source| self.io("write", source))
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> CacheError {
@@ -179,6 +158,33 @@ impl MutableCache {
             source,
         }
     }
+}
+
+/// The cache's file format: sorted keys, indent 4, a final newline (as the original wrote it).
+pub fn to_bytes(mapping: &Mapping) -> Vec<u8> {
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(Vec::new(), formatter);
+    mapping
+        .serialize(&mut ser)
+        .expect("a mapping of JSON values serializes");
+    let mut bytes = ser.into_inner();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Replaces `path` atomically: a 0600 temp file beside it, fsync, rename, fsync of the folder.
+/// A reader sees the old content or the new, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // The temp file is 0600 from the start: the cache carries the cluster's secrets.
+    let mut tmp = tempfile::Builder::new().prefix(".raptiformica.").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
