@@ -82,6 +82,24 @@ pub enum Command {
     /// instance this host started. Uses the pinned host keys and this host's key.
     Ssh(SshArgs),
 
+    /// Join this node to the overlay and, from three known nodes on, to consensus (run on a node)
+    ///
+    /// Generates the node's yggdrasil keys on first use (they never leave the node), advertises
+    /// its public key and overlay address in the shared config, renders yggdrasil's config from
+    /// the shared config (peers: every other neighbour; admitted: only the cluster's keys) and
+    /// starts it or changes its peers at run time. Once three nodes are known it renders and
+    /// starts consul on the overlay address (the first 3 or 5 nodes as voting servers, the rest
+    /// as clients), seeds consul's KV from <cache-dir>/mutable_config.json when the KV is empty,
+    /// else caches the KV there. Then fires the `after_mesh` hooks. Slaving runs it for you.
+    Mesh(MeshArgs),
+
+    /// Show the cluster's members (Node, Address, Status, Type, Build, Protocol, DC, Raft)
+    ///
+    /// On a node, asks the local consul agent. Elsewhere (the machine you slaved from), asks
+    /// each known node in turn over SSH and says on stderr which one answered. --json prints
+    /// a list of members.
+    Members(MembersArgs),
+
     /// Manage the binaries a node needs (consul, yggdrasil), kept in <cache-dir>/artifacts
     Artifacts {
         #[command(subcommand)]
@@ -202,6 +220,44 @@ pub struct SlaveArgs {
 
     #[command(flatten)]
     pub steps: StepFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct MeshArgs {
+    /// Merge these shared config entries first: a file (or `-` for stdin) holding a flat JSON
+    /// mapping of `raptiformica/...` keys, e.g. new neighbours handed over by the slaver
+    #[arg(long, value_name = "FILE")]
+    pub with_config: Option<PathBuf>,
+
+    /// How long to wait for consul to elect a leader before leaving the KV sync for later
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait: u64,
+
+    /// Do not fire the `after_mesh` hooks
+    #[arg(long)]
+    pub no_after_mesh: bool,
+
+    /// Only make sure the overlay keys exist and print this node's overlay identity as JSON
+    #[arg(long, conflicts_with_all = ["with_config", "no_after_mesh"])]
+    pub identity_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// Make this node join every known neighbour again (after an overlay outage)
+    #[arg(short, long)]
+    pub rejoin: bool,
+
+    /// Output format (`-o json` is the same as --json)
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// How `members` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

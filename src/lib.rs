@@ -14,8 +14,11 @@ pub mod cli;
 pub mod commands;
 pub mod compute;
 pub mod config;
+pub mod consensus;
 pub mod context;
+pub mod daemon;
 pub mod hooks;
+pub mod mesh;
 pub mod paths;
 pub mod process;
 pub mod progress;
@@ -53,6 +56,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spawn(args) => commands::spawn::run(&ctx, args),
         Command::Slave(args) => commands::slave::run(&ctx, args),
         Command::Ssh(args) => commands::ssh::run(&ctx, args),
+        Command::Mesh(args) => commands::mesh::run(&ctx, args),
+        Command::Members(args) => commands::members::run(&ctx, args),
         Command::Artifacts { action } => commands::artifacts::run(&ctx, action),
         Command::Destroy => commands::instances::remove(&ctx, false),
         Command::Prune => commands::instances::remove(&ctx, true),

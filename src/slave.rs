@@ -13,9 +13,10 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::artifacts;
-use crate::config::{Config, MutableCache, mapping::PREFIX};
+use crate::config::{Config, Mapping, MutableCache, mapping::PREFIX};
 use crate::context::Context;
 use crate::hooks;
+use crate::mesh::{self, OverlayIdentity, neighbours};
 use crate::paths::{BUILTIN_FOLDERS, INSTALL_PREFIX};
 use crate::progress::Progress;
 use crate::server_type;
@@ -84,12 +85,12 @@ pub async fn slave(
         tracing::info!("after_slave: {} handler(s) ran", fired.ran);
 
         if opts.assimilate {
-            let step = progress.step(&who, "assimilate");
-            assimilate(ctx, &remote)
+            let step = progress.step(&who, "assimilate and mesh");
+            let summary = assimilate(ctx, identity, &remote)
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             hooks::fire(ctx, config, "after_assimilate");
-            step.done("registered as a neighbour");
+            step.done(&summary);
         }
         anyhow::Ok(())
     }
@@ -286,38 +287,127 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
     Ok(())
 }
 
-/// Records the node as a neighbour in the shared config: its SSH address and pinned host key,
-/// under an id derived from that key (stable across re-slaves and address changes).
-async fn assimilate(ctx: &Context, remote: &Remote) -> anyhow::Result<()> {
+/// Records the node as a neighbour in the shared config (its SSH address, pinned host key,
+/// overlay identity and consul role, under an id derived from its host key, stable across
+/// re-slaves and address changes), then meshes it and re-meshes every other known node with
+/// the new neighbour, concurrently. Returns a summary.
+async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyhow::Result<String> {
     let out = remote
         .run("reading the host key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
         .await?;
     let host_key = out.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     let id = node_id(&host_key);
-    let base = format!("{PREFIX}/meshnet/neighbours/{id}");
-    let entries = [
-        (format!("{base}/host"), Value::from(remote.host.clone())),
-        (format!("{base}/ssh_port"), Value::from(remote.port.to_string())),
-        (format!("{base}/ssh_host_key"), Value::from(host_key)),
-    ];
-    crate::config::edit::update(&ctx.paths, |mapping| {
+    let out = remote
+        .run(
+            "reading the overlay identity",
+            &on_node("raptiformica mesh --identity-only"),
+        )
+        .await?;
+    let overlay: OverlayIdentity = out
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .context("`raptiformica mesh --identity-only` printed no identity")?;
+
+    let payload = crate::config::edit::update(&ctx.paths, |mapping| {
         // A machine re-created at the same address has a new key: drop its old entry.
-        let stale: Vec<String> = mapping
-            .iter()
-            .filter(|(k, v)| {
-                k.starts_with(&format!("{PREFIX}/meshnet/neighbours/"))
-                    && k.ends_with("/host")
-                    && v.as_str() == Some(remote.host.as_str())
-                    && !k.starts_with(&format!("{base}/"))
-            })
-            .map(|(k, _)| k.trim_end_matches("/host").to_string())
+        let stale: Vec<String> = neighbours::all(mapping)
+            .into_iter()
+            .filter(|n| n.id != id && n.host.as_deref() == Some(remote.host.as_str()) && n.ssh_port == remote.port)
+            .map(|n| format!("{}/{}/", neighbours::NEIGHBOURS, n.id))
             .collect();
         for section in stale {
-            mapping.retain(|k, _| !k.starts_with(&format!("{section}/")));
+            mapping.retain(|k, _| !k.starts_with(&section));
         }
-        mapping.extend(entries);
-        Ok(())
-    })
+        let role = match mapping
+            .get(&neighbours::key(&id, "consul_role"))
+            .and_then(Value::as_str)
+        {
+            Some(r @ ("server" | "client")) => r.to_string(),
+            _ => neighbours::role_for_new(mapping, &id, mesh::node::servers(mapping)?)
+                .as_str()
+                .to_string(),
+        };
+        let fields = [
+            ("host", remote.host.clone()),
+            ("ssh_port", remote.port.to_string()),
+            ("ssh_host_key", host_key.clone()),
+            ("yggdrasil_public_key", overlay.public_key.clone()),
+            ("yggdrasil_address", overlay.address.to_string()),
+            ("yggdrasil_port", overlay.port.to_string()),
+            ("consul_role", role),
+        ];
+        for (field, value) in fields {
+            mapping.insert(neighbours::key(&id, field), Value::from(value));
+        }
+        // What every node must learn: the whole neighbour list.
+        let below = format!("{}/", neighbours::NEIGHBOURS);
+        let payload: Mapping = mapping
+            .iter()
+            .filter(|(k, _)| k.starts_with(&below))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(payload)
+    })?;
+    let bytes = serde_json::to_vec(&payload)?;
+    let others: Vec<neighbours::Neighbour> = neighbours::all(&payload)
+        .into_iter()
+        .filter(|n| n.id != id && n.host.is_some())
+        .collect();
+
+    let remesh = others.iter().map(|n| {
+        let host = n.host.clone().expect("filtered");
+        let (port, bytes) = (n.ssh_port, bytes.clone());
+        async move {
+            let other = Remote::connect(identity, &host, port).await?;
+            let result = mesh_on(&other, &bytes).await;
+            other.close().await;
+            result.with_context(|| format!("re-meshing {host}:{port}"))
+        }
+    });
+    let (own, remeshed) = tokio::join!(mesh_on(remote, &bytes), futures_util::future::join_all(remesh));
+    let summary = own?;
+    let failed: Vec<String> = remeshed
+        .into_iter()
+        .filter_map(|r| r.err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    for f in &failed {
+        tracing::warn!("{f}");
+    }
+    Ok(format!(
+        "{summary}; {} of {} other node(s) re-meshed",
+        others.len() - failed.len(),
+        others.len()
+    ))
+}
+
+/// Runs `raptiformica mesh` on a node with the neighbour list on stdin; returns its last line.
+async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
+    let mut file = tempfile::tempfile()?;
+    std::io::Write::write_all(&mut file, payload)?;
+    std::io::Seek::rewind(&mut file)?;
+    let out = remote
+        .sh(&on_node("raptiformica mesh --with-config -"), Some(file))
+        .await?;
+    if !out.success() {
+        let all = format!("{}{}", out.stdout, out.stderr);
+        let lines: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
+        bail!(
+            "`raptiformica mesh` on {}:{} failed:\n    {}",
+            remote.host,
+            remote.port,
+            lines[lines.len().saturating_sub(crate::process::TAIL_LINES)..].join("\n    ")
+        );
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("consul:") || l.starts_with("overlay:"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// A short stable id from a host key: the first 16 hex digits of its SHA-256.
@@ -328,6 +418,13 @@ pub fn node_id(host_key: &str) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A shell script that runs `command` on a node with the node's paths and PATH.
+pub fn on_node(command: &str) -> String {
+    format!(
+        "export PATH={REMOTE_BIN}:$PATH RAPTIFORMICA_CACHE_DIR={REMOTE_CACHE} RAPTIFORMICA_INSTALL_DIR={INSTALL_PREFIX}\n{command}"
+    )
 }
 
 /// Quotes a string for `sh`.

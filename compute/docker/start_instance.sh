@@ -3,7 +3,9 @@
 # headless) for the instance directory (cwd / RAPTIFORMICA_INSTANCE_DIR).
 #
 # - makes sure the base image and the docker network "raptiformica" exist;
-# - runs a detached container on that network with NET_ADMIN and /dev/net/tun,
+# - runs a detached container on that network with NET_ADMIN, /dev/net/tun and
+#   IPv6 enabled (the overlay needs all three), under docker's init (it reaps
+#   the daemons raptiformica starts),
 #   labelled raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR, with sshd in the
 #   foreground and root's authorized_keys set to $RAPTIFORMICA_PUBLIC_KEY_FILE;
 # - writes the container id to ./container_id;
@@ -92,8 +94,11 @@ if ! cid=$(docker create \
         --label "raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR" \
         --label "raptiformica.compute_type=${RAPTIFORMICA_COMPUTE_TYPE:-docker}" \
         --label "raptiformica.server_type=$server_type" \
+        --init \
         --cap-add NET_ADMIN \
         --device /dev/net/tun \
+        --sysctl net.ipv6.conf.all.disable_ipv6=0 \
+        --sysctl net.ipv6.conf.default.disable_ipv6=0 \
         --env "RAPTIFORMICA_AUTHORIZED_KEYS=$authorized_keys" \
         "$RAPTIFORMICA_DOCKER_IMAGE"); then
     cid=""

@@ -21,7 +21,11 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
             } else {
                 Value::String(value)
             };
-            edit::set(&ctx.paths, &key, value).with_context(|| format!("failed to set `{key}`"))
+            let written = edit::set(&ctx.paths, &key, value).with_context(|| format!("failed to set `{key}`"))?;
+            if written == crate::config::shared::Written::CacheOnly {
+                eprintln!("consul did not answer: `{key}` is set in the cache and goes to the cluster later");
+            }
+            Ok(())
         }
         Some(ConfigAction::Unset { key }) => {
             let key = normalize(&key)?;

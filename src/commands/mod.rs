@@ -5,6 +5,8 @@ pub mod clean;
 pub mod config;
 pub mod hook;
 pub mod instances;
+pub mod members;
+pub mod mesh;
 pub mod slave;
 pub mod spawn;
 pub mod ssh;

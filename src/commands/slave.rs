@@ -32,6 +32,15 @@ pub fn prepare(ctx: &Context, progress: &Progress) -> anyhow::Result<()> {
         artifacts::ensure(ctx)?;
         step.done("");
     }
-    // A cache to upload, complete and valid: the effective config as it is now.
-    config::edit::update(&ctx.paths, |_| Ok(()))
+    // A cache to upload, complete and valid: the effective config as it is now, with the
+    // cluster's gossip key made once, here, before any node needs it.
+    config::edit::update(&ctx.paths, |m| {
+        if !m.contains_key(crate::mesh::node::GOSSIP_KEY) {
+            m.insert(
+                crate::mesh::node::GOSSIP_KEY.into(),
+                crate::consensus::agent::new_gossip_key()?.into(),
+            );
+        }
+        Ok(())
+    })
 }

@@ -7,25 +7,31 @@
 use anyhow::bail;
 use serde_json::Value;
 
-use super::{Config, MutableCache, load_modules, mapping};
+use super::{Config, MutableCache, load_modules, mapping, shared};
 use crate::paths::Paths;
 
 /// Sets `key` (already normalized) to `value` in the mutable cache.
-pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<()> {
+/// On a node in a cluster the change goes to consul's KV too (or is pushed later).
+pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Written> {
     update(paths, |mapping| {
         mapping::check_settable(mapping, key).map_err(anyhow::Error::msg)?;
-        mapping.insert(key.to_string(), value);
+        mapping.insert(key.to_string(), value.clone());
         Ok(())
-    })
+    })?;
+    Ok(shared::write(
+        paths,
+        &mapping::Mapping::from([(key.to_string(), value)]),
+        &[],
+    ))
 }
 
 /// Changes the mutable cache with `change`, which sees the modules overlaid with the cache,
 /// all under one exclusive lock.
-pub fn update(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> anyhow::Result<T>) -> anyhow::Result<T> {
     MutableCache::new(&paths.cache_dir).update(|cached| {
         let mut next = effective_below_cache(paths, cached);
-        change(&mut next)?;
-        Ok((next, ()))
+        let out = change(&mut next)?;
+        Ok((next, out))
     })
 }
 
@@ -40,6 +46,12 @@ pub enum Unset {
 
 /// Removes `key` and every key below it from the mutable cache.
 pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
+    let result = unset_cached(paths, key)?;
+    shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]);
+    Ok(result)
+}
+
+fn unset_cached(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
     MutableCache::new(&paths.cache_dir).update(|cached| {
         let (modules, _) = load_modules(paths);
         let Some(cached) = cached else {

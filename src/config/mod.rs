@@ -13,6 +13,7 @@ pub mod cache;
 pub mod edit;
 pub mod mapping;
 pub mod module;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,8 +121,26 @@ pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
         );
     }
     let cache = MutableCache::new(&paths.cache_dir);
-    if let Some(cached) = cache.read()? {
-        config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), &cached);
+    let cached = cache.read()?;
+    let kv = shared::read(paths).filter(|kv| match mapping::validate(kv) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("consul's KV holds an unusable shared config ({e}); using the cache");
+            false
+        }
+    });
+    // Consul's KV, when it answers, is the whole shared config: it replaces the cache.
+    if let (Some(cached), None) = (&cached, &kv) {
+        config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), cached);
+    }
+    if let Some(kv) = kv {
+        // Cache what consul gave, so that this node keeps the shared config without it.
+        if cached.as_ref() != Some(&kv) {
+            if let Err(e) = cache.update(|_| Ok((kv.clone(), ()))) {
+                tracing::warn!("cannot cache the shared config: {e:#}");
+            }
+        }
+        config.overlay(Layer::Consul, None, &kv);
     }
     Ok(config)
 }

@@ -1,0 +1,212 @@
+//! The consul agent on a node: its config, rendered from the shared config, and its daemon.
+//!
+//! Servers (3 or 5 per cluster) vote; every further node is a client, so the cluster is not
+//! capped by raft's size. Consul binds to the node's overlay address, gossip is encrypted with
+//! the cluster's key, and elections use `raft_multiplier` 1 (the fastest).
+
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::config::cache::write_atomic;
+use crate::daemon::{self, Daemon};
+use crate::mesh::Applied;
+
+/// How many servers bootstrap a new cluster.
+pub const BOOTSTRAP_EXPECT: usize = 3;
+/// The datacenter name (one per cluster: consul 1.8.7's WAN pool does not work over IPv6).
+pub const DATACENTER: &str = "raptiformica";
+
+/// What a node's consul config is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    pub node_name: String,
+    /// From the overlay identity: the same node keeps its id across restarts and re-slaves.
+    pub node_id: String,
+    pub bind: Ipv6Addr,
+    pub server: bool,
+    /// The other nodes' overlay addresses (servers first).
+    pub retry_join: Vec<Ipv6Addr>,
+    /// Gossip encryption key (base64 of 16, 24 or 32 bytes).
+    pub encrypt: String,
+}
+
+/// The consul agent with its state in `dir`.
+#[derive(Debug, Clone)]
+pub struct ConsulAgent {
+    dir: PathBuf,
+    daemon: Daemon,
+}
+
+impl ConsulAgent {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            daemon: Daemon::new("consul", dir),
+        }
+    }
+
+    /// The rendered config; its presence means this node takes part in consensus.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("consul.json")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("consul")
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.daemon.pid()
+    }
+
+    /// The config for `s`.
+    pub fn render(&self, s: &AgentSettings) -> Value {
+        let mut c = json!({
+            "server": s.server,
+            "node_name": s.node_name,
+            "node_id": s.node_id,
+            "datacenter": DATACENTER,
+            "data_dir": self.data_dir(),
+            "bind_addr": s.bind.to_string(),
+            "advertise_addr": s.bind.to_string(),
+            "client_addr": "127.0.0.1",
+            "retry_join": s.retry_join.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "retry_interval": "1s",
+            "encrypt": s.encrypt,
+            "performance": {"raft_multiplier": 1},
+            "ports": {"serf_wan": -1},
+            "disable_update_check": true,
+            "disable_remote_exec": true,
+            "enable_local_script_checks": true,
+            "log_level": "INFO",
+            "ui": false,
+        });
+        if s.server {
+            c["bootstrap_expect"] = json!(BOOTSTRAP_EXPECT);
+            // A stopped server stays a raft member: the quorum does not shrink under a restart.
+            c["leave_on_terminate"] = json!(false);
+        }
+        c
+    }
+
+    /// Writes the config and starts consul, or restarts it when a setting it cannot reload
+    /// changed. A new `retry_join` alone needs nothing: the new nodes join the running ones.
+    pub fn apply(&self, s: &AgentSettings) -> anyhow::Result<Applied> {
+        std::fs::create_dir_all(self.data_dir())?;
+        let next = self.render(s);
+        let previous: Option<Value> = std::fs::read(self.config_file())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        // 0600: it holds the gossip key.
+        write_atomic(&self.config_file(), &serde_json::to_vec_pretty(&next)?)?;
+        if self.daemon.pid().is_none() {
+            self.start()?;
+            return Ok(Applied::Started);
+        }
+        let same = previous.is_some_and(|p| without_joins(&p) == without_joins(&next));
+        if same {
+            return Ok(Applied::Unchanged);
+        }
+        self.daemon.stop(Duration::from_secs(10));
+        self.start()?;
+        Ok(Applied::Restarted)
+    }
+
+    fn start(&self) -> anyhow::Result<()> {
+        let bin = daemon::find_program("consul")
+            .context("consul is not installed here (slaving installs it; see `raptiformica artifacts`)")?;
+        self.daemon
+            .start(
+                &bin,
+                &["agent".into(), format!("-config-file={}", self.config_file().display())],
+            )
+            .map(|_| ())
+    }
+
+    /// The end of consul's log, for error messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.daemon.log_tail(n)
+    }
+}
+
+fn without_joins(config: &Value) -> Value {
+    let mut c = config.clone();
+    if let Some(o) = c.as_object_mut() {
+        o.remove("retry_join");
+    }
+    c
+}
+
+/// A UUID-shaped node id derived from an overlay public key.
+pub fn node_id(overlay_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h: String = Sha256::digest(overlay_key.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A new gossip key: 32 random bytes, base64.
+pub fn new_gossip_key() -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the gossip key: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(server: bool) -> AgentSettings {
+        AgentSettings {
+            node_name: "n1".into(),
+            node_id: node_id("key"),
+            bind: "200::1".parse().unwrap(),
+            server,
+            retry_join: vec!["200::2".parse().unwrap()],
+            encrypt: new_gossip_key().unwrap(),
+        }
+    }
+
+    #[test]
+    fn servers_bootstrap_and_stay_members_clients_do_not_vote() {
+        let a = ConsulAgent::new(Path::new("/s"));
+        let s = a.render(&settings(true));
+        assert_eq!(s["bootstrap_expect"], 3);
+        assert_eq!(s["leave_on_terminate"], false);
+        assert_eq!(s["performance"]["raft_multiplier"], 1);
+        assert_eq!(s["ports"]["serf_wan"], -1);
+        assert_eq!(s["bind_addr"], "200::1");
+        assert_eq!(s["retry_join"], json!(["200::2"]));
+        let c = a.render(&settings(false));
+        assert_eq!(c["server"], false);
+        assert!(c.get("bootstrap_expect").is_none());
+    }
+
+    #[test]
+    fn node_ids_are_stable_uuids_and_gossip_keys_are_32_bytes() {
+        let id = node_id("abc");
+        assert_eq!(id, node_id("abc"));
+        assert_ne!(id, node_id("abd"));
+        assert_eq!(id.len(), 36);
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(new_gossip_key().unwrap())
+            .unwrap();
+        assert_eq!(key.len(), 32);
+        assert_ne!(new_gossip_key().unwrap(), new_gossip_key().unwrap());
+    }
+}

@@ -1,0 +1,277 @@
+//! Talking to the local consul agent over HTTP: the KV through consulrs, the endpoints it lacks
+//! (members, raft configuration, join, transactions) with the same reqwest.
+//!
+//! Values are stored as JSON text (`"abc"`, `42`, `[..]`); a value that is not JSON (written by
+//! hand with `consul kv put`) reads as a string.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use consulrs::api::kv::requests::{DeleteKeyRequest, ReadKeyRequest};
+use consulrs::client::{ConsulClient, ConsulClientSettings};
+use consulrs::error::ClientError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::SharedStore;
+use crate::config::Mapping;
+use crate::config::mapping::PREFIX;
+
+/// The local agent's HTTP address (consul binds its API to loopback only).
+pub const LOCAL_HTTP: &str = "http://127.0.0.1:8500";
+/// Consul refuses transactions of more operations than this.
+const TXN_OPS: usize = 64;
+
+/// One member as `/v1/agent/members` gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentMember {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub status: u8,
+    #[serde(default)]
+    pub protocol_cur: u8,
+}
+
+impl AgentMember {
+    /// Serf's status names.
+    pub fn status_name(&self) -> &'static str {
+        match self.status {
+            0 => "none",
+            1 => "alive",
+            2 => "leaving",
+            3 => "left",
+            4 => "failed",
+            _ => "unknown",
+        }
+    }
+}
+
+/// One server in the raft configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServer {
+    pub node: String,
+    pub leader: bool,
+    pub voter: bool,
+}
+
+/// A client of one consul agent's HTTP API.
+pub struct ConsulApi {
+    http: reqwest::Client,
+    base: String,
+    kv: ConsulClient,
+}
+
+impl ConsulApi {
+    /// The agent on this machine.
+    pub fn local() -> anyhow::Result<Self> {
+        Self::new(LOCAL_HTTP, Duration::from_secs(5))
+    }
+
+    /// The agent at `base`; every request gives up after `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(timeout)
+            .no_proxy()
+            .use_rustls_tls()
+            .build()
+            .context("cannot build the HTTP client")?;
+        let settings = ConsulClientSettings {
+            address: base.to_string(),
+            ca_certs: Vec::new(),
+            client_cert: None,
+            client_key: None,
+            token: None,
+            verify: true,
+            version: 1,
+        };
+        let kv = ConsulClient {
+            http: rustify::clients::reqwest::Client::new(base, http.clone()),
+            settings,
+        };
+        Ok(Self {
+            http,
+            base: base.to_string(),
+            kv,
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}/v1/{path}", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        resp.json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))
+    }
+
+    /// The leader's address, or None while there is none.
+    pub async fn leader(&self) -> anyhow::Result<Option<String>> {
+        let leader: String = self.get("status/leader").await?;
+        Ok(Some(leader).filter(|l| !l.is_empty()))
+    }
+
+    /// The members this agent sees (LAN pool).
+    pub async fn members(&self) -> anyhow::Result<Vec<AgentMember>> {
+        self.get("agent/members").await
+    }
+
+    /// The raft servers (needs a leader).
+    pub async fn raft(&self) -> anyhow::Result<Vec<RaftServer>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Configuration {
+            servers: Vec<RaftServer>,
+        }
+        let c: Configuration = self.get("operator/raft/configuration").await?;
+        Ok(c.servers)
+    }
+
+    /// Asks the agent to join the member at `addr` (serf LAN).
+    pub async fn join(&self, addr: Ipv6Addr) -> anyhow::Result<()> {
+        let url = format!("{}/v1/agent/join/{addr}", self.base);
+        let resp = self.http.put(&url).send().await.with_context(|| format!("PUT {url}"))?;
+        if !resp.status().is_success() {
+            bail!("joining {addr}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        Ok(())
+    }
+
+    /// Runs KV operations as transactions of at most [`TXN_OPS`]; false if one was rolled back
+    /// because a check-and-set failed. Retried on server errors: a transaction that failed
+    /// during a leader change may still have been committed, and all our operations are
+    /// idempotent or check-and-set.
+    async fn txn(&self, ops: Vec<Value>) -> anyhow::Result<bool> {
+        let url = format!("{}/v1/txn", self.base);
+        let mut all_applied = true;
+        for batch in ops.chunks(TXN_OPS) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let resp = self.http.put(&url).json(&batch).send().await;
+                match resp {
+                    Ok(r) if r.status().is_success() => break,
+                    // 409: rolled back, e.g. a check-and-set lost.
+                    Ok(r) if r.status().as_u16() == 409 => {
+                        all_applied = false;
+                        break;
+                    }
+                    Ok(r) if r.status().is_server_error() && attempt < 5 => {
+                        tracing::debug!("txn: {} (retrying)", r.status());
+                    }
+                    Ok(r) => bail!(
+                        "PUT {url}: {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default().trim()
+                    ),
+                    Err(e) if attempt < 5 => tracing::debug!("txn: {e} (retrying)"),
+                    Err(e) => return Err(e).with_context(|| format!("PUT {url}")),
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+        }
+        Ok(all_applied)
+    }
+}
+
+/// A value as stored in the KV.
+pub fn encode(value: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+/// A value read from the KV: JSON text, else the raw string.
+pub fn decode(raw: &[u8]) -> Value {
+    serde_json::from_slice(raw).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()))
+}
+
+fn kv_error(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::APIError { code, message } => {
+            anyhow::anyhow!("consul answered {code}: {}", message.unwrap_or_default().trim())
+        }
+        ClientError::RestClientError { source } => anyhow::anyhow!("cannot reach consul: {source}"),
+        other => anyhow::anyhow!("consul KV: {other}"),
+    }
+}
+
+impl SharedStore for ConsulApi {
+    async fn read_all(&self) -> anyhow::Result<Mapping> {
+        let mut opts = ReadKeyRequest::builder();
+        opts.recurse(true);
+        let pairs = match consulrs::kv::read(&self.kv, &format!("{PREFIX}/"), Some(&mut opts)).await {
+            Ok(r) => r.response,
+            Err(ClientError::APIError { code: 404, .. }) => return Ok(Mapping::new()),
+            Err(e) => return Err(kv_error(e)),
+        };
+        let mut out = Mapping::new();
+        for pair in pairs {
+            let raw: Vec<u8> = match pair.value {
+                Some(v) => v.try_into().map_err(kv_error)?,
+                None => continue, // a "folder" key
+            };
+            out.insert(pair.key, decode(&raw));
+        }
+        Ok(out)
+    }
+
+    async fn set_many(&self, entries: &Mapping) -> anyhow::Result<()> {
+        let ops = entries
+            .iter()
+            .map(|(k, v)| json!({"KV": {"Verb": "set", "Key": k, "Value": encode(v)}}))
+            .collect();
+        self.txn(ops).await?;
+        Ok(())
+    }
+
+    async fn seed(&self, mapping: &Mapping) -> anyhow::Result<bool> {
+        let ops = mapping
+            .iter()
+            .map(|(k, v)| json!({"KV": {"Verb": "cas", "Key": k, "Value": encode(v), "Index": 0}}))
+            .collect();
+        self.txn(ops).await
+    }
+
+    async fn delete_tree(&self, key: &str) -> anyhow::Result<()> {
+        let mut opts = DeleteKeyRequest::builder();
+        opts.recurse(true);
+        consulrs::kv::delete(&self.kv, key, Some(&mut opts))
+            .await
+            .map_err(kv_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_foreign_text_reads_as_a_string() {
+        for v in [json!("42"), json!(42), json!(["a", 1]), json!(true)] {
+            let raw = base64::engine::general_purpose::STANDARD.decode(encode(&v)).unwrap();
+            assert_eq!(decode(&raw), v);
+        }
+        assert_eq!(decode(b"plain text"), json!("plain text"));
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_is_not_there_is_a_quick_clear_error() {
+        // A closed port on loopback: refused at once.
+        let api = ConsulApi::new("http://127.0.0.1:9", Duration::from_secs(1)).unwrap();
+        let started = std::time::Instant::now();
+        let err = format!("{:#}", api.read_all().await.unwrap_err());
+        assert!(err.contains("cannot reach consul"), "{err}");
+        assert!(api.leader().await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,193 @@
+//! The neighbours in the shared config: `raptiformica/meshnet/neighbours/<id>/...`.
+//!
+//! Each slaved node has one entry, keyed by an id derived from its SSH host key: how to reach
+//! it (`host`, `ssh_port`, `ssh_host_key`, set by whoever slaved it) and its overlay identity
+//! (`yggdrasil_public_key`, `yggdrasil_address`, `yggdrasil_port`, generated on the node
+//! itself), plus its `consul_role` (`server` or `client`). Values are strings, as in the
+//! original project.
+
+use std::net::Ipv6Addr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Mapping;
+
+/// Where the neighbours live in the shared config.
+pub const NEIGHBOURS: &str = "raptiformica/meshnet/neighbours";
+
+/// A node's role in consul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A voting server (3 or 5 of them per cluster).
+    Server,
+    /// Any further node.
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// One node as the shared config knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbour {
+    pub id: String,
+    pub host: Option<String>,
+    pub ssh_port: u16,
+    pub ssh_host_key: Option<String>,
+    pub overlay_public_key: Option<String>,
+    pub overlay_address: Option<Ipv6Addr>,
+    pub overlay_port: Option<u16>,
+    pub consul_role: Option<Role>,
+}
+
+impl Neighbour {
+    /// Whether its overlay identity is known (it has been meshed at least once).
+    pub fn on_overlay(&self) -> bool {
+        self.overlay_public_key.is_some() && self.overlay_address.is_some()
+    }
+}
+
+/// The key of `field` of neighbour `id`.
+pub fn key(id: &str, field: &str) -> String {
+    format!("{NEIGHBOURS}/{id}/{field}")
+}
+
+/// Every neighbour in `mapping`, sorted by id. Fields that do not parse are left out.
+pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
+    let prefix = format!("{NEIGHBOURS}/");
+    let mut out: Vec<Neighbour> = Vec::new();
+    for (k, v) in mapping.range(prefix.clone()..) {
+        let Some(rest) = k.strip_prefix(&prefix) else { break };
+        let Some((id, field)) = rest.split_once('/') else {
+            continue;
+        };
+        if out.last().is_none_or(|n| n.id != id) {
+            out.push(Neighbour {
+                id: id.to_string(),
+                host: None,
+                ssh_port: 22,
+                ssh_host_key: None,
+                overlay_public_key: None,
+                overlay_address: None,
+                overlay_port: None,
+                consul_role: None,
+            });
+        }
+        let n = out.last_mut().expect("pushed above");
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match field {
+            "host" => n.host = Some(text),
+            "ssh_port" => n.ssh_port = text.parse().unwrap_or(22),
+            "ssh_host_key" => n.ssh_host_key = Some(text),
+            "yggdrasil_public_key" => n.overlay_public_key = Some(text),
+            "yggdrasil_address" => n.overlay_address = text.parse().ok(),
+            "yggdrasil_port" => n.overlay_port = text.parse().ok(),
+            "consul_role" => {
+                n.consul_role = match text.as_str() {
+                    "server" => Some(Role::Server),
+                    "client" => Some(Role::Client),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The consul role of each neighbour: its recorded role, else (an entry from before roles were
+/// recorded) server for the first `servers` nodes by id that have none recorded.
+pub fn roles(neighbours: &[Neighbour], servers: usize) -> Vec<Role> {
+    let recorded = neighbours
+        .iter()
+        .filter(|n| n.consul_role == Some(Role::Server))
+        .count();
+    let mut free = servers.saturating_sub(recorded);
+    neighbours
+        .iter()
+        .map(|n| {
+            n.consul_role.unwrap_or_else(|| {
+                if free > 0 {
+                    free -= 1;
+                    Role::Server
+                } else {
+                    Role::Client
+                }
+            })
+        })
+        .collect()
+}
+
+/// The role a new node gets: server while fewer than `servers` nodes (other than `id`) are.
+pub fn role_for_new(mapping: &Mapping, id: &str, servers: usize) -> Role {
+    let others: Vec<Neighbour> = all(mapping).into_iter().filter(|n| n.id != id).collect();
+    let taken = roles(&others, servers).iter().filter(|r| **r == Role::Server).count();
+    if taken < servers { Role::Server } else { Role::Client }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(m: &mut Mapping, id: &str, fields: &[(&str, &str)]) {
+        for (f, v) in fields {
+            m.insert(key(id, f), Value::from(*v));
+        }
+    }
+
+    #[test]
+    fn parses_entries_and_skips_what_does_not_parse() {
+        let mut m = Mapping::new();
+        entry(
+            &mut m,
+            "b",
+            &[("host", "10.0.0.2"), ("ssh_port", "2222"), ("consul_role", "client")],
+        );
+        entry(
+            &mut m,
+            "a",
+            &[
+                ("host", "10.0.0.1"),
+                ("yggdrasil_public_key", "k"),
+                ("yggdrasil_address", "200::1"),
+            ],
+        );
+        entry(&mut m, "c", &[("yggdrasil_address", "not an address")]);
+        m.insert("raptiformica/meshnet/other".into(), Value::from("x"));
+        let n = all(&m);
+        assert_eq!(n.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(n[0].on_overlay());
+        assert_eq!(n[1].ssh_port, 2222);
+        assert_eq!(n[1].consul_role, Some(Role::Client));
+        assert_eq!(n[2].overlay_address, None);
+    }
+
+    #[test]
+    fn only_the_configured_number_of_servers() {
+        let mut m = Mapping::new();
+        for id in ["a", "b", "c"] {
+            entry(&mut m, id, &[("host", id), ("consul_role", "server")]);
+        }
+        assert_eq!(role_for_new(&m, "d", 3), Role::Client);
+        assert_eq!(role_for_new(&m, "d", 5), Role::Server);
+        // A re-slaved server keeps counting itself out.
+        assert_eq!(role_for_new(&m, "a", 3), Role::Server);
+        let mut legacy = Mapping::new();
+        for id in ["x", "y", "z", "w"] {
+            entry(&mut legacy, id, &[("host", id)]);
+        }
+        let r = roles(&all(&legacy), 3);
+        assert_eq!(r.iter().filter(|r| **r == Role::Server).count(), 3);
+    }
+}

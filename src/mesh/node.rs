@@ -1,0 +1,287 @@
+//! `raptiformica mesh` on a node: join the overlay and, from three known nodes on, consensus.
+//!
+//! 1. Make sure the node's overlay keys exist (generated here, never sent anywhere).
+//! 2. Merge what the caller handed over (new neighbours) and this node's own overlay identity
+//!    into the shared config.
+//! 3. Render yggdrasil's config (peers = every other neighbour, admitted keys = the cluster's)
+//!    and start it, or add and remove peers at run time.
+//! 4. Once three nodes are on the overlay: render consul's config (server or client), start it
+//!    (or restart it when a setting changed), wait for a leader, then seed consul's KV from
+//!    the cache if it is empty, else push our changes and cache the KV.
+//! 5. Fire `after_mesh`.
+//!
+//! Runs are serialized by a lock in the mesh dir; running it again converges and is cheap.
+
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::neighbours::{self, Role};
+use super::yggdrasil::{self, Yggdrasil};
+use super::{Applied, Overlay, OverlayIdentity, Peer};
+use crate::config::{self, Mapping, MutableCache, shared};
+use crate::consensus::SharedStore;
+use crate::consensus::agent::{self, AgentSettings, ConsulAgent};
+use crate::consensus::api::ConsulApi;
+use crate::context::Context;
+use crate::hooks;
+
+/// The gossip encryption key's place in the shared config (the original's name).
+pub const GOSSIP_KEY: &str = "raptiformica/meshnet/consul/password";
+/// How many voting consul servers (3 or 5).
+pub const SERVERS_KEY: &str = "raptiformica/meshnet/consul/servers";
+/// yggdrasil's underlay port.
+pub const PORT_KEY: &str = "raptiformica/meshnet/yggdrasil/port";
+/// Nodes needed before consul starts.
+pub const QUORUM: usize = agent::BOOTSTRAP_EXPECT;
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// Shared config entries to merge first (new neighbours, handed over by the slaver).
+    pub with_config: Mapping,
+    /// How long to wait for consul's leader before leaving the KV sync for later.
+    pub wait: Duration,
+    pub after_mesh: bool,
+}
+
+/// What happened to the shared config.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum KvSync {
+    /// Fewer than three nodes: the cache is the shared config.
+    NoConsensusYet,
+    /// No leader within the wait: the cache is pushed on a later run.
+    NoLeader,
+    /// The KV was empty and got the cached config.
+    Seeded { keys: usize },
+    /// Our changes went up and the KV came down into the cache.
+    Synced { keys: usize },
+}
+
+/// The outcome, printed by the command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub node_id: String,
+    pub overlay: OverlayIdentity,
+    pub overlay_daemon: String,
+    pub peers: usize,
+    pub nodes_known: usize,
+    pub consul_role: Option<Role>,
+    pub consul_daemon: Option<String>,
+    pub leader: Option<String>,
+    pub kv: KvSync,
+    pub seconds: f64,
+}
+
+/// This node's id: from its SSH host key, like the id its slaver gave it.
+pub fn own_id(overlay: &OverlayIdentity) -> String {
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
+        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    if host_key.is_empty() {
+        crate::slave::node_id(&overlay.public_key)
+    } else {
+        crate::slave::node_id(&host_key)
+    }
+}
+
+/// The overlay on this node, configured from `mapping`.
+pub fn overlay(ctx: &Context, mapping: &Mapping) -> anyhow::Result<Yggdrasil> {
+    let port = match mapping.get(PORT_KEY) {
+        None => yggdrasil::DEFAULT_PORT,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|p| u16::try_from(p).ok())
+            .with_context(|| format!("`{PORT_KEY}` must be a port number, not {v}"))?,
+    };
+    let dir = shared::mesh_dir(&ctx.paths);
+    create_private_dir(&dir)?;
+    Ok(Yggdrasil::new(&dir, port))
+}
+
+/// The number of voting servers from the config: 3 or 5.
+pub fn servers(mapping: &Mapping) -> anyhow::Result<usize> {
+    match mapping.get(SERVERS_KEY) {
+        None => Ok(3),
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
+            Some(n @ (3 | 5)) => Ok(n as usize),
+            _ => {
+                bail!("`{SERVERS_KEY}` must be 3 or 5, not {v}; fix it with `raptiformica config set {SERVERS_KEY} 3`")
+            }
+        },
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Meshes this node.
+pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let dir = shared::mesh_dir(&ctx.paths);
+    create_private_dir(&dir)?;
+    let lock = File::create(dir.join("mesh.lock"))?;
+    lock.lock().context("cannot lock the mesh dir")?;
+
+    let config = ctx.config()?;
+    let ygg = overlay(ctx, &config.mapping)?;
+    let me = ygg.identity()?;
+    let id = own_id(&me);
+
+    // What we tell the cluster: the caller's entries and our own overlay identity.
+    let mut updates = opts.with_config.clone();
+    updates.insert(
+        neighbours::key(&id, "yggdrasil_public_key"),
+        Value::from(me.public_key.clone()),
+    );
+    updates.insert(
+        neighbours::key(&id, "yggdrasil_address"),
+        Value::from(me.address.to_string()),
+    );
+    updates.insert(neighbours::key(&id, "yggdrasil_port"), Value::from(me.port.to_string()));
+    let mut mapping = config.mapping.clone();
+    mapping.extend(updates.clone());
+    if !mapping.contains_key(GOSSIP_KEY) {
+        // Normally the slaver generated it; a node meshed by hand makes the cluster's key.
+        updates.insert(GOSSIP_KEY.into(), Value::from(agent::new_gossip_key()?));
+        mapping.extend(updates.clone());
+    }
+    config::edit::update(&ctx.paths, |m| {
+        m.extend(updates.clone());
+        Ok(())
+    })?;
+    shared::write(&ctx.paths, &updates, &[]);
+
+    // The overlay.
+    let all = neighbours::all(&mapping);
+    let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
+    let peers: Vec<Peer> = on_overlay
+        .iter()
+        .filter(|n| n.id != id)
+        .filter_map(|n| {
+            Some(Peer {
+                public_key: n.overlay_public_key.clone()?,
+                host: n.host.clone()?,
+                port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
+            })
+        })
+        .collect();
+    let allowed: Vec<String> = on_overlay.iter().filter_map(|n| n.overlay_public_key.clone()).collect();
+    let overlay_applied = ygg.apply(&peers, &allowed)?;
+
+    let mut report = Report {
+        node_id: id.clone(),
+        overlay: me.clone(),
+        overlay_daemon: overlay_applied.to_string(),
+        peers: peers.len(),
+        nodes_known: on_overlay.len(),
+        consul_role: None,
+        consul_daemon: None,
+        leader: None,
+        kv: KvSync::NoConsensusYet,
+        seconds: 0.0,
+    };
+
+    if on_overlay.len() >= QUORUM {
+        let roles = neighbours::roles(
+            &on_overlay.iter().map(|n| (*n).clone()).collect::<Vec<_>>(),
+            servers(&mapping)?,
+        );
+        let role = on_overlay
+            .iter()
+            .zip(&roles)
+            .find(|(n, _)| n.id == id)
+            .map(|(_, r)| *r)
+            .unwrap_or(Role::Client);
+        let mut retry_join: Vec<(bool, std::net::Ipv6Addr)> = on_overlay
+            .iter()
+            .zip(&roles)
+            .filter(|(n, _)| n.id != id)
+            .filter_map(|(n, r)| Some((*r != Role::Server, n.overlay_address?)))
+            .collect();
+        retry_join.sort();
+        let settings = AgentSettings {
+            node_name: id.clone(),
+            node_id: agent::node_id(&me.public_key),
+            bind: me.address,
+            server: role == Role::Server,
+            retry_join: retry_join.into_iter().map(|(_, a)| a).collect(),
+            encrypt: mapping
+                .get(GOSSIP_KEY)
+                .and_then(Value::as_str)
+                .with_context(|| format!("`{GOSSIP_KEY}` must be a string"))?
+                .to_string(),
+        };
+        // consul cannot bind before the overlay address exists.
+        ygg.wait_address(Duration::from_secs(10))?;
+        let consul = ConsulAgent::new(&dir);
+        let applied = consul.apply(&settings)?;
+        report.consul_role = Some(role);
+        report.consul_daemon = Some(applied.to_string());
+        let (leader, kv) = shared::block_on(sync_kv(ctx, &updates, opts.wait));
+        if leader.is_none() && matches!(applied, Applied::Started | Applied::Restarted) && consul.pid().is_none() {
+            bail!(
+                "consul stopped right after its start; its log ends with:\n{}",
+                consul.log_tail(15)
+            );
+        }
+        report.leader = leader;
+        report.kv = kv?;
+    }
+
+    if opts.after_mesh {
+        let config = ctx.config()?;
+        hooks::fire(ctx, &config, "after_mesh");
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Waits for a leader, then seeds the KV (when empty) or pushes `updates` and caches the KV.
+async fn sync_kv(ctx: &Context, updates: &Mapping, wait: Duration) -> (Option<String>, anyhow::Result<KvSync>) {
+    let api = match ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(5)) {
+        Ok(a) => a,
+        Err(e) => return (None, Err(e)),
+    };
+    let deadline = Instant::now() + wait;
+    let leader = loop {
+        if let Ok(Some(l)) = api.leader().await {
+            break Some(l);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if leader.is_none() {
+        return (None, Ok(KvSync::NoLeader));
+    }
+    let result = async {
+        let cache = MutableCache::new(&ctx.paths.cache_dir);
+        let kv = api.read_all().await?;
+        if kv.is_empty() {
+            let cached = cache.read()?.unwrap_or_default();
+            if api.seed(&cached).await? {
+                return Ok(KvSync::Seeded { keys: cached.len() });
+            }
+        }
+        // Someone seeded it: add what we know to theirs.
+        api.set_many(updates).await?;
+        let kv = api.read_all().await?;
+        config::mapping::validate(&kv).map_err(|e| anyhow::anyhow!("consul's KV is unusable: {e}"))?;
+        let keys = kv.len();
+        cache.update(|_| Ok((kv, ())))?;
+        Ok(KvSync::Synced { keys })
+    }
+    .await;
+    (leader, result)
+}

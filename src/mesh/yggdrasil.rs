@@ -1,0 +1,303 @@
+//! yggdrasil 0.4.7 as the [`Overlay`]: keys from `yggdrasil -genconf`, a full config rendered
+//! from the shared config, the daemon started detached, and peers changed at run time through
+//! its admin socket.
+//!
+//! Files in the node's mesh state dir (all 0600): `yggdrasil.generated.json` (the generated
+//! config, the only place the private key lives), `yggdrasil.conf` (the rendered config) and
+//! `identity.json` (public key and address), plus the daemon's pid, log and admin socket.
+
+use std::collections::BTreeSet;
+use std::io::{BufReader, Write};
+use std::net::Ipv6Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::{Applied, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
+use crate::config::cache::write_atomic;
+use crate::daemon::{self, Daemon};
+
+/// The TUN interface's name.
+pub const IF_NAME: &str = "ygg0";
+/// The default underlay port.
+pub const DEFAULT_PORT: u16 = 12345;
+
+/// yggdrasil in the state dir `dir`, listening on `port`.
+#[derive(Debug, Clone)]
+pub struct Yggdrasil {
+    dir: PathBuf,
+    port: u16,
+    daemon: Daemon,
+}
+
+impl Yggdrasil {
+    pub fn new(dir: &Path, port: u16) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            port,
+            daemon: Daemon::new("yggdrasil", dir),
+        }
+    }
+
+    fn generated(&self) -> PathBuf {
+        self.dir.join("yggdrasil.generated.json")
+    }
+
+    fn rendered(&self) -> PathBuf {
+        self.dir.join("yggdrasil.conf")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("yggdrasil.sock")
+    }
+
+    fn binary() -> anyhow::Result<PathBuf> {
+        daemon::find_program("yggdrasil")
+            .context("yggdrasil is not installed here (slaving installs it; see `raptiformica artifacts`)")
+    }
+
+    /// The full config for these peers: the generated one with our settings over it.
+    fn render(&self, generated: &Value, peers: &[Peer], allowed: &[String]) -> Value {
+        let mut config = generated.clone();
+        let uris: BTreeSet<String> = peers.iter().map(peer_uri).collect();
+        let allowed: BTreeSet<&String> = allowed.iter().collect();
+        let obj = config.as_object_mut().expect("checked when read");
+        obj.insert("Peers".into(), json!(uris));
+        obj.insert("InterfacePeers".into(), json!({}));
+        obj.insert("Listen".into(), json!([format!("tcp://[::]:{}", self.port)]));
+        obj.insert(
+            "AdminListen".into(),
+            json!(format!("unix://{}", self.socket().display())),
+        );
+        obj.insert("MulticastInterfaces".into(), json!([]));
+        obj.insert("AllowedPublicKeys".into(), json!(allowed));
+        obj.insert("IfName".into(), json!(IF_NAME));
+        obj.insert("IfMTU".into(), json!(65535));
+        obj.insert("NodeInfoPrivacy".into(), json!(true));
+        config
+    }
+
+    fn read_generated(&self) -> anyhow::Result<Value> {
+        let path = self.generated();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .ok()
+            .filter(|v: &Value| v.get("PrivateKey").is_some_and(Value::is_string) && v.get("PublicKey").is_some())
+            .with_context(|| {
+                format!(
+                    "`{}` is not a yggdrasil config with keys; delete it to make this node a new overlay identity",
+                    path.display()
+                )
+            })?;
+        Ok(value)
+    }
+
+    /// Sends one admin request and returns its `response`.
+    fn admin(&self, request: &str, arguments: Value) -> anyhow::Result<Value> {
+        let sock = self.socket();
+        let mut stream = UnixStream::connect(&sock)
+            .with_context(|| format!("cannot reach yggdrasil's admin socket `{}`", sock.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let body = json!({"request": request, "arguments": arguments, "keepalive": false});
+        stream.write_all(serde_json::to_string(&body)?.as_bytes())?;
+        let mut de = serde_json::Deserializer::from_reader(BufReader::new(&stream));
+        let reply: Value =
+            serde::Deserialize::deserialize(&mut de).context("no reply from yggdrasil's admin socket")?;
+        if reply["status"] != "success" {
+            bail!("yggdrasil `{request}` failed: {}", reply["error"]);
+        }
+        Ok(reply["response"].clone())
+    }
+
+    fn start(&self) -> anyhow::Result<()> {
+        preflight::check_tun()?;
+        let _ = std::fs::remove_file(self.socket());
+        self.daemon.start(
+            &Self::binary()?,
+            &[
+                "-useconffile".into(),
+                self.rendered().display().to_string(),
+                "-logto".into(),
+                "stdout".into(),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// `tcp://host:port` of a peer.
+fn peer_uri(p: &Peer) -> String {
+    format!("tcp://{}:{}", uri_host(&p.host), p.port)
+}
+
+/// The config without the parts that can change at run time.
+fn static_part(config: &Value) -> Value {
+    let mut c = config.clone();
+    if let Some(obj) = c.as_object_mut() {
+        obj.remove("Peers");
+        obj.remove("AllowedPublicKeys");
+    }
+    c
+}
+
+fn string_set(config: &Value, key: &str) -> BTreeSet<String> {
+    config[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+impl Overlay for Yggdrasil {
+    fn name(&self) -> &'static str {
+        "yggdrasil"
+    }
+
+    fn identity(&self) -> anyhow::Result<OverlayIdentity> {
+        std::fs::create_dir_all(&self.dir)?;
+        let id_file = self.dir.join("identity.json");
+        if let Some(id) = std::fs::read(&id_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<OverlayIdentity>(&b).ok())
+            .filter(|id| id.port == self.port && self.generated().is_file())
+        {
+            return Ok(id);
+        }
+        let bin = Self::binary()?;
+        if !self.generated().is_file() {
+            let out = std::process::Command::new(&bin)
+                .args(["-genconf", "-json"])
+                .output()
+                .with_context(|| format!("cannot run `{}`", bin.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "`yggdrasil -genconf` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let _: Value = serde_json::from_slice(&out.stdout).context("`yggdrasil -genconf -json` printed no JSON")?;
+            write_atomic(&self.generated(), &out.stdout)?;
+        }
+        let generated = self.read_generated()?;
+        let out = std::process::Command::new(&bin)
+            .arg("-useconffile")
+            .arg(self.generated())
+            .arg("-address")
+            .output()?;
+        let address: Ipv6Addr = String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| {
+            format!(
+                "`yggdrasil -address` gave no address: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let id = OverlayIdentity {
+            public_key: generated["PublicKey"].as_str().unwrap_or_default().to_string(),
+            address,
+            port: self.port,
+        };
+        write_atomic(&id_file, &serde_json::to_vec_pretty(&id)?)?;
+        Ok(id)
+    }
+
+    fn apply(&self, peers: &[Peer], allowed: &[String]) -> anyhow::Result<Applied> {
+        let generated = self.read_generated()?;
+        let next = self.render(&generated, peers, allowed);
+        let previous: Option<Value> = std::fs::read(self.rendered())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        write_atomic(&self.rendered(), &serde_json::to_vec_pretty(&next)?)?;
+        if self.daemon.pid().is_none() {
+            self.start()?;
+            return Ok(Applied::Started);
+        }
+        let Some(previous) = previous.filter(|p| static_part(p) == static_part(&next)) else {
+            self.daemon.stop(Duration::from_secs(3));
+            self.start()?;
+            return Ok(Applied::Restarted);
+        };
+        // Same daemon settings: change the peers at run time. New keys are admitted on the next
+        // start; until then the links to new peers are the ones this node dials.
+        let (old, new) = (string_set(&previous, "Peers"), string_set(&next, "Peers"));
+        let added: Vec<&String> = new.difference(&old).collect();
+        let removed: Vec<&String> = old.difference(&new).collect();
+        for uri in &added {
+            self.admin("addpeer", json!({"uri": uri}))?;
+        }
+        for uri in &removed {
+            if let Err(e) = self.admin("removepeer", json!({"uri": uri})) {
+                tracing::debug!("removepeer {uri}: {e:#}");
+            }
+        }
+        Ok(if added.is_empty() && removed.is_empty() {
+            Applied::Unchanged
+        } else {
+            Applied::PeersChanged {
+                added: added.len(),
+                removed: removed.len(),
+            }
+        })
+    }
+
+    fn wait_address(&self, timeout: Duration) -> anyhow::Result<()> {
+        let id = self.identity()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if address_is_up(id.address) {
+                return Ok(());
+            }
+            if self.daemon.pid().is_none() {
+                bail!(
+                    "yggdrasil stopped; its log `{}` ends with:\n{}",
+                    self.daemon.log_file.display(),
+                    self.daemon.log_tail(12)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "yggdrasil did not bring up {} on {IF_NAME} within {:?}; its log ends with:\n{}",
+                    id.address,
+                    timeout,
+                    self.daemon.log_tail(12)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        self.daemon.pid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_keeps_keys_and_sets_peers_and_allowed_keys() {
+        let y = Yggdrasil::new(Path::new("/state"), 12345);
+        let generated =
+            json!({"PrivateKey": "p", "PublicKey": "k", "MulticastInterfaces": [{"Regex": ".*"}], "Peers": []});
+        let peers = [
+            Peer {
+                public_key: "b".into(),
+                host: "172.18.0.3".into(),
+                port: 12345,
+            },
+            Peer {
+                public_key: "c".into(),
+                host: "fd00::3".into(),
+                port: 1,
+            },
+        ];
+        let c = y.render(&generated, &peers, &["k".into(), "b".into(), "c".into()]);
+        assert_eq!(c["PrivateKey"], "p");
+        assert_eq!(c["MulticastInterfaces"], json!([]));
+        assert_eq!(c["Peers"], json!(["tcp://172.18.0.3:12345", "tcp://[fd00::3]:1"]));
+        assert_eq!(c["AllowedPublicKeys"], json!(["b", "c", "k"]));
+        assert_eq!(c["AdminListen"], "unix:///state/yggdrasil.sock");
+        assert_eq!(static_part(&c), static_part(&y.render(&generated, &[], &[])));
+    }
+}
