@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use crate::harness::{TestEnv, docker_available, text};
 
 /// Docker tests share the engine and the `raptiformica` network: one at a time.
-static DOCKER: Mutex<()> = Mutex::new(());
+pub static DOCKER: Mutex<()> = Mutex::new(());
 
 /// Destroys what the test started, even when it fails.
-struct Destroy<'a>(&'a TestEnv);
+pub struct Destroy<'a>(pub &'a TestEnv);
 
 impl Drop for Destroy<'_> {
     fn drop(&mut self) {
@@ -18,7 +18,7 @@ impl Drop for Destroy<'_> {
     }
 }
 
-fn containers() -> Vec<String> {
+pub fn containers() -> Vec<String> {
     let out = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", "network=raptiformica"])
         .output()

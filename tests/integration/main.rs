@@ -6,3 +6,4 @@ mod cli;
 mod compute;
 mod config;
 mod docker;
+mod mesh;
