@@ -2,6 +2,7 @@
 //! their own session, tracked by a pid file, logging to a file, stopped by signal.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,6 +42,7 @@ impl Daemon {
             std::fs::create_dir_all(dir)?;
         }
         let log = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .append(true)
             .open(&self.log_file)

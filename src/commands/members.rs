@@ -26,6 +26,12 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
                  (its log is <cache-dir>/mesh/consul.log)",
             )
         })?
+    } else if shared::mesh_dir(&ctx.paths).join("identity.json").is_file() {
+        bail!(
+            "this node is on the overlay but consul is not started yet: it starts once {} nodes are known \
+             (see `raptiformica mesh`)",
+            crate::mesh::node::QUORUM
+        );
     } else {
         through_a_node(ctx, json)?
     };

@@ -135,10 +135,10 @@ pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
     }
     if let Some(kv) = kv {
         // Cache what consul gave, so that this node keeps the shared config without it.
-        if cached.as_ref() != Some(&kv) {
-            if let Err(e) = cache.update(|_| Ok((kv.clone(), ()))) {
-                tracing::warn!("cannot cache the shared config: {e:#}");
-            }
+        if cached.as_ref() != Some(&kv)
+            && let Err(e) = cache.update(|_| Ok((kv.clone(), ())))
+        {
+            tracing::warn!("cannot cache the shared config: {e:#}");
         }
         config.overlay(Layer::Consul, None, &kv);
     }
