@@ -4,6 +4,27 @@ use anyhow::bail;
 
 use crate::compute::{self, Instance};
 use crate::context::Context;
+use crate::mesh::neighbours;
+
+/// Drops the neighbour entries of a removed instance from this machine's shared config, so
+/// that nothing keeps dialing or asking a machine that is gone.
+fn forget_neighbour(ctx: &Context, instance: &Instance) -> anyhow::Result<()> {
+    let Some(host) = instance.host.as_deref() else {
+        return Ok(());
+    };
+    let port = instance.port.unwrap_or(22);
+    crate::config::edit::update(&ctx.paths, |mapping| {
+        let gone: Vec<String> = neighbours::all(mapping)
+            .into_iter()
+            .filter(|n| n.host.as_deref() == Some(host) && n.ssh_port == port)
+            .map(|n| format!("{}/{}/", neighbours::NEIGHBOURS, n.id))
+            .collect();
+        for prefix in gone {
+            mapping.retain(|k, _| !k.starts_with(&prefix));
+        }
+        Ok(())
+    })
+}
 
 /// Removes every instance (`stale_only`: only those whose `detect_stale_instance` fails).
 pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
@@ -35,6 +56,12 @@ pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
             Ok(()) => {
                 removed += 1;
                 eprintln!("removed instance {} ({})", instance.id, ty.name());
+                if let Err(e) = forget_neighbour(ctx, instance) {
+                    eprintln!(
+                        "warning: instance {} is gone but still listed as a neighbour: {e:#}",
+                        instance.id
+                    );
+                }
             }
             Err(e) => {
                 failures += 1;

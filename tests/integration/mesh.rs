@@ -152,6 +152,17 @@ fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
     assert_eq!(text(&out.stdout).trim(), "v-42");
     let out = docker(&["exec", fourth, "ping", "-6", "-c", "1", "-W", "3", &addresses[0]]);
     assert!(out.status.success(), "4th -> {}: {}", addresses[0], text(&out.stdout));
+
+    // Destroyed machines are no longer neighbours: nothing asks them any more.
+    env.ok(&["destroy"]);
+    assert!(
+        !env.cache_file().exists()
+            || !std::fs::read_to_string(env.cache_file())
+                .unwrap()
+                .contains("meshnet/neighbours/")
+    );
+    let err = env.fails(&["members"]);
+    assert!(err.contains("knows no nodes"), "{err}");
 }
 
 #[test]
