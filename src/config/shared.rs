@@ -129,7 +129,7 @@ fn add_pending(paths: &Paths, keys: &[String]) -> anyhow::Result<()> {
 }
 
 /// Pushes the keys written while consul was away: their cached values, or their removal.
-async fn push_pending(paths: &Paths, api: &ConsulApi) -> anyhow::Result<()> {
+pub async fn push_pending(paths: &Paths, api: &ConsulApi) -> anyhow::Result<()> {
     let pending = read_pending(paths);
     if pending.is_empty() {
         return Ok(());

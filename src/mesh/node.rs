@@ -267,6 +267,8 @@ async fn sync_kv(ctx: &Context, updates: &Mapping, wait: Duration) -> (Option<St
     }
     let result = async {
         let cache = MutableCache::new(&ctx.paths.cache_dir);
+        // Writes made while consul was away go up before the KV comes down over the cache.
+        shared::push_pending(&ctx.paths, &api).await?;
         let kv = api.read_all().await?;
         if kv.is_empty() {
             let cached = cache.read()?.unwrap_or_default();

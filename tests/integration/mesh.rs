@@ -106,6 +106,44 @@ fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
     ]);
     assert_eq!(text(&out.stdout).trim(), "1");
 
+    // With its consul away, a node keeps a write in its cache and pushes it once consul is back.
+    let out = docker(&[
+        "exec",
+        &ids[2],
+        "sh",
+        "-c",
+        "kill $(cat /root/.raptiformica.d/mesh/consul.pid)",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = docker(&[
+        "exec",
+        &ids[2],
+        "raptiformica",
+        "config",
+        "set",
+        "raptiformica/test/offline",
+        "later",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("goes to the cluster later"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = docker(&["exec", &ids[2], "raptiformica", "--json", "mesh", "--no-after-mesh"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(report["consul_daemon"], "started", "{report} {}", text(&out.stderr));
+    let out = docker(&[
+        "exec",
+        &ids[0],
+        "raptiformica",
+        "config",
+        "get",
+        "raptiformica/test/offline",
+    ]);
+    assert_eq!(text(&out.stdout).trim(), "later", "{}", text(&out.stderr));
+
     // Each node reaches the others over the overlay.
     let addresses: Vec<String> = ids
         .iter()
