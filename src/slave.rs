@@ -312,14 +312,9 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
 
     let payload = crate::config::edit::update(&ctx.paths, |mapping| {
         // A machine re-created at the same address has a new key: drop its old entry.
-        let stale: Vec<String> = neighbours::all(mapping)
-            .into_iter()
-            .filter(|n| n.id != id && n.host.as_deref() == Some(remote.host.as_str()) && n.ssh_port == remote.port)
-            .map(|n| format!("{}/{}/", neighbours::NEIGHBOURS, n.id))
-            .collect();
-        for section in stale {
-            mapping.retain(|k, _| !k.starts_with(&section));
-        }
+        neighbours::remove_where(mapping, |n| {
+            n.id != id && n.host.as_deref() == Some(remote.host.as_str()) && n.ssh_port == remote.port
+        });
         let role = match mapping
             .get(&neighbours::key(&id, "consul_role"))
             .and_then(Value::as_str)

@@ -14,14 +14,7 @@ fn forget_neighbour(ctx: &Context, instance: &Instance) -> anyhow::Result<()> {
     };
     let port = instance.port.unwrap_or(22);
     crate::config::edit::update(&ctx.paths, |mapping| {
-        let gone: Vec<String> = neighbours::all(mapping)
-            .into_iter()
-            .filter(|n| n.host.as_deref() == Some(host) && n.ssh_port == port)
-            .map(|n| format!("{}/{}/", neighbours::NEIGHBOURS, n.id))
-            .collect();
-        for prefix in gone {
-            mapping.retain(|k, _| !k.starts_with(&prefix));
-        }
+        neighbours::remove_where(mapping, |n| n.host.as_deref() == Some(host) && n.ssh_port == port);
         Ok(())
     })
 }

@@ -106,6 +106,19 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
     out
 }
 
+/// Removes every neighbour for which `gone` holds (all its keys). Returns how many.
+pub fn remove_where(mapping: &mut Mapping, gone: impl Fn(&Neighbour) -> bool) -> usize {
+    let prefixes: Vec<String> = all(mapping)
+        .iter()
+        .filter(|n| gone(n))
+        .map(|n| format!("{NEIGHBOURS}/{}/", n.id))
+        .collect();
+    for prefix in &prefixes {
+        mapping.retain(|k, _| !k.starts_with(prefix));
+    }
+    prefixes.len()
+}
+
 /// The consul role of each neighbour: its recorded role, else (an entry from before roles were
 /// recorded) server for the first `servers` nodes by id that have none recorded.
 pub fn roles(neighbours: &[Neighbour], servers: usize) -> Vec<Role> {
@@ -171,6 +184,15 @@ mod tests {
         assert_eq!(n[1].ssh_port, 2222);
         assert_eq!(n[1].consul_role, Some(Role::Client));
         assert_eq!(n[2].overlay_address, None);
+    }
+
+    #[test]
+    fn removing_a_neighbour_takes_all_its_keys_and_only_its_keys() {
+        let mut m = Mapping::new();
+        entry(&mut m, "a", &[("host", "h1"), ("ssh_port", "22")]);
+        entry(&mut m, "ab", &[("host", "h2")]);
+        assert_eq!(remove_where(&mut m, |n| n.host.as_deref() == Some("h1")), 1);
+        assert_eq!(all(&m).iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["ab"]);
     }
 
     #[test]
