@@ -384,18 +384,12 @@ async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
     std::io::Write::write_all(&mut file, payload)?;
     std::io::Seek::rewind(&mut file)?;
     let out = remote
-        .sh(&on_node("raptiformica mesh --with-config -"), Some(file))
+        .run_with_input(
+            "`raptiformica mesh`",
+            &on_node("raptiformica mesh --with-config -"),
+            Some(file),
+        )
         .await?;
-    if !out.success() {
-        let all = format!("{}{}", out.stdout, out.stderr);
-        let lines: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
-        bail!(
-            "`raptiformica mesh` on {}:{} failed:\n    {}",
-            remote.host,
-            remote.port,
-            lines[lines.len().saturating_sub(crate::process::TAIL_LINES)..].join("\n    ")
-        );
-    }
     Ok(out
         .stdout
         .lines()

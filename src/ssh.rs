@@ -237,7 +237,17 @@ impl Remote {
 
     /// Runs a script that must succeed; the error quotes its last output lines.
     pub async fn run(&self, what: &str, script: &str) -> anyhow::Result<RemoteOutput> {
-        let out = self.sh(script, None).await?;
+        self.run_with_input(what, script, None).await
+    }
+
+    /// As [`Remote::run`], with stdin from `input`.
+    pub async fn run_with_input(
+        &self,
+        what: &str,
+        script: &str,
+        input: Option<std::fs::File>,
+    ) -> anyhow::Result<RemoteOutput> {
+        let out = self.sh(script, input).await?;
         if out.success() {
             return Ok(out);
         }

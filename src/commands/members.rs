@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
     }
     let members = if shared::consul_configured(&ctx.paths) {
         shared::block_on(async {
-            let api = ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(5))?;
+            let api = ConsulApi::local()?;
             members::local(&api).await.context(
                 "the local consul agent does not answer; `raptiformica mesh` starts it \
                  (its log is <cache-dir>/mesh/consul.log)",

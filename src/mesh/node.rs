@@ -248,7 +248,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
 
 /// Waits for a leader, then seeds the KV (when empty) or pushes `updates` and caches the KV.
 async fn sync_kv(ctx: &Context, updates: &Mapping, wait: Duration) -> (Option<String>, anyhow::Result<KvSync>) {
-    let api = match ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(5)) {
+    let api = match ConsulApi::local() {
         Ok(a) => a,
         Err(e) => return (None, Err(e)),
     };
