@@ -126,6 +126,22 @@ pub enum Command {
     /// shared config) on the next change.
     Clean,
 
+    /// Keep the cluster alive: the long-running agent (on nodes and on the spawning host)
+    ///
+    /// On a node (`mesh` starts it, and restarts it within seconds if it dies) it restarts
+    /// yggdrasil and consul when they exit, rejoins lost peers, fires `cluster_change` once per
+    /// membership change, evicts members failed past `agent/eviction_grace`, rebuilds consensus
+    /// from the survivors when quorum is lost for good (keeping consul's data and the KV), and
+    /// follows its consul role. On the host that spawned the cluster it watches the cluster
+    /// through an SSH tunnel and enforces `agent/rules/min_servers`: it promotes a client, or
+    /// spawns a replacement of the lost machine's compute type and prunes the dead one.
+    /// `--status` tells what the agent did last.
+    Agent(AgentArgs),
+
+    /// The agent's keeper on a node (started by `mesh`; not for direct use)
+    #[command(hide = true)]
+    Keeper,
+
     /// Print shell completions, e.g. `raptiformica completions bash > /etc/bash_completion.d/raptiformica`
     Completions {
         /// The shell to write completions for
@@ -237,9 +253,20 @@ pub struct MeshArgs {
     #[arg(long)]
     pub no_after_mesh: bool,
 
+    /// Do not start the agent (`raptiformica agent`, kept running by its keeper)
+    #[arg(long)]
+    pub no_agent: bool,
+
     /// Only make sure the overlay keys exist and print this node's overlay identity as JSON
-    #[arg(long, conflicts_with_all = ["with_config", "no_after_mesh"])]
+    #[arg(long, conflicts_with_all = ["with_config", "no_after_mesh", "no_agent"])]
     pub identity_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Print what the agent did last (restarts, evictions, promotions, recoveries) and exit
+    #[arg(long)]
+    pub status: bool,
 }
 
 #[derive(Debug, Args)]

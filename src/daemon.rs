@@ -21,10 +21,16 @@ pub struct Daemon {
 impl Daemon {
     /// The daemon `name` with its files in `dir`.
     pub fn new(name: &'static str, dir: &Path) -> Self {
+        Self::with_stem(name, name, dir)
+    }
+
+    /// The process `name` with its pid and log files named after `stem` (two roles of one
+    /// program, e.g. the agent and its keeper).
+    pub fn with_stem(name: &'static str, stem: &str, dir: &Path) -> Self {
         Self {
             name,
-            pid_file: dir.join(format!("{name}.pid")),
-            log_file: dir.join(format!("{name}.log")),
+            pid_file: dir.join(format!("{stem}.pid")),
+            log_file: dir.join(format!("{stem}.log")),
         }
     }
 

@@ -96,6 +96,12 @@ pub fn platform_type(ctx: &Context, config: &Config) -> Option<String> {
 
 /// Fires `hook`: runs each handler whose predicate passes.
 pub fn fire(ctx: &Context, config: &Config, hook: &str) -> Fired {
+    fire_timed(ctx, config, hook, HANDLER_TIMEOUT)
+}
+
+/// [`fire`] with `timeout` for each predicate and command: one that runs longer is killed
+/// (with its process group) and counts as failed; the other handlers still run.
+pub fn fire_timed(ctx: &Context, config: &Config, hook: &str, timeout: Duration) -> Fired {
     let Some(platform) = platform_type(ctx, config) else {
         tracing::debug!("no platform type: hook `{hook}` has no handlers");
         return Fired::default();
@@ -107,18 +113,14 @@ pub fn fire(ctx: &Context, config: &Config, hook: &str) -> Fired {
         let pred = ctx
             .shell(format!("{label} predicate"), &handler.predicate)
             .echo(false)
-            .timeout(HANDLER_TIMEOUT)
+            .timeout(timeout)
             .output();
         if !pred.is_ok_and(|o| o.success()) {
             tracing::debug!("{label}: predicate false, not run");
             continue;
         }
         fired.ran += 1;
-        if let Err(e) = ctx
-            .shell(label.clone(), &handler.command)
-            .timeout(HANDLER_TIMEOUT)
-            .run()
-        {
+        if let Err(e) = ctx.shell(label.clone(), &handler.command).timeout(timeout).run() {
             fired.failed += 1;
             tracing::warn!("{e}");
         }

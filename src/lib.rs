@@ -9,6 +9,7 @@
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
+pub mod agent;
 pub mod artifacts;
 pub mod cli;
 pub mod commands;
@@ -24,6 +25,7 @@ pub mod process;
 pub mod progress;
 pub mod server_type;
 pub mod slave;
+pub mod spawner;
 pub mod ssh;
 
 use std::path::PathBuf;
@@ -63,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune => commands::instances::remove(&ctx, true),
         Command::Hook { name } => commands::hook::run(&ctx, &name),
         Command::Clean => commands::clean::run(&ctx),
+        Command::Agent(args) => commands::agent::run(&ctx, args),
+        Command::Keeper => agent::keeper::run(&ctx.paths),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "raptiformica", &mut std::io::stdout());
             Ok(())

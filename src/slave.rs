@@ -99,6 +99,26 @@ pub async fn slave(
     result
 }
 
+/// What every slave needs locally first: the artifacts, and a config cache to hand on.
+pub fn prepare(ctx: &Context, progress: &Progress) -> anyhow::Result<()> {
+    if !artifacts::complete(ctx) {
+        let step = progress.step("local", "fetch artifacts (first time only)");
+        artifacts::ensure(ctx)?;
+        step.done("");
+    }
+    // A cache to upload, complete and valid: the effective config as it is now, with the
+    // cluster's gossip key made once, here, before any node needs it.
+    crate::config::edit::update(&ctx.paths, |m| {
+        if !m.contains_key(crate::mesh::node::GOSSIP_KEY) {
+            m.insert(
+                crate::mesh::node::GOSSIP_KEY.into(),
+                crate::consensus::agent::new_gossip_key()?.into(),
+            );
+        }
+        Ok(())
+    })
+}
+
 /// One file to put on the target.
 struct Upload {
     local: PathBuf,

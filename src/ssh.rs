@@ -215,6 +215,23 @@ impl Remote {
         }
     }
 
+    /// Forwards a free local TCP port on loopback to `target` as seen from the machine (an
+    /// SSH tunnel over this session). Returns the local port.
+    pub async fn forward_local(&self, target: std::net::SocketAddr) -> anyhow::Result<u16> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let local: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        self.session
+            .request_port_forward(openssh::ForwardType::Local, local, target)
+            .await
+            .with_context(|| format!("cannot forward a port to {target} through {}:{}", self.host, self.port))?;
+        Ok(port)
+    }
+
+    /// Whether the session still works.
+    pub async fn is_alive(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
     /// Runs a shell script on the machine (with `sh -c`), stdin from `input` if given.
     pub async fn sh(&self, script: &str, input: Option<std::fs::File>) -> anyhow::Result<RemoteOutput> {
         let mut cmd = self.session.command("sh");

@@ -31,8 +31,19 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
         after_mesh: !args.no_after_mesh,
     };
     let report = node::mesh(ctx, &opts)?;
+    // The agent keeps this node in the cluster from now on (its keeper restarts it).
+    let agent = if args.no_agent {
+        "not started (--no-agent)".to_string()
+    } else {
+        match crate::agent::keeper::ensure_running(&ctx.paths)? {
+            Some(pid) => format!("started (keeper pid {pid})"),
+            None => "running".to_string(),
+        }
+    };
     if ctx.json {
-        super::print_json(&report);
+        let mut v = serde_json::to_value(&report)?;
+        v["agent"] = agent.into();
+        super::print_json(&v);
         return Ok(());
     }
     println!(
@@ -51,6 +62,7 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
             node::QUORUM
         ),
     }
+    println!("agent: {agent}");
     println!(
         "shared config: {}",
         match report.kv {

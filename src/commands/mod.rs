@@ -1,5 +1,6 @@
 //! One file per subcommand: each `run` turns arguments into library calls and prints.
 
+pub mod agent;
 pub mod artifacts;
 pub mod clean;
 pub mod config;

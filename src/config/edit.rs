@@ -35,6 +35,21 @@ pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> an
     })
 }
 
+/// Removes `key` and what lies below `key/` from the mutable cache only (for a change that is
+/// in consul's KV already, or a machine that is gone). Nothing to do without a cache.
+pub fn forget_tree(paths: &Paths, key: &str) -> anyhow::Result<()> {
+    let cache = MutableCache::new(&paths.cache_dir);
+    if cache.read()?.is_none() {
+        return Ok(());
+    }
+    let below = format!("{key}/");
+    cache.update(|cached| {
+        let mut m = cached.unwrap_or_default();
+        m.retain(|k, _| k != key && !k.starts_with(&below));
+        Ok((m, ()))
+    })
+}
+
 /// What `unset` did.
 #[derive(Debug, PartialEq)]
 pub enum Unset {

@@ -110,6 +110,12 @@ pub fn load_modules(paths: &Paths) -> (Config, Vec<String>) {
 /// The effective config from the files on this machine: modules, then the mutable cache.
 /// Warnings for skipped module files are logged; a corrupt cache is an error.
 pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
+    load_over(paths, shared::read(paths))
+}
+
+/// The effective config over `kv`, the shared config as read from consul (None: not
+/// reachable or not a cluster node). What consul gave is cached.
+pub fn load_over(paths: &Paths, kv: Option<Mapping>) -> Result<Config, cache::CacheError> {
     let (mut config, warnings) = load_modules(paths);
     for w in warnings {
         tracing::warn!("{w}");
@@ -122,7 +128,7 @@ pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
     }
     let cache = MutableCache::new(&paths.cache_dir);
     let cached = cache.read()?;
-    let kv = shared::read(paths).filter(|kv| match mapping::validate(kv) {
+    let kv = kv.filter(|kv| match mapping::validate(kv) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("consul's KV holds an unusable shared config ({e}); using the cache");

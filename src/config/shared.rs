@@ -73,6 +73,26 @@ pub fn read(paths: &Paths) -> Option<Mapping> {
     }
 }
 
+/// [`read`] for async callers with a client of their own (the agent): no thread, no runtime.
+pub async fn read_with(paths: &Paths, api: &ConsulApi) -> Option<Mapping> {
+    if !consul_configured(paths) {
+        return None;
+    }
+    let result = async {
+        push_pending(paths, api).await?;
+        api.read_all().await
+    }
+    .await;
+    match result {
+        Ok(m) if !m.is_empty() => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("shared config not read from consul, using the cache: {e:#}");
+            None
+        }
+    }
+}
+
 /// Where a write ended up.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {

@@ -62,6 +62,23 @@ impl ConsulAgent {
         self.daemon.pid()
     }
 
+    /// The daemon (pid and log files).
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// Stops consul (SIGTERM, then SIGKILL after `grace`).
+    pub fn stop(&self, grace: Duration) -> bool {
+        self.daemon.stop(grace)
+    }
+
+    /// The rendered config, if any.
+    pub fn rendered(&self) -> Option<Value> {
+        std::fs::read(self.config_file())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
     /// The config for `s`.
     pub fn render(&self, s: &AgentSettings) -> Value {
         let mut c = json!({
@@ -115,7 +132,8 @@ impl ConsulAgent {
         Ok(Applied::Restarted)
     }
 
-    fn start(&self) -> anyhow::Result<()> {
+    /// Starts consul with the rendered config (the agent's restart after an exit).
+    pub fn start(&self) -> anyhow::Result<()> {
         let bin = daemon::find_program("consul")
             .context("consul is not installed here (slaving installs it; see `raptiformica artifacts`)")?;
         self.daemon

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use consulrs::api::kv::requests::{DeleteKeyRequest, ReadKeyRequest};
+use consulrs::api::kv::requests::ReadKeyRequest;
 use consulrs::client::{ConsulClient, ConsulClientSettings};
 use consulrs::error::ClientError;
 use serde::Deserialize;
@@ -103,6 +103,11 @@ impl ConsulApi {
         })
     }
 
+    /// The agent's address, as given.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}/v1/{path}", self.base);
         let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
@@ -147,6 +152,131 @@ impl ConsulApi {
         Ok(())
     }
 
+    /// A blocking query: GET `path` (which has no query string of its own beyond `?stale`
+    /// style flags it adds itself) that returns once the result's index passes `index` or after
+    /// `wait`. Returns the body and the new index (`X-Consul-Index`). The client's timeout must
+    /// exceed `wait`.
+    pub async fn blocking<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        index: u64,
+        wait: Duration,
+    ) -> anyhow::Result<(T, u64)> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}/v1/{path}{sep}index={index}&wait={}s", self.base, wait.as_secs());
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        let new_index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        Ok((body, new_index))
+    }
+
+    /// One key's value, None when it is absent.
+    pub async fn get_value(&self, key: &str) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}/v1/kv/{}?raw", self.base, encode_path(key));
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => Ok(Some(decode(&resp.bytes().await?))),
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+    }
+
+    /// The local agent's own member entry and config (`/v1/agent/self`).
+    pub async fn agent_self(&self) -> anyhow::Result<Value> {
+        self.get("agent/self").await
+    }
+
+    /// Forces a failed member out of the cluster (serf `force-leave`).
+    pub async fn force_leave(&self, node: &str) -> anyhow::Result<()> {
+        self.put_ok(&format!("agent/force-leave/{}", encode_segment(node)), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// A session that expires after `ttl` unless renewed; its locks are released then.
+    pub async fn create_session(&self, name: &str, ttl: Duration) -> anyhow::Result<String> {
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let body =
+            json!({"Name": name, "TTL": format!("{}s", ttl.as_secs()), "Behavior": "release", "LockDelay": "1s"});
+        let text = self.put_ok("session/create", Some(body)).await?;
+        let c: Created = serde_json::from_str(&text).context("session/create: unexpected reply")?;
+        Ok(c.id)
+    }
+
+    /// Renews a session; false when it is gone (expired or destroyed).
+    pub async fn renew_session(&self, id: &str) -> anyhow::Result<bool> {
+        let url = format!("{}/v1/session/renew/{id}", self.base);
+        let resp = self.http.put(&url).send().await.with_context(|| format!("PUT {url}"))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => bail!("PUT {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+    }
+
+    pub async fn destroy_session(&self, id: &str) -> anyhow::Result<()> {
+        self.put_ok(&format!("session/destroy/{id}"), None).await.map(|_| ())
+    }
+
+    /// Tries to take the lock `key` for `session`; true when it is ours.
+    pub async fn acquire(&self, key: &str, session: &str, holder: &str) -> anyhow::Result<bool> {
+        let url = format!("{}/v1/kv/{}?acquire={session}", self.base, encode_path(key));
+        let resp = self
+            .http
+            .put(&url)
+            .body(holder.to_string())
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        if !resp.status().is_success() {
+            bail!(
+                "PUT {url}: {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default().trim()
+            );
+        }
+        Ok(resp.text().await?.trim() == "true")
+    }
+
+    /// Releases the lock `key` held by `session`.
+    pub async fn release(&self, key: &str, session: &str) -> anyhow::Result<()> {
+        let url = format!("{}/v1/kv/{}?release={session}", self.base, encode_path(key));
+        self.http.put(&url).send().await.with_context(|| format!("PUT {url}"))?;
+        Ok(())
+    }
+
+    /// PUT `path` (with an optional JSON body); the reply's text on success.
+    async fn put_ok(&self, path: &str, body: Option<Value>) -> anyhow::Result<String> {
+        let url = format!("{}/v1/{path}", self.base);
+        let mut req = self.http.put(&url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("PUT {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("PUT {url}: {status}: {}", text.trim());
+        }
+        Ok(text)
+    }
+
     /// Runs KV operations as transactions of at most [`TXN_OPS`]; false if one was rolled back
     /// because a check-and-set failed. Retried on server errors: a transaction that failed
     /// during a leader change may still have been committed, and all our operations are
@@ -182,6 +312,23 @@ impl ConsulApi {
         }
         Ok(all_applied)
     }
+}
+
+/// One path segment, percent-encoded (everything but unreserved characters).
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A KV key as a URL path: each segment percent-encoded, `/` kept between them.
+pub fn encode_path(key: &str) -> String {
+    key.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
 }
 
 /// A value as stored in the KV.
@@ -242,11 +389,15 @@ impl SharedStore for ConsulApi {
     }
 
     async fn delete_tree(&self, key: &str) -> anyhow::Result<()> {
-        let mut opts = DeleteKeyRequest::builder();
-        opts.recurse(true);
-        consulrs::kv::delete(&self.kv, key, Some(&mut opts))
-            .await
-            .map_err(kv_error)?;
+        // consul's `recurse` is a string prefix: `a` would take `ab` too. The key itself and
+        // what lies below `key/` are removed, in one transaction.
+        let ops = vec![
+            json!({"KV": {"Verb": "delete", "Key": key}}),
+            json!({"KV": {"Verb": "delete-tree", "Key": format!("{key}/")}}),
+        ];
+        if !self.txn(ops).await? {
+            bail!("deleting `{key}` was rolled back");
+        }
         Ok(())
     }
 }

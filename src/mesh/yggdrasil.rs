@@ -46,7 +46,13 @@ impl Yggdrasil {
         self.dir.join("yggdrasil.generated.json")
     }
 
-    fn rendered(&self) -> PathBuf {
+    /// The daemon (pid and log files).
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// The rendered config; its presence means this node is on the overlay.
+    pub fn rendered(&self) -> PathBuf {
         self.dir.join("yggdrasil.conf")
     }
 
@@ -112,7 +118,8 @@ impl Yggdrasil {
         Ok(reply["response"].clone())
     }
 
-    fn start(&self) -> anyhow::Result<()> {
+    /// Starts yggdrasil with the rendered config (the agent's restart after an exit).
+    pub fn start(&self) -> anyhow::Result<()> {
         preflight::check_tun()?;
         let _ = std::fs::remove_file(self.socket());
         self.daemon.start(

@@ -1,0 +1,102 @@
+//! The keeper: a small parent that keeps `raptiformica agent` running on a node.
+//!
+//! `mesh` starts it (detached, `<cache-dir>/mesh/keeper.pid`); it runs the agent as its child
+//! with the agent's output appended to `<cache-dir>/mesh/agent.log`, and starts it again when
+//! it exits: after 1 s, backing off to 8 s while it keeps dying within 10 s of its start. Its
+//! command line is `raptiformica keeper`, so that it is told apart from the agent it keeps.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::config::shared::mesh_dir;
+use crate::daemon::Daemon;
+use crate::paths::Paths;
+
+/// The program name the kernel gives both the keeper and the agent.
+const PROGRAM: &str = "raptiformica";
+
+/// The keeper's pid and log files.
+pub fn keeper(paths: &Paths) -> Daemon {
+    Daemon::with_stem(PROGRAM, "keeper", &mesh_dir(paths))
+}
+
+/// The agent's pid and log files (the keeper writes both).
+pub fn agent(paths: &Paths) -> Daemon {
+    Daemon::with_stem(PROGRAM, "agent", &mesh_dir(paths))
+}
+
+/// Starts the keeper unless it runs. Returns its pid when it was started now.
+pub fn ensure_running(paths: &Paths) -> anyhow::Result<Option<i32>> {
+    let k = keeper(paths);
+    if k.pid().is_some() {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("cannot find this binary to start the agent's keeper")?;
+    let args = vec![
+        "--cache-dir".to_string(),
+        paths.cache_dir.display().to_string(),
+        "keeper".to_string(),
+    ];
+    Ok(Some(k.start(&exe, &args)?))
+}
+
+/// Stops the keeper, then the agent. True if either ran.
+pub fn stop(paths: &Paths) -> bool {
+    let k = keeper(paths).stop(Duration::from_secs(3));
+    let a = agent(paths).stop(Duration::from_secs(5));
+    k || a
+}
+
+/// The keeper's loop: runs the agent, restarts it when it exits. Never returns normally.
+pub fn run(paths: &Paths) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let a = agent(paths);
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let status = run_once(&exe, paths, &a.log_file, &a.pid_file);
+        let ran = started.elapsed();
+        delay = if ran < Duration::from_secs(10) {
+            (delay * 2).min(Duration::from_secs(8))
+        } else {
+            Duration::from_secs(1)
+        };
+        match status {
+            Ok(s) => eprintln!(
+                "keeper: the agent exited ({s}) after {:.1}s; starting it again in {}s",
+                ran.as_secs_f64(),
+                delay.as_secs()
+            ),
+            Err(e) => eprintln!(
+                "keeper: cannot run the agent: {e:#}; trying again in {}s",
+                delay.as_secs()
+            ),
+        }
+        std::thread::sleep(delay);
+    }
+}
+
+fn run_once(exe: &Path, paths: &Paths, log: &PathBuf, pid_file: &Path) -> anyhow::Result<std::process::ExitStatus> {
+    let log = OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open `{}`", log.display()))?;
+    let mut child = Command::new(exe)
+        .arg("--cache-dir")
+        .arg(&paths.cache_dir)
+        .arg("agent")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start `raptiformica agent`")?;
+    crate::config::cache::write_atomic(pid_file, format!("{}\n", child.id()).as_bytes())?;
+    Ok(child.wait()?)
+}

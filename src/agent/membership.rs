@@ -1,0 +1,191 @@
+//! The membership watch: consul blocking queries on the members' `serfHealth` checks (no busy
+//! polling), turned into one `cluster_change` per change: a burst of changes within a second
+//! of each other fires once, and nothing fires while nothing changes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::status::Recorder;
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+
+/// Each member's serf health as the catalog has it: node name → `passing` / `critical`.
+pub type View = BTreeMap<String, String>;
+
+/// How long one blocking query waits on the server.
+const WAIT: Duration = Duration::from_secs(60);
+/// Changes closer together than this are one change.
+pub const DEBOUNCE: Duration = Duration::from_secs(1);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Check {
+    node: String,
+    #[serde(rename = "CheckID")]
+    check_id: String,
+    status: String,
+}
+
+/// The view from a `/v1/health/state/any` reply.
+fn view(checks: &[Check]) -> View {
+    checks
+        .iter()
+        .filter(|c| c.check_id == "serfHealth")
+        .map(|c| (c.node.clone(), c.status.clone()))
+        .collect()
+}
+
+/// Publishes every new view (the first one too) on `tx`, until the agent stops.
+pub async fn watch(tx: watch::Sender<Option<View>>) {
+    let api = match ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("membership watch: {e:#}");
+            return;
+        }
+    };
+    let mut index = 0u64;
+    let mut failures = 0u32;
+    loop {
+        // `stale`: any server answers, so a watch keeps working through an election.
+        match api.blocking::<Vec<Check>>("health/state/any?stale", index, WAIT).await {
+            Ok((checks, new_index)) => {
+                failures = 0;
+                // An index that went backwards (a rebuilt store) starts over.
+                index = if new_index < index { 0 } else { new_index };
+                let v = view(&checks);
+                tx.send_if_modified(|current| {
+                    if current.as_ref() != Some(&v) {
+                        *current = Some(v);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!("membership watch: {e:#}");
+                let pause = Duration::from_secs(u64::from(failures.min(5)));
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// Fires `cluster_change` once per change of the view after the first (debounced), through
+/// `fire`, which runs the hook's handlers.
+pub async fn fire_on_change<F>(mut rx: watch::Receiver<Option<View>>, rec: Recorder, fire: F)
+where
+    F: Fn(String) -> tokio::task::JoinHandle<()>,
+{
+    // The first view is the baseline, not a change.
+    let mut last: Option<View> = loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        if let Some(v) = rx.borrow_and_update().clone() {
+            break Some(v);
+        }
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        // Let a burst settle.
+        loop {
+            match tokio::time::timeout(DEBOUNCE, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => break,
+            }
+        }
+        let now = rx.borrow_and_update().clone();
+        if now.is_none() || now == last {
+            continue;
+        }
+        let summary = describe(last.as_ref(), now.as_ref().expect("checked"));
+        last = now;
+        rec.event("cluster_change", summary.clone());
+        let _ = fire(summary).await;
+    }
+}
+
+/// What changed, in words: `n1 critical, n4 joined`.
+pub fn describe(before: Option<&View>, after: &View) -> String {
+    let empty = View::new();
+    let before = before.unwrap_or(&empty);
+    let mut parts = Vec::new();
+    for (node, status) in after {
+        match before.get(node) {
+            None => parts.push(format!("{node} joined ({status})")),
+            Some(s) if s != status => parts.push(format!("{node} {status}")),
+            _ => {}
+        }
+    }
+    for node in before.keys().filter(|n| !after.contains_key(*n)) {
+        parts.push(format!("{node} left"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn v(pairs: &[(&str, &str)]) -> View {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn only_serf_health_counts_and_changes_read_plainly() {
+        let checks: Vec<Check> = serde_json::from_value(serde_json::json!([
+            {"Node": "a", "CheckID": "serfHealth", "Status": "passing"},
+            {"Node": "a", "CheckID": "web", "Status": "critical"},
+            {"Node": "b", "CheckID": "serfHealth", "Status": "critical"}
+        ]))
+        .unwrap();
+        assert_eq!(view(&checks), v(&[("a", "passing"), ("b", "critical")]));
+        let d = describe(Some(&v(&[("a", "passing"), ("c", "passing")])), &view(&checks));
+        assert_eq!(d, "b joined (critical), c left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_fires_once_and_calm_fires_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::resolve(Some(dir.path().to_path_buf()), None, None);
+        let rec = Recorder::new(&paths, "node");
+        let (tx, rx) = watch::channel(None);
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let task = tokio::spawn(fire_on_change(rx, rec, move |_| {
+            f.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async {})
+        }));
+        tx.send(Some(v(&[("a", "passing"), ("b", "passing")]))).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 0, "the baseline is not a change");
+        // A burst: b fails, c joins, c flaps, all within the debounce.
+        for view in [
+            v(&[("a", "passing"), ("b", "critical")]),
+            v(&[("a", "passing"), ("b", "critical"), ("c", "passing")]),
+            v(&[("a", "passing"), ("b", "critical"), ("c", "critical")]),
+            v(&[("a", "passing"), ("b", "critical"), ("c", "passing")]),
+        ] {
+            tx.send(Some(view)).unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        // The same view again, and a long calm: nothing.
+        tx.send(Some(v(&[("a", "passing"), ("b", "critical"), ("c", "passing")])))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        task.abort();
+    }
+}

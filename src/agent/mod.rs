@@ -1,0 +1,69 @@
+//! `raptiformica agent`: the long-running process that keeps a cluster alive. One file per
+//! duty:
+//! - [`keeper`]: keeps the agent itself running on a node (restarted within seconds);
+//! - [`supervise`]: restarts yggdrasil and consul when they exit, with backoff;
+//! - [`membership`]: blocking queries on the members' health drive `cluster_change`;
+//! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role);
+//! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
+//! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
+//! - [`lock`]: one acting agent at a time (a consul session lock);
+//! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
+//! - [`status`]: what it did, for `agent --status`.
+
+pub mod keeper;
+pub mod lock;
+pub mod membership;
+pub mod node;
+pub mod recover;
+pub mod rules;
+pub mod settings;
+pub mod status;
+pub mod supervise;
+pub mod workstation;
+
+use crate::config::shared;
+use crate::context::Context;
+use crate::paths::Paths;
+
+/// Where an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A node: it has an overlay identity (it was meshed).
+    Node,
+    /// The host that spawned or slaved the cluster.
+    Workstation,
+}
+
+impl Mode {
+    pub fn of(paths: &Paths) -> Self {
+        if shared::mesh_dir(paths).join("yggdrasil.conf").is_file() {
+            Mode::Node
+        } else {
+            Mode::Workstation
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Node => "node",
+            Mode::Workstation => "workstation",
+        }
+    }
+}
+
+/// Runs the agent in the foreground until it is killed.
+pub fn run(ctx: &Context) -> anyhow::Result<()> {
+    let mode = Mode::of(&ctx.paths);
+    let rec = status::Recorder::new(&ctx.paths, mode.as_str());
+    rec.event(
+        "start",
+        format!("agent {} started (pid {})", mode.as_str(), std::process::id()),
+    );
+    let ctx = ctx.clone();
+    crate::runtime()?.block_on(async move {
+        match mode {
+            Mode::Node => node::run(ctx, rec).await,
+            Mode::Workstation => workstation::run(ctx, rec).await,
+        }
+    })
+}

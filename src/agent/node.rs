@@ -1,0 +1,367 @@
+//! The agent on a node: supervises the daemons, watches the membership for `cluster_change`,
+//! and every two seconds looks after the node's place in the cluster (the `tick`): rejoins
+//! lost peers, evicts members failed past the grace (the leader's node does it), rebuilds
+//! consensus from the survivors when quorum is lost for good, follows its own consul role in
+//! the shared config (a promotion), and puts its own neighbour entry back if it was evicted
+//! while it was cut off.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::membership;
+use super::recover::{self, RaftPeer};
+use super::settings::Settings;
+use super::status::Recorder;
+use super::supervise::{self, Supervised};
+use crate::config::{self, Mapping, MutableCache, shared};
+use crate::consensus::SharedStore;
+use crate::consensus::agent::ConsulAgent;
+use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
+use crate::context::Context;
+use crate::mesh::neighbours;
+use crate::{hooks, mesh};
+
+const TICK: Duration = Duration::from_secs(2);
+const JOIN_EVERY: Duration = Duration::from_secs(5);
+const OWN_ENTRY_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the node agent until it is stopped.
+pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
+    let dir = shared::mesh_dir(&ctx.paths);
+    let lock = dir.join("mesh.lock");
+    let config = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || config::load_over(&ctx.paths, None)).await??
+    };
+    let ygg = mesh::node::overlay(&ctx, &config.mapping)?;
+    let consul = ConsulAgent::new(&dir);
+
+    let y = ygg.clone();
+    tokio::spawn(supervise::supervise(
+        Supervised {
+            name: "yggdrasil",
+            daemon: ygg.daemon().clone(),
+            config: ygg.rendered(),
+            start: Arc::new(move || y.start()),
+        },
+        lock.clone(),
+        rec.clone(),
+    ));
+    let c = consul.clone();
+    tokio::spawn(supervise::supervise(
+        Supervised {
+            name: "consul",
+            daemon: consul.daemon().clone(),
+            config: consul.config_file(),
+            start: Arc::new(move || c.start()),
+        },
+        lock.clone(),
+        rec.clone(),
+    ));
+
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(membership::watch(tx));
+    let hook_ctx = ctx.clone();
+    tokio::spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
+        let ctx = hook_ctx.clone();
+        tokio::spawn(async move {
+            let api = ConsulApi::local().ok();
+            let kv = match &api {
+                Some(api) => shared::read_with(&ctx.paths, api).await,
+                None => None,
+            };
+            let _ = tokio::task::spawn_blocking(move || fire_cluster_change(&ctx, kv, &summary)).await;
+        })
+    }));
+
+    let mut tick = Tick::new(ctx, rec, consul, lock)?;
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = tick.run().await {
+            tracing::debug!("tick: {e:#}");
+        }
+    }
+}
+
+fn fire_cluster_change(ctx: &Context, kv: Option<Mapping>, summary: &str) {
+    let config = match config::load_over(&ctx.paths, kv) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cluster_change not fired: cannot load the config: {e:#}");
+            return;
+        }
+    };
+    let timeout = Settings::from_mapping(&config.mapping)
+        .map(|s| s.hook_timeout)
+        .unwrap_or(hooks::HANDLER_TIMEOUT);
+    // SAFETY-free: the handlers read what changed from the environment.
+    let fired = hooks::fire_timed(ctx, &config, "cluster_change", timeout);
+    tracing::info!(
+        "cluster_change ({summary}): {} handler(s) ran, {} failed",
+        fired.ran,
+        fired.failed
+    );
+}
+
+/// The state the periodic duties keep between ticks.
+struct Tick {
+    ctx: Context,
+    rec: Recorder,
+    consul: ConsulAgent,
+    mesh_lock: PathBuf,
+    api: ConsulApi,
+    failed_since: HashMap<String, Instant>,
+    no_leader_since: Option<Instant>,
+    last_join: Option<Instant>,
+    last_own_check: Option<Instant>,
+    /// This node's neighbour entry as it was when the agent started.
+    own_entry: Mapping,
+    recovered_at: Option<Instant>,
+}
+
+impl Tick {
+    fn new(ctx: Context, rec: Recorder, consul: ConsulAgent, mesh_lock: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            ctx,
+            rec,
+            consul,
+            mesh_lock,
+            api: ConsulApi::new(LOCAL_HTTP, Duration::from_secs(3))?,
+            failed_since: HashMap::new(),
+            no_leader_since: None,
+            last_join: None,
+            last_own_check: None,
+            own_entry: Mapping::new(),
+            recovered_at: None,
+        })
+    }
+
+    fn cached(&self) -> Mapping {
+        MutableCache::new(&self.ctx.paths.cache_dir)
+            .read()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let Some(rendered) = self.consul.rendered() else {
+            return Ok(()); // not in consensus yet: `mesh` starts consul from three nodes on
+        };
+        let me_server = rendered["server"].as_bool().unwrap_or(false);
+        let me_name = rendered["node_name"].as_str().unwrap_or_default().to_string();
+        let me_addr = rendered["bind_addr"].as_str().unwrap_or_default().to_string();
+        let cached = self.cached();
+        let settings = Settings::from_mapping(&cached).unwrap_or_else(|e| {
+            tracing::warn!("{e:#}; using the defaults");
+            Settings::default()
+        });
+        if self.own_entry.is_empty() {
+            let prefix = format!("{}/{me_name}/", neighbours::NEIGHBOURS);
+            self.own_entry = cached
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+
+        let members = self.api.members().await?;
+        let leader = self.api.leader().await.ok().flatten();
+        let now = Instant::now();
+        self.no_leader_since = match (leader.is_some(), self.no_leader_since) {
+            (true, _) => None,
+            (false, None) => Some(now),
+            (false, since) => since,
+        };
+        let failed: Vec<&AgentMember> = members.iter().filter(|m| m.status == 4).collect();
+        self.failed_since
+            .retain(|name, _| failed.iter().any(|m| &m.name == name));
+        for m in &failed {
+            self.failed_since.entry(m.name.clone()).or_insert(now);
+        }
+
+        self.rejoin(&members, &cached, &me_name, leader.is_some()).await;
+        let i_lead = leader
+            .as_deref()
+            .is_some_and(|l| !me_addr.is_empty() && l.starts_with(&format!("[{me_addr}]")));
+        if i_lead {
+            self.evict(&failed, settings.eviction_grace).await;
+        }
+        if me_server && leader.is_none() {
+            self.recover(&members, settings.recovery_grace).await;
+        }
+        if leader.is_some() {
+            self.keep_own_entry(&me_name).await;
+        }
+        self.follow_role(&cached, &me_name, me_server).await;
+        Ok(())
+    }
+
+    /// Joins the known neighbours that are not alive members (or all, without a leader).
+    async fn rejoin(&mut self, members: &[AgentMember], cached: &Mapping, me: &str, has_leader: bool) {
+        if self.last_join.is_some_and(|t| t.elapsed() < JOIN_EVERY) {
+            return;
+        }
+        let alive: Vec<&str> = members
+            .iter()
+            .filter(|m| m.status == 1)
+            .map(|m| m.name.as_str())
+            .collect();
+        let targets: Vec<_> = neighbours::all(cached)
+            .into_iter()
+            .filter(|n| n.id != me && (!has_leader || !alive.contains(&n.id.as_str())))
+            .filter_map(|n| Some((n.id.clone(), n.overlay_address?)))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        self.last_join = Some(Instant::now());
+        let joins = targets.iter().map(|(_, a)| self.api.join(*a));
+        let results = futures_util::future::join_all(joins).await;
+        let joined: Vec<&str> = targets
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|((id, _), _)| id.as_str())
+            .collect();
+        let was_missing: Vec<&str> = joined.iter().copied().filter(|id| !alive.contains(id)).collect();
+        if !was_missing.is_empty() {
+            self.rec.event("rejoin", format!("joined {}", was_missing.join(", ")));
+        }
+    }
+
+    /// Force-leaves members failed longer than `grace` and removes their neighbour entries.
+    async fn evict(&mut self, failed: &[&AgentMember], grace: Duration) {
+        let due: Vec<String> = failed
+            .iter()
+            .filter(|m| self.failed_since.get(&m.name).is_some_and(|t| t.elapsed() >= grace))
+            .map(|m| m.name.clone())
+            .collect();
+        for name in due {
+            self.rec.acting_on(Some(&name));
+            let result = async {
+                self.api.force_leave(&name).await?;
+                let key = format!("{}/{name}", neighbours::NEIGHBOURS);
+                self.api.delete_tree(&key).await?;
+                config::edit::forget_tree(&self.ctx.paths, &key)?;
+                anyhow::Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    self.failed_since.remove(&name);
+                    self.rec.event(
+                        "evict",
+                        format!(
+                            "{name} failed for {}s: force-left, neighbour entry removed",
+                            grace.as_secs()
+                        ),
+                    );
+                }
+                Err(e) => self.rec.event("error", format!("evicting {name}: {e:#}")),
+            }
+            self.rec.acting_on(None);
+        }
+    }
+
+    /// Rebuilds consensus from the live servers once quorum is lost past `grace`.
+    async fn recover(&mut self, members: &[AgentMember], grace: Duration) {
+        if self.recovered_at.is_some_and(|t| t.elapsed() < grace) {
+            return; // give the last recovery time to elect
+        }
+        if !self.no_leader_since.is_some_and(|t| t.elapsed() >= grace) {
+            return;
+        }
+        let servers: Vec<&AgentMember> = members
+            .iter()
+            .filter(|m| m.tags.get("role").map(String::as_str) == Some("consul"))
+            .collect();
+        let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 1).collect();
+        let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 4).collect();
+        if !recover::quorum_lost(alive.len(), failed.len()) {
+            return;
+        }
+        if !failed
+            .iter()
+            .all(|m| self.failed_since.get(&m.name).is_some_and(|t| t.elapsed() >= grace))
+        {
+            return;
+        }
+        let peers: Vec<RaftPeer> = alive.iter().filter_map(|m| recover::raft_peer(m)).collect();
+        let names: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
+        let lost: Vec<&str> = failed.iter().map(|m| m.name.as_str()).collect();
+        let (consul, lock) = (self.consul.clone(), self.mesh_lock.clone());
+        let result = tokio::task::spawn_blocking(move || recover::recover(&consul, &peers, lock)).await;
+        self.recovered_at = Some(Instant::now());
+        match result {
+            Ok(Ok(())) => self.rec.event(
+                "recover",
+                format!(
+                    "quorum lost ({} failed for {}s): consul restarted with raft/peers.json naming {}",
+                    lost.join(", "),
+                    grace.as_secs(),
+                    names.join(", ")
+                ),
+            ),
+            Ok(Err(e)) => self.rec.event("error", format!("recovery failed: {e:#}")),
+            Err(e) => self.rec.event("error", format!("recovery panicked: {e}")),
+        }
+    }
+
+    /// Puts this node's neighbour entry back into the KV when it is missing there (evicted
+    /// while it was cut off, or lost with a rebuilt store).
+    async fn keep_own_entry(&mut self, me: &str) {
+        if self.own_entry.is_empty() || self.last_own_check.is_some_and(|t| t.elapsed() < OWN_ENTRY_EVERY) {
+            return;
+        }
+        self.last_own_check = Some(Instant::now());
+        let probe = neighbours::key(me, "yggdrasil_public_key");
+        if let Ok(None) = self.api.get_value(&probe).await {
+            match self.api.set_many(&self.own_entry).await {
+                Ok(()) => self
+                    .rec
+                    .event("rejoin", format!("own neighbour entry {me} written back")),
+                Err(e) => tracing::debug!("cannot write our neighbour entry back: {e:#}"),
+            }
+        }
+    }
+
+    /// A node recorded as server in the shared config but running as client (promoted by an
+    /// agent) re-renders its consul config: `mesh` does, and restarts consul as a server.
+    async fn follow_role(&mut self, cached: &Mapping, me: &str, me_server: bool) {
+        let recorded = cached.get(&neighbours::key(me, "consul_role")).and_then(Value::as_str);
+        if recorded != Some("server") || me_server {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            mesh::node::mesh(
+                &ctx,
+                &mesh::node::MeshOptions {
+                    with_config: Mapping::new(),
+                    wait: Duration::from_secs(15),
+                    after_mesh: false,
+                },
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) => self.rec.event(
+                "promote",
+                format!(
+                    "this node is a consul server now (consul {})",
+                    r.consul_daemon.unwrap_or_default()
+                ),
+            ),
+            Ok(Err(e)) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
+            Err(e) => self.rec.event("error", format!("promotion panicked: {e}")),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The rules the agent enforces, as a pure decision over what it sees. Today one rule:
+//! `min_servers` voting consul servers alive.
+//!
+//! - Enough servers: nothing to do.
+//! - No leader: wait (the survivors rebuild consensus first; a new server cannot join a
+//!   cluster without one).
+//! - Too few and a client is alive: promote it (cheap, no new machine; the first by name).
+//! - Too few, no client, and the lost servers failed past the grace: replace them by spawning
+//!   (only an agent with a compute back-end can; nodes leave that to the workstation).
+
+use std::time::Duration;
+
+/// A member as the rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub name: String,
+    pub server: bool,
+    pub alive: bool,
+    /// How long it has been failed, if it is.
+    pub failed_for: Option<Duration>,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Nothing,
+    /// Why the agent waits.
+    Wait(String),
+    Promote(String),
+    /// Spawn `count` servers; `lost` are the failed servers they replace (to prune).
+    Replace {
+        lost: Vec<String>,
+        count: usize,
+    },
+}
+
+pub fn decide(members: &[Seen], has_leader: bool, min_servers: usize, grace: Duration) -> Decision {
+    let alive_servers = members.iter().filter(|m| m.server && m.alive).count();
+    if alive_servers >= min_servers {
+        return Decision::Nothing;
+    }
+    if !has_leader {
+        return Decision::Wait(format!(
+            "{alive_servers} of {min_servers} servers alive and no leader: consensus is rebuilt first"
+        ));
+    }
+    let mut clients: Vec<&Seen> = members.iter().filter(|m| !m.server && m.alive).collect();
+    clients.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(c) = clients.first() {
+        return Decision::Promote(c.name.clone());
+    }
+    let failed: Vec<&Seen> = members.iter().filter(|m| m.server && m.failed_for.is_some()).collect();
+    if let Some(young) = failed.iter().find(|m| m.failed_for.is_some_and(|f| f < grace)) {
+        return Decision::Wait(format!(
+            "server {} failed {}s ago; replaced after {}s",
+            young.name,
+            young.failed_for.unwrap_or_default().as_secs(),
+            grace.as_secs()
+        ));
+    }
+    let mut lost: Vec<String> = failed.iter().map(|m| m.name.clone()).collect();
+    lost.sort();
+    Decision::Replace {
+        lost,
+        count: min_servers - alive_servers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, server: bool, alive: bool, failed: Option<u64>) -> Seen {
+        Seen {
+            name: name.into(),
+            server,
+            alive,
+            failed_for: failed.map(Duration::from_secs),
+        }
+    }
+    const G: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn enough_servers_is_calm() {
+        let ms = [
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, true, None),
+        ];
+        assert_eq!(decide(&ms, true, 3, G), Decision::Nothing);
+    }
+
+    #[test]
+    fn a_client_is_promoted_before_any_spawn() {
+        let ms = [
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, false, Some(2)),
+            m("e", false, true, None),
+            m("d", false, true, None),
+        ];
+        assert_eq!(decide(&ms, true, 3, G), Decision::Promote("d".into()));
+    }
+
+    #[test]
+    fn without_clients_a_lost_server_is_replaced_after_the_grace() {
+        let mut ms = vec![
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, false, Some(5)),
+        ];
+        assert!(matches!(decide(&ms, true, 3, G), Decision::Wait(_)));
+        ms[2].failed_for = Some(Duration::from_secs(31));
+        assert_eq!(
+            decide(&ms, true, 3, G),
+            Decision::Replace {
+                lost: vec!["c".into()],
+                count: 1
+            }
+        );
+        // A higher minimum with nothing lost spawns the difference.
+        let ms = [
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, true, None),
+        ];
+        assert_eq!(decide(&ms, true, 5, G), Decision::Replace { lost: vec![], count: 2 });
+    }
+
+    #[test]
+    fn no_leader_waits_for_the_rebuild() {
+        let ms = [
+            m("a", true, true, None),
+            m("b", true, false, Some(99)),
+            m("c", true, false, Some(99)),
+        ];
+        assert!(matches!(decide(&ms, false, 3, G), Decision::Wait(_)));
+    }
+}

@@ -1,0 +1,338 @@
+//! The agent on the host that spawned the cluster. It is not a node: it reaches consul through
+//! an SSH tunnel to a member (one that sees a leader, so never an island's view), applies the
+//! rules, and replaces lost servers through the compute back-end they were started with,
+//! under the cluster's session lock so that two such agents never spawn twice for one loss.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use super::lock;
+use super::rules::{self, Decision, Seen};
+use super::settings::Settings;
+use super::status::Recorder;
+use crate::compute::{self, Instance};
+use crate::config::{self, Config, Mapping, MutableCache, mapping};
+use crate::consensus::SharedStore;
+use crate::consensus::api::ConsulApi;
+use crate::context::Context;
+use crate::mesh::neighbours;
+use crate::progress::Progress;
+use crate::slave::{self, SlaveOptions};
+use crate::spawner;
+use crate::ssh::{Identity, Remote};
+
+const TICK: Duration = Duration::from_secs(3);
+/// Ticks without a leader through one node before another node is asked.
+const ISLAND_TICKS: u32 = 3;
+
+/// A tunnel to one member's consul.
+struct Link {
+    node: String,
+    remote: Remote,
+    api: ConsulApi,
+}
+
+pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
+    let identity = Identity::ensure(&ctx)?;
+    let mut link: Option<Link> = None;
+    let mut failed_since: HashMap<String, Instant> = HashMap::new();
+    let mut no_leader_ticks = 0;
+    let mut last_wait = String::new();
+    loop {
+        let config = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || config::load_over(&ctx.paths, None)).await??
+        };
+        let settings = match Settings::from_mapping(&config.mapping) {
+            Ok(s) => s,
+            Err(e) => {
+                rec.event("error", format!("{e:#}"));
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                continue;
+            }
+        };
+        if let Some(l) = &link
+            && !l.remote.is_alive().await
+        {
+            rec.event("link", format!("the tunnel to {} broke", l.node));
+            link = None;
+        }
+        if link.is_none() {
+            link = connect(&identity, &config).await;
+            if let Some(l) = &link {
+                rec.event("link", format!("watching the cluster through node {}", l.node));
+                no_leader_ticks = 0;
+            }
+        }
+        let Some(l) = &link else {
+            tokio::time::sleep(TICK * 3).await;
+            continue;
+        };
+        let (members, leader) = tokio::join!(l.api.members(), l.api.leader());
+        let Ok(members) = members else {
+            link = None;
+            continue;
+        };
+        let leader = leader.ok().flatten();
+        if leader.is_none() {
+            no_leader_ticks += 1;
+            if no_leader_ticks >= ISLAND_TICKS {
+                // Maybe an island: look for a node that sees a leader.
+                link = None;
+                no_leader_ticks = 0;
+            }
+        } else {
+            no_leader_ticks = 0;
+        }
+        let now = Instant::now();
+        failed_since.retain(|n, _| members.iter().any(|m| &m.name == n && m.status == 4));
+        for m in members.iter().filter(|m| m.status == 4) {
+            failed_since.entry(m.name.clone()).or_insert(now);
+        }
+        let seen: Vec<Seen> = members
+            .iter()
+            .filter(|m| m.status == 1 || m.status == 4)
+            .map(|m| Seen {
+                name: m.name.clone(),
+                server: m.tags.get("role").map(String::as_str) == Some("consul"),
+                alive: m.status == 1,
+                failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
+            })
+            .collect();
+        match rules::decide(&seen, leader.is_some(), settings.min_servers, settings.eviction_grace) {
+            Decision::Nothing => last_wait.clear(),
+            Decision::Wait(why) => {
+                if why != last_wait {
+                    tracing::info!("waiting: {why}");
+                    last_wait = why;
+                }
+            }
+            decision => {
+                if let Some(l) = &link
+                    && let Err(e) = act(&ctx, &identity, &config, l, &decision, &rec).await
+                {
+                    rec.event("error", format!("{e:#}"));
+                }
+                rec.acting_on(None);
+            }
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// A tunnel to the first node whose consul sees a leader (else to the first that answers).
+async fn connect(identity: &Identity, config: &Config) -> Option<Link> {
+    let mut fallback = None;
+    for n in neighbours::all(&config.mapping) {
+        let Some(host) = n.host.clone() else { continue };
+        let link = async {
+            let remote = Remote::connect(identity, &host, n.ssh_port).await?;
+            let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
+            let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
+            anyhow::Ok(Link {
+                node: n.id.clone(),
+                remote,
+                api,
+            })
+        }
+        .await;
+        match link {
+            Ok(l) => {
+                if matches!(l.api.leader().await, Ok(Some(_))) {
+                    return Some(l);
+                }
+                if fallback.is_none() {
+                    fallback = Some(l);
+                }
+            }
+            Err(e) => tracing::debug!("no tunnel through {host}: {e:#}"),
+        }
+    }
+    fallback
+}
+
+/// Carries out a promotion or a replacement under the cluster's lock.
+async fn act(
+    ctx: &Context,
+    identity: &Identity,
+    config: &Config,
+    link: &Link,
+    decision: &Decision,
+    rec: &Recorder,
+) -> anyhow::Result<()> {
+    let holder = format!("{}@workstation", std::process::id());
+    let Some(held) = lock::try_acquire(&link.api, &holder).await? else {
+        tracing::info!("another agent holds the lock; it acts");
+        return Ok(());
+    };
+    let result = async {
+        match decision {
+            Decision::Promote(node) => {
+                rec.acting_on(Some(node));
+                promote(&link.api, node).await?;
+                rec.event("promote", format!("client {node} promoted to server"));
+            }
+            Decision::Replace { lost, count } => replace(ctx, identity, config, link, lost, *count, rec).await?,
+            _ => {}
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    held.release(&link.api).await;
+    result
+}
+
+/// Records `node` as a server in the shared config; its own agent restarts consul as one.
+pub async fn promote(api: &ConsulApi, node: &str) -> anyhow::Result<()> {
+    api.set_many(&Mapping::from([(
+        neighbours::key(node, "consul_role"),
+        Value::from("server"),
+    )]))
+    .await
+}
+
+/// Prunes the lost machines (ours, if they are gone), forgets them, and spawns `count`
+/// replacements of the compute type the lost ones had.
+async fn replace(
+    ctx: &Context,
+    identity: &Identity,
+    _config: &Config,
+    link: &Link,
+    lost: &[String],
+    count: usize,
+    rec: &Recorder,
+) -> anyhow::Result<()> {
+    // Start from the cluster's view: the cache becomes the KV (evictions, promotions).
+    let kv = link.api.read_all().await?;
+    if mapping::validate(&kv).is_ok() {
+        MutableCache::new(&ctx.paths.cache_dir).update(|_| Ok((kv.clone(), ())))?;
+    }
+    let config = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || config::load_over(&ctx.paths, None)).await??
+    };
+    let mut ty = None;
+    let before = neighbours::all(&config.mapping);
+    for name in lost {
+        rec.acting_on(Some(name));
+        let _ = link.api.force_leave(name).await;
+        let key = format!("{}/{name}", neighbours::NEIGHBOURS);
+        link.api.delete_tree(&key).await?;
+        config::edit::forget_tree(&ctx.paths, &key)?;
+        if let Some(n) = before.iter().find(|n| &n.id == name) {
+            rec.event(
+                "evict",
+                format!(
+                    "{name} ({}) lost: force-left, entry removed",
+                    n.host.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+    }
+    // Our instances that are gone (docker rm -f'd, powered off): prune them; their type is the
+    // type to spawn.
+    let instances = Instance::list(&ctx.paths.machines_dir());
+    for inst in &instances {
+        let Ok(t) = compute::find(&config, &inst.compute, &inst.server) else {
+            continue;
+        };
+        if ty.is_none() {
+            ty = Some(t.clone());
+        }
+        let (c, t2, i) = (ctx.clone(), t.clone(), inst.clone());
+        let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            if compute::is_stale(&c, &t2, &i)? {
+                compute::clean_up(&c, &t2, &i)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })
+        .await?;
+        if let Ok(true) = pruned {
+            ty = Some(t);
+            if let Some(host) = inst.host.as_deref() {
+                let port = inst.port.unwrap_or(22);
+                config::edit::update(&ctx.paths, |m| {
+                    neighbours::remove_where(m, |n| n.host.as_deref() == Some(host) && n.ssh_port == port);
+                    Ok(())
+                })?;
+            }
+            rec.event(
+                "prune",
+                format!("instance {} ({}) is gone: pruned", inst.id, inst.compute),
+            );
+        }
+    }
+    let ty = match ty {
+        Some(t) => t,
+        None => {
+            let c = ctx.clone();
+            tokio::task::spawn_blocking(move || {
+                let cfg = c.config()?;
+                spawner::choose(&c, &cfg, None, None)
+            })
+            .await??
+        }
+    };
+    let progress = Progress::new(true);
+    {
+        let (c, p) = (ctx.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || slave::prepare(&c, &p)).await??;
+    }
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        ..ctx.clone()
+    };
+    let config = Arc::new(ctx.config()?);
+    let opts = Some(SlaveOptions {
+        server_type: Some(ty.server.clone()),
+        provision: true,
+        assimilate: true,
+        patience: Duration::from_secs(60),
+    });
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=count {
+        let (ctx, config, ty, identity, progress, opts) = (
+            ctx.clone(),
+            config.clone(),
+            ty.clone(),
+            identity.clone(),
+            progress.clone(),
+            opts.clone(),
+        );
+        tasks.spawn(async move {
+            let who = format!("replacement {n}");
+            spawner::spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
+                .await
+                .with_context(|| format!("{who} of {}", ty.name()))
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(inst) => {
+                ok += 1;
+                rec.event(
+                    "replace",
+                    format!(
+                        "spawned {} ({}) at {} in {:.1}s",
+                        &inst.id[..12.min(inst.id.len())],
+                        ty.name(),
+                        inst.host.as_deref().unwrap_or("?"),
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            Err(e) => rec.event("error", format!("replacement failed: {e:#}")),
+        }
+    }
+    anyhow::ensure!(ok == count, "{} of {count} replacement(s) failed", count - ok);
+    Ok(())
+}

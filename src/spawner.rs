@@ -1,0 +1,100 @@
+//! Starting machines through a compute back-end and slaving them: what `spawn` does for each
+//! instance, and what the agent does to replace a lost machine.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use crate::compute::{self, ComputeType, Instance};
+use crate::config::Config;
+use crate::context::Context;
+use crate::progress::Progress;
+use crate::slave::{self, SlaveOptions};
+use crate::ssh::Identity;
+use crate::{hooks, server_type};
+
+/// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
+pub async fn spawn_one(
+    ctx: &Context,
+    config: &Arc<Config>,
+    ty: &ComputeType,
+    identity: &Identity,
+    progress: &Progress,
+    who: &str,
+    opts: &Option<SlaveOptions>,
+) -> anyhow::Result<Instance> {
+    let step = progress.step(who, &format!("start ({})", ty.name()));
+    let instance = {
+        let (ctx, ty) = (ctx.clone(), ty.clone());
+        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
+    };
+    let (host, port) = (instance.host.clone().unwrap_or_default(), instance.port.unwrap_or(22));
+    step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
+    let slaved = async {
+        // A brand-new machine: any older pin for its address belonged to another machine.
+        match &instance.host_keys {
+            Some(keys) => {
+                identity.pin(&host, port, keys)?;
+            }
+            None => identity.forget(&host, port)?,
+        }
+        let (c, cfg) = (ctx.clone(), config.clone());
+        tokio::task::spawn_blocking(move || hooks::fire(&c, &cfg, "after_start_instance")).await?;
+        match opts {
+            Some(opts) => slave::slave(ctx, config, identity, progress, &host, port, opts).await,
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = slaved {
+        let (c, t, i) = (ctx.clone(), ty.clone(), instance.clone());
+        if let Err(c) = tokio::task::spawn_blocking(move || compute::clean_up(&c, &t, &i)).await? {
+            tracing::warn!("cleaning up instance {} failed too: {c:#}", instance.id);
+        }
+        return Err(e);
+    }
+    Ok(instance)
+}
+
+/// The compute type to use: the one asked for, or the first available (alphabetically), for
+/// the server type asked for or the first available one.
+pub fn choose(
+    ctx: &Context,
+    config: &Config,
+    compute: Option<&str>,
+    server: Option<&str>,
+) -> anyhow::Result<ComputeType> {
+    let servers = server_type::server_types(config);
+    let server = match server {
+        Some(s) => {
+            if !servers.contains_key(s) {
+                let known: Vec<&str> = servers.keys().map(String::as_str).collect();
+                bail!("there is no server type `{s}` (known: {})", known.join(", "));
+            }
+            s.to_string()
+        }
+        None => servers
+            .iter()
+            .find(|(_, provs)| server_type::is_available(ctx, provs))
+            .map(|(name, _)| name.clone())
+            .context("no server type is available: add one under `raptiformica/server/` in a module")?,
+    };
+    match compute {
+        Some(c) => {
+            let ty = compute::find(config, c, &server)?;
+            if !ty.is_available(ctx) {
+                bail!(
+                    "compute type `{}` is not available on this host (its `available` check failed: `{}`)",
+                    ty.name(),
+                    ty.commands.get("available").map(String::as_str).unwrap_or("")
+                );
+            }
+            Ok(ty)
+        }
+        None => compute::compute_types(config)
+            .into_iter()
+            .filter(|t| t.server == server)
+            .find(|t| t.is_available(ctx))
+            .with_context(|| format!("no compute type for server type `{server}` is available on this host (see `spawn --check-available`)")),
+    }
+}
