@@ -24,6 +24,7 @@ use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
 use crate::context::Context;
 use crate::mesh::neighbours;
+use crate::mesh::yggdrasil::Yggdrasil;
 use crate::{hooks, mesh};
 
 const TICK: Duration = Duration::from_secs(2);
@@ -79,7 +80,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         })
     }));
 
-    let mut tick = Tick::new(ctx, rec, consul, lock)?;
+    let mut tick = Tick::new(ctx, rec, consul, ygg, lock)?;
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -115,6 +116,7 @@ struct Tick {
     ctx: Context,
     rec: Recorder,
     consul: ConsulAgent,
+    overlay: Yggdrasil,
     mesh_lock: PathBuf,
     api: ConsulApi,
     failed_since: HashMap<String, Instant>,
@@ -127,11 +129,18 @@ struct Tick {
 }
 
 impl Tick {
-    fn new(ctx: Context, rec: Recorder, consul: ConsulAgent, mesh_lock: PathBuf) -> anyhow::Result<Self> {
+    fn new(
+        ctx: Context,
+        rec: Recorder,
+        consul: ConsulAgent,
+        overlay: Yggdrasil,
+        mesh_lock: PathBuf,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             ctx,
             rec,
             consul,
+            overlay,
             mesh_lock,
             api: ConsulApi::new(LOCAL_HTTP, Duration::from_secs(3))?,
             failed_since: HashMap::new(),
@@ -214,15 +223,25 @@ impl Tick {
             .filter(|m| m.status == 1)
             .map(|m| m.name.as_str())
             .collect();
+        // Lost peers: failed members (a left or evicted one is not dialed again); without a
+        // leader, every known neighbour.
+        let failed: Vec<&str> = members
+            .iter()
+            .filter(|m| m.status == 4)
+            .map(|m| m.name.as_str())
+            .collect();
         let targets: Vec<_> = neighbours::all(cached)
             .into_iter()
-            .filter(|n| n.id != me && (!has_leader || !alive.contains(&n.id.as_str())))
+            .filter(|n| n.id != me && (!has_leader || failed.contains(&n.id.as_str())))
             .filter_map(|n| Some((n.id.clone(), n.overlay_address?)))
             .collect();
         if targets.is_empty() {
             return;
         }
         self.last_join = Some(Instant::now());
+        // The overlay links first: yggdrasil itself retries a lost peer only once a minute.
+        let ygg = self.overlay.clone();
+        let _ = tokio::task::spawn_blocking(move || ygg.redial()).await;
         let joins = targets.iter().map(|(_, a)| self.api.join(*a));
         let results = futures_util::future::join_all(joins).await;
         let joined: Vec<&str> = targets
@@ -276,7 +295,7 @@ impl Tick {
         if self.recovered_at.is_some_and(|t| t.elapsed() < grace) {
             return; // give the last recovery time to elect
         }
-        if !self.no_leader_since.is_some_and(|t| t.elapsed() >= grace) {
+        if self.no_leader_since.is_none_or(|t| t.elapsed() < grace) {
             return;
         }
         let servers: Vec<&AgentMember> = members

@@ -60,29 +60,54 @@ fn through_a_node(ctx: &Context, json: bool) -> anyhow::Result<Vec<Member>> {
     }
     let identity = Identity::ensure(ctx)?;
     crate::runtime()?.block_on(async {
-        let mut failures = Vec::new();
-        for n in &nodes {
-            let host = n.host.as_deref().expect("filtered");
-            let answer = async {
-                let remote = Remote::connect(&identity, host, n.ssh_port).await?;
-                let out = remote
-                    .run("raptiformica members", &slave::on_node("raptiformica members --json"))
+        use futures_util::StreamExt as _;
+        // All nodes at once: a dead one costs its connect timeout, not everyone's patience.
+        let mut asks: futures_util::stream::FuturesUnordered<_> = nodes
+            .iter()
+            .map(|n| {
+                let identity = &identity;
+                async move {
+                    let host = n.host.as_deref().expect("filtered");
+                    let answer = async {
+                        let remote = Remote::connect(identity, host, n.ssh_port).await?;
+                        let out = remote
+                            .run("raptiformica members", &slave::on_node("raptiformica members --json"))
+                            .await;
+                        remote.close().await;
+                        let members: Vec<Member> = serde_json::from_str(&out?.stdout)
+                            .context("its `members --json` printed no member list")?;
+                        anyhow::Ok(members)
+                    }
                     .await;
-                remote.close().await;
-                let members: Vec<Member> =
-                    serde_json::from_str(&out?.stdout).context("its `members --json` printed no member list")?;
-                anyhow::Ok(members)
-            }
-            .await;
+                    (n, host, answer)
+                }
+            })
+            .collect();
+        let mut failures = Vec::new();
+        let mut leaderless: Option<(String, Vec<Member>)> = None;
+        while let Some((n, host, answer)) = asks.next().await {
             match answer {
-                Ok(members) => {
+                // A node that sees a leader speaks for the cluster; an island does not.
+                Ok(members) if members.iter().any(|m| m.raft == "leader") => {
                     if !json || ctx.verbose > 0 {
                         eprintln!("members as seen by node {} ({host})", n.id);
                     }
                     return Ok(members);
                 }
+                Ok(members) => {
+                    if leaderless.is_none() {
+                        leaderless = Some((format!("{} ({host})", n.id), members));
+                    }
+                }
                 Err(e) => failures.push(format!("  {} ({host}:{}): {e:#}", n.id, n.ssh_port)),
             }
+        }
+        if let Some((who, members)) = leaderless {
+            eprintln!(
+                "warning: no node that answered sees a consul leader; this is the view of node {who}, \
+                 which may be an island"
+            );
+            return Ok(members);
         }
         bail!(
             "no node answered (with 3 nodes known consul forms a cluster; fewer and there are no members yet):\n{}",

@@ -118,6 +118,20 @@ impl Yggdrasil {
         Ok(reply["response"].clone())
     }
 
+    /// Dials every configured peer now, instead of at yggdrasil's next once-a-minute round
+    /// (after an outage). A peer that is connected already refuses; that is fine. Returns how
+    /// many dials were accepted.
+    pub fn redial(&self) -> anyhow::Result<usize> {
+        let rendered: Value = serde_json::from_slice(&std::fs::read(self.rendered())?)?;
+        let mut dialed = 0;
+        for uri in string_set(&rendered, "Peers") {
+            if self.admin("addpeer", json!({"uri": uri})).is_ok() {
+                dialed += 1;
+            }
+        }
+        Ok(dialed)
+    }
+
     /// Starts yggdrasil with the rendered config (the agent's restart after an exit).
     pub fn start(&self) -> anyhow::Result<()> {
         preflight::check_tun()?;
