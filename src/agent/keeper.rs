@@ -88,9 +88,10 @@ fn run_once(exe: &Path, paths: &Paths, log: &PathBuf, pid_file: &Path) -> anyhow
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open `{}`", log.display()))?;
+    // The cache dir goes by the environment, so that the command line reads
+    // `raptiformica agent` (what `pgrep -f 'raptiformica agent'` finds).
     let mut child = Command::new(exe)
-        .arg("--cache-dir")
-        .arg(&paths.cache_dir)
+        .env("RAPTIFORMICA_CACHE_DIR", &paths.cache_dir)
         .arg("agent")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

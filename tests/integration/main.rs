@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod agent;
 mod cli;
 mod compute;
 mod config;

@@ -112,7 +112,8 @@ fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
         &ids[2],
         "sh",
         "-c",
-        "kill $(cat /root/.raptiformica.d/mesh/consul.pid)",
+        // The agent would restart consul at once: stop it (and its keeper) first.
+        "cd /root/.raptiformica.d/mesh && kill $(cat keeper.pid) $(cat agent.pid) && sleep 0.2 && kill $(cat consul.pid)",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::thread::sleep(Duration::from_millis(500));

@@ -1,0 +1,134 @@
+//! End to end on the real Docker engine: the agent on every node. A killed consul is back and
+//! alive, a killed agent is back, a user module's `cluster_change` handler stays quiet in calm
+//! and a handler whose predicate fails never runs, and `agent --status` tells what it did.
+//! Fails in CI (CI=true) when the engine is missing; skips elsewhere.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::docker::{DOCKER, Destroy};
+use crate::harness::{TestEnv, docker_available, text};
+
+fn docker(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn sh(id: &str, script: &str) -> String {
+    text(&docker(&["exec", id, "sh", "-c", script]).stdout)
+        .trim()
+        .to_string()
+}
+
+fn node_containers(env: &TestEnv) -> Vec<String> {
+    let mut ids = Vec::new();
+    for e in walkdir::WalkDir::new(env.cache().join("var/machines"))
+        .into_iter()
+        .flatten()
+    {
+        if e.file_name() == "container_id" {
+            ids.push(std::fs::read_to_string(e.path()).unwrap().trim().to_string());
+        }
+    }
+    ids
+}
+
+fn alive(env: &TestEnv) -> usize {
+    let out = env.run(&["members", "--json"]);
+    serde_json::from_slice::<Vec<Value>>(&out.stdout)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["status"] == "alive")
+        .count()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+#[test]
+fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new();
+    let _destroy = Destroy(&env);
+    env.module(
+        "probe/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1",
+ "platform": {"default": {"hooks": {"cluster_change": {
+   "count": {"predicate": "true", "command": "echo x >> /tmp/cluster_change.count"},
+   "never": {"predicate": "false", "command": "touch /tmp/predicate-ignored"}}}}}}"#,
+    );
+    env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
+    assert!(wait_until(Duration::from_secs(60), || alive(&env) == 3).is_some());
+    let ids = node_containers(&env);
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        assert!(
+            !sh(id, "pgrep -f '[r]aptiformica agent'").is_empty(),
+            "no agent on {id}"
+        );
+    }
+
+    // consul killed: restarted by the agent, alive again.
+    let before = sh(&ids[1], "pidof consul");
+    sh(&ids[1], "kill -9 $(pidof consul)");
+    let back = wait_until(Duration::from_secs(10), || {
+        let now = sh(&ids[1], "pidof consul");
+        !now.is_empty() && now != before
+    });
+    let back = back.expect("consul not restarted within 10 s");
+    eprintln!("consul back after {back:?}");
+    assert!(wait_until(Duration::from_secs(30), || alive(&env) == 3).is_some());
+    let status: Value = serde_json::from_str(&sh(&ids[1], "raptiformica --json agent --status")).unwrap();
+    assert_eq!(status["mode"], "node", "{status}");
+    assert!(
+        status["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "restart" && e["detail"].as_str().unwrap().starts_with("consul")),
+        "{status}"
+    );
+
+    // The agent killed: its keeper starts it again.
+    let agent = sh(&ids[1], "pgrep -f '[r]aptiformica agent' | head -n 1");
+    sh(&ids[1], &format!("kill -9 {agent}"));
+    let back = wait_until(Duration::from_secs(10), || {
+        let now = sh(&ids[1], "pgrep -f '[r]aptiformica agent' | head -n 1");
+        !now.is_empty() && now != agent
+    });
+    eprintln!("agent back after {:?}", back.expect("agent not back within 10 s"));
+
+    // Calm: cluster_change stays quiet; a failing predicate keeps its command from running.
+    std::thread::sleep(Duration::from_secs(5));
+    let count = || sh(&ids[0], "cat /tmp/cluster_change.count 2>/dev/null | wc -l");
+    let c0 = count();
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(count(), c0, "cluster_change fired in calm");
+    assert_eq!(sh(&ids[0], "test -e /tmp/predicate-ignored && echo yes"), "");
+
+    // A change: a node's consul stopped for good (agent and keeper first) fires it once.
+    sh(
+        &ids[2],
+        "cd /root/.raptiformica.d/mesh && kill $(cat keeper.pid) $(cat agent.pid); sleep 0.2; kill -9 $(pidof consul)",
+    );
+    let fired = wait_until(Duration::from_secs(20), || count() != c0);
+    eprintln!("cluster_change after {:?}", fired.expect("cluster_change did not fire"));
+    std::thread::sleep(Duration::from_secs(5));
+    let fires: usize = count().parse().unwrap();
+    let c0: usize = c0.parse().unwrap();
+    assert!(fires - c0 <= 2, "one change, {} fires", fires - c0);
+}
