@@ -38,7 +38,9 @@ use paths::Paths;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.verbose);
+    // The agent's log is where its events go: it logs at info by default.
+    let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status);
+    init_logging(cli.verbose, long_running);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cache_dir = expand_home(&cli.cache_dir, home.as_deref());
     let ctx = Context {
@@ -95,19 +97,23 @@ fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, long_running: bool) {
     let level = match verbose {
+        0 | 1 if long_running => "raptiformica=info,warn",
         0 | 1 => "warn",
         2 => "raptiformica=debug,warn",
         _ => "raptiformica=trace,debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAPTIFORMICA_LOG").unwrap_or_else(|_| level.into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if long_running {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
 }
 
 #[cfg(test)]

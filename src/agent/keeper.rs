@@ -55,6 +55,12 @@ pub fn stop(paths: &Paths) -> bool {
 /// The keeper's loop: runs the agent, restarts it when it exits. Never returns normally.
 pub fn run(paths: &Paths) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
+    // Started by hand or at boot, the keeper still tells `mesh` that it runs.
+    let k = keeper(paths);
+    if let Some(dir) = k.pid_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::config::cache::write_atomic(&k.pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     let a = agent(paths);
     let mut delay = Duration::from_secs(1);
     loop {

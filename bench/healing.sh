@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Healing figures on a real 3-node docker cluster (image built on first use), as medians:
+#   - consul killed (-9) on a node -> a new consul pid, and -> the node alive in members
+#     (goal 10 s),
+#   - the agent killed (-9) -> a new agent (goal 10 s),
+#   - a server `docker rm -f`'d -> `failed` in members (goal 7 s), and with `raptiformica
+#     agent` running on this host -> 3 alive servers again (goal 30 s),
+#   - two of three servers `docker rm -f`'d -> 3 alive servers again, a KV value written
+#     before the loss intact (goal 60 s with the default graces; recovery_grace is 60 s),
+#   - the agent's RSS on a node (goal 20 MB) and the CPU of the cluster at rest.
+# Prints the figures; asserts nothing. Leaves nothing running.
+# Usage: bench/healing.sh [RUNS]   (RUNS for the kill figures; default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+cargo build --release -q
+bin=$PWD/target/release/raptiformica
+cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
+agent_pid=
+trap '[ -n "$agent_pid" ] && kill $agent_pid 2>/dev/null; $bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+now() { date +%s.%N; }
+since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
+count() { timeout 30 $bin members --json 2>/dev/null | python3 -c "import json,sys
+try: print(sum(1 for m in json.load(sys.stdin) if m['status']=='$1' and ('$2'=='' or m['type']=='$2')))
+except Exception: print(0)"; }
+until_count() { local end=$((SECONDS + $4)); while [ $SECONDS -lt $end ]; do [ "$(count "$1" "$2")" -ge "$3" ] && return 0; sleep 0.5; done; return 1; }
+nodes() { docker ps -q --filter network=raptiformica; }
+
+sh compute/docker/ensure_image.sh
+$bin spawn --compute-type docker --count 3 >/dev/null 2>&1
+until_count alive server 3 120
+ids=($(nodes))
+docker exec "${ids[0]}" raptiformica config set raptiformica/bench/keep before >/dev/null
+
+consul_pid=(); consul_alive=(); agent_back=()
+for _ in $(seq "$runs"); do
+  old=$(docker exec "${ids[1]}" pidof consul)
+  t0=$(now); docker exec "${ids[1]}" kill -9 "$old"
+  while :; do p=$(docker exec "${ids[1]}" pidof consul || true); [ -n "$p" ] && [ "$p" != "$old" ] && break; sleep 0.1; done
+  consul_pid+=("$(since "$t0")")
+  until_count alive "" 3 60; consul_alive+=("$(since "$t0")")
+  old=$(docker exec "${ids[1]}" sh -c "pgrep -f '[r]aptiformica agent' | head -n 1")
+  t0=$(now); docker exec "${ids[1]}" kill -9 "$old"
+  while :; do p=$(docker exec "${ids[1]}" sh -c "pgrep -f '[r]aptiformica agent' | head -n 1" || true); [ -n "$p" ] && [ "$p" != "$old" ] && break; sleep 0.1; done
+  agent_back+=("$(since "$t0")")
+  sleep 5
+done
+rss=$(docker exec "${ids[0]}" sh -c "ps -o rss= -p \$(pgrep -f '[r]aptiformica agent' | head -n 1)")
+sleep 10
+cpu=$(for id in $(nodes); do docker stats --no-stream --format '{{.CPUPerc}}' "$id"; done | tr -d '%' | awk '{s+=$1} END {printf "%.1f", s}')
+
+$bin agent >"$cache/agent.log" 2>&1 & agent_pid=$!
+t0=$(now); docker rm -f "${ids[2]}" >/dev/null
+until_count failed "" 1 60; failed=$(since "$t0")
+until_count alive server 3 300; replaced=$(since "$t0")
+
+ids=($(nodes))
+t0=$(now); docker rm -f "${ids[1]}" "${ids[2]}" >/dev/null
+until_count alive server 3 600; rebuilt=$(since "$t0")
+kept=$(docker exec "$(nodes | head -n 1)" raptiformica config get raptiformica/bench/keep)
+
+printf 'consul killed -> new consul:     median %.1f s of %s\n' "$(printf '%s\n' "${consul_pid[@]}" | median)" "$runs"
+printf 'consul killed -> node alive:     median %.1f s (goal 10 s)\n' "$(printf '%s\n' "${consul_alive[@]}" | median)"
+printf 'agent killed -> agent back:      median %.1f s (goal 10 s)\n' "$(printf '%s\n' "${agent_back[@]}" | median)"
+printf 'server rm -f -> failed:          %s s (goal 7 s)\n' "$failed"
+printf 'server rm -f -> replaced:        %s s (goal 30 s)\n' "$replaced"
+printf 'two of three lost -> 3 servers:  %s s (goal 60 s), KV value: %s\n' "$rebuilt" "$kept"
+printf 'agent RSS on a node:             %d kB (goal 20 MB)\n' "$rss"
+printf 'CPU of 3 nodes at rest:          %s %% of a core\n' "$cpu"
