@@ -371,31 +371,73 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
         .filter(|n| n.id != id && n.host.is_some())
         .collect();
 
-    let remesh = others.iter().map(|n| {
-        let host = n.host.clone().expect("filtered");
-        let (port, bytes) = (n.ssh_port, bytes.clone());
-        async move {
-            let other = Remote::connect(identity, &host, port).await?;
-            let result = mesh_on(&other, &bytes).await;
-            other.close().await;
-            result.with_context(|| format!("re-meshing {host}:{port}"))
+    // Before consensus, every known node is told (there is no KV to learn it from). From then
+    // on one node that syncs it into consul's KV is enough: the agents follow the KV.
+    if others.len() < mesh::node::QUORUM {
+        let remesh = others.iter().map(|n| remesh_one(identity, n, &bytes));
+        let (own, remeshed) = tokio::join!(mesh_on(remote, &bytes), futures_util::future::join_all(remesh));
+        let summary = own?;
+        let failed: Vec<String> = remeshed
+            .into_iter()
+            .filter_map(|r| r.err())
+            .map(|e| format!("{e:#}"))
+            .collect();
+        for f in &failed {
+            tracing::warn!("{f}");
         }
-    });
-    let (own, remeshed) = tokio::join!(mesh_on(remote, &bytes), futures_util::future::join_all(remesh));
-    let summary = own?;
-    let failed: Vec<String> = remeshed
-        .into_iter()
-        .filter_map(|r| r.err())
-        .map(|e| format!("{e:#}"))
-        .collect();
-    for f in &failed {
-        tracing::warn!("{f}");
+        return Ok(format!(
+            "{summary}; {} of {} other node(s) re-meshed",
+            others.len() - failed.len(),
+            others.len()
+        ));
     }
-    Ok(format!(
-        "{summary}; {} of {} other node(s) re-meshed",
-        others.len() - failed.len(),
-        others.len()
-    ))
+    // Only the new node's entry: the cluster knows the rest better than this machine's cache.
+    let own_prefix = format!("{}/{id}/", neighbours::NEIGHBOURS);
+    let entry: Mapping = payload
+        .iter()
+        .filter(|(k, _)| k.starts_with(&own_prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let entry = serde_json::to_vec(&entry)?;
+    let tell_one = async {
+        let mut errors = Vec::new();
+        for n in &others {
+            match remesh_one(identity, n, &entry).await {
+                Ok(lines) if lines.contains("shared config: in consul's KV") => {
+                    return Ok(n.id.clone());
+                }
+                Ok(lines) => errors.push(format!("{}: its consul did not take the change ({lines})", n.id)),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+            if errors.len() >= 3 {
+                break;
+            }
+        }
+        Err(errors)
+    };
+    let (own, told) = tokio::join!(mesh_on(remote, &bytes), tell_one);
+    let summary = own?;
+    match told {
+        Ok(id) => Ok(format!("{summary}; the cluster learnt it through node {id}")),
+        Err(errors) => {
+            for e in &errors {
+                tracing::warn!("{e}");
+            }
+            Ok(format!(
+                "{summary}; no other node took it into the shared config yet ({} tried)",
+                errors.len()
+            ))
+        }
+    }
+}
+
+/// `mesh` on another known node with the new neighbour list.
+async fn remesh_one(identity: &Identity, n: &neighbours::Neighbour, bytes: &[u8]) -> anyhow::Result<String> {
+    let host = n.host.clone().expect("filtered");
+    let other = Remote::connect(identity, &host, n.ssh_port).await?;
+    let result = mesh_on(&other, bytes).await;
+    other.close().await;
+    result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))
 }
 
 /// Runs `raptiformica mesh` on a node with the neighbour list on stdin; returns its last line.
@@ -413,7 +455,7 @@ async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
     Ok(out
         .stdout
         .lines()
-        .filter(|l| l.starts_with("consul:") || l.starts_with("overlay:"))
+        .filter(|l| l.starts_with("consul:") || l.starts_with("overlay:") || l.starts_with("shared config:"))
         .map(str::trim)
         .collect::<Vec<_>>()
         .join("; "))

@@ -3,6 +3,7 @@
 //! - [`keeper`]: keeps the agent itself running on a node (restarted within seconds);
 //! - [`supervise`]: restarts yggdrasil and consul when they exit, with backoff;
 //! - [`membership`]: blocking queries on the members' health drive `cluster_change`;
+//! - [`follow`]: the neighbours in the KV and the members' health drive the overlay links;
 //! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role);
 //! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
@@ -10,6 +11,7 @@
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
 //! - [`status`]: what it did, for `agent --status`.
 
+pub mod follow;
 pub mod keeper;
 pub mod lock;
 pub mod membership;

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::membership;
 use super::recover::{self, RaftPeer};
 use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
+use super::{follow, membership};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
@@ -67,6 +67,15 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
 
     let (tx, rx) = watch::channel(None);
     tokio::spawn(membership::watch(tx));
+    let me = mesh::node::own_id(&mesh::Overlay::identity(&ygg)?);
+    tokio::spawn(follow::follow(
+        ctx.clone(),
+        ygg.clone(),
+        me,
+        lock.clone(),
+        rx.clone(),
+        rec.clone(),
+    ));
     let hook_ctx = ctx.clone();
     tokio::spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
         let ctx = hook_ctx.clone();

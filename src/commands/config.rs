@@ -21,6 +21,7 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
             } else {
                 Value::String(value)
             };
+            check_known_setting(&key, &value)?;
             let written = edit::set(&ctx.paths, &key, value).with_context(|| format!("failed to set `{key}`"))?;
             if written == crate::config::shared::Written::CacheOnly {
                 eprintln!("consul did not answer: `{key}` is set in the cache and goes to the cluster later");
@@ -130,4 +131,18 @@ fn get(ctx: &Context, key: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Values the agent and the mesh read are checked when they are set, not when a node trips
+/// over them later.
+fn check_known_setting(key: &str, value: &Value) -> anyhow::Result<()> {
+    let one = crate::config::Mapping::from([(key.to_string(), value.clone())]);
+    if key.starts_with("raptiformica/agent/") {
+        crate::agent::settings::Settings::from_mapping(&one)?;
+    }
+    match key {
+        crate::mesh::node::LINKS_KEY => crate::mesh::node::links(&one).map(|_| ()),
+        crate::mesh::node::SERVERS_KEY => crate::mesh::node::servers(&one).map(|_| ()),
+        _ => Ok(()),
+    }
 }

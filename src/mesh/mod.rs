@@ -7,6 +7,7 @@
 
 pub mod neighbours;
 pub mod node;
+pub mod peering;
 pub mod preflight;
 pub mod yggdrasil;
 

@@ -12,6 +12,7 @@
 //!
 //! Runs are serialized by a lock in the mesh dir; running it again converges and is cheap.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use serde_json::Value;
 
 use super::neighbours::{self, Role};
 use super::yggdrasil::{self, Yggdrasil};
-use super::{Applied, Overlay, OverlayIdentity, Peer};
+use super::{Applied, Overlay, OverlayIdentity, Peer, peering};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::{self, AgentSettings, ConsulAgent};
@@ -35,6 +36,8 @@ pub const GOSSIP_KEY: &str = "raptiformica/meshnet/consul/password";
 pub const SERVERS_KEY: &str = "raptiformica/meshnet/consul/servers";
 /// yggdrasil's underlay port.
 pub const PORT_KEY: &str = "raptiformica/meshnet/yggdrasil/port";
+/// How many overlay links each node keeps.
+pub const LINKS_KEY: &str = "raptiformica/meshnet/yggdrasil/links";
 /// Nodes needed before consul starts.
 pub const QUORUM: usize = agent::BOOTSTRAP_EXPECT;
 
@@ -124,6 +127,43 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The overlay links of node `id` (bounded, see [`peering`](super::peering)), skipping the
+/// neighbours in `down`, and the keys it admits (every neighbour's).
+pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<(Vec<Peer>, Vec<String>)> {
+    let all = neighbours::all(mapping);
+    let links = links(mapping)?;
+    let peers = peering::choose(id, &all, links, down)
+        .into_iter()
+        .filter_map(|n| {
+            Some(Peer {
+                public_key: n.overlay_public_key.clone()?,
+                host: n.host.clone()?,
+                port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
+            })
+        })
+        .collect();
+    let allowed = all
+        .iter()
+        .filter(|n| n.on_overlay())
+        .filter_map(|n| n.overlay_public_key.clone())
+        .collect();
+    Ok((peers, allowed))
+}
+
+/// The number of overlay links per node from the config (2 to 64).
+pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
+    match mapping.get(LINKS_KEY) {
+        None => Ok(peering::DEFAULT_LINKS),
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+            Some(n @ 2..=64) => Ok(n as usize),
+            _ => bail!(
+                "`{LINKS_KEY}` must be a whole number from 2 to 64, not {v}; fix it with `raptiformica config set {LINKS_KEY} {}`",
+                peering::DEFAULT_LINKS
+            ),
+        },
+    }
+}
+
 /// Meshes this node.
 pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -164,18 +204,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     // The overlay.
     let all = neighbours::all(&mapping);
     let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
-    let peers: Vec<Peer> = on_overlay
-        .iter()
-        .filter(|n| n.id != id)
-        .filter_map(|n| {
-            Some(Peer {
-                public_key: n.overlay_public_key.clone()?,
-                host: n.host.clone()?,
-                port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
-            })
-        })
-        .collect();
-    let allowed: Vec<String> = on_overlay.iter().filter_map(|n| n.overlay_public_key.clone()).collect();
+    let (peers, allowed) = overlay_plan(&mapping, &id, &BTreeSet::new())?;
     let overlay_applied = ygg.apply(&peers, &allowed)?;
 
     let mut report = Report {

@@ -302,3 +302,16 @@ fn flatten(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
         }
     }
 }
+
+#[test]
+fn bad_agent_rule_values_are_refused_naming_the_key() {
+    let env = TestEnv::new();
+    for bad in ["three", "0", "-2"] {
+        let err = env.fails(&["config", "set", "agent/rules/min_servers", "--", bad]);
+        assert!(err.contains("raptiformica/agent/rules/min_servers"), "{bad}: {err}");
+    }
+    let err = env.fails(&["config", "set", "meshnet/yggdrasil/links", "1"]);
+    assert!(err.contains("raptiformica/meshnet/yggdrasil/links"), "{err}");
+    env.ok(&["config", "set", "agent/rules/min_servers", "5"]);
+    assert_eq!(env.ok(&["config", "get", "agent/rules/min_servers"]).trim(), "5");
+}

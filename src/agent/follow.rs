@@ -1,0 +1,88 @@
+//! Following the shared config: the agent watches the neighbours in consul's KV (blocking
+//! queries) and the members' health, and re-renders this node's overlay links when either
+//! changes: a new node is dialed, a removed or failed one is dropped and replaced by the next
+//! one along the ring (see [`peering`](crate::mesh::peering)). So slaving a node no longer
+//! needs an SSH session to every other node: one node learns of it, the KV tells the rest.
+//! What the KV holds is cached on the way, so the node keeps the shared config without consul.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::membership::View;
+use super::status::Recorder;
+use crate::config::{self, shared};
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::context::Context;
+use crate::mesh::yggdrasil::Yggdrasil;
+use crate::mesh::{Applied, Overlay as _, neighbours, node};
+
+const WAIT: Duration = Duration::from_secs(55);
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Keeps the overlay links of node `me` in line with the KV and the members' health.
+pub async fn follow(
+    ctx: Context,
+    ygg: Yggdrasil,
+    me: String,
+    mesh_lock: PathBuf,
+    mut view: watch::Receiver<Option<View>>,
+    rec: Recorder,
+) {
+    let (Ok(watch_api), Ok(api)) = (
+        ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)),
+        ConsulApi::new(LOCAL_HTTP, Duration::from_secs(5)),
+    ) else {
+        return;
+    };
+    let path = format!("kv/{}/?recurse&stale", neighbours::NEIGHBOURS);
+    let mut index = 0u64;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            r = watch_api.blocking::<serde_json::Value>(&path, index, WAIT) => match r {
+                Ok((_, i)) if i == index => continue, // the wait ran out: nothing new
+                Ok((_, i)) => { index = i; failures = 0; }
+                Err(e) => {
+                    failures += 1;
+                    tracing::debug!("neighbour watch: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
+                    continue;
+                }
+            },
+            changed = view.changed() => if changed.is_err() { return },
+        }
+        tokio::time::sleep(SETTLE).await;
+        let Some(kv) = shared::read_with(&ctx.paths, &api).await else {
+            continue;
+        };
+        let down: BTreeSet<String> = view
+            .borrow()
+            .as_ref()
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, s)| *s == "critical")
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (ctx2, ygg2, me2, lock) = (ctx.clone(), ygg.clone(), me.clone(), mesh_lock.clone());
+        let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
+            // Caches the KV (and refuses an unusable one).
+            let config = config::load_over(&ctx2.paths, Some(kv))?;
+            let (peers, allowed) = node::overlay_plan(&config.mapping, &me2, &down)?;
+            let file = std::fs::File::create(&lock)?;
+            file.lock()?;
+            Ok((ygg2.apply(&peers, &allowed)?, peers.len()))
+        })
+        .await;
+        match applied {
+            Ok(Ok((Applied::Unchanged, _))) => {}
+            Ok(Ok((a, n))) => rec.event("peers", format!("overlay {a}; {n} link(s) kept")),
+            Ok(Err(e)) => rec.event("error", format!("cannot re-render the overlay: {e:#}")),
+            Err(e) => rec.event("error", format!("re-rendering the overlay panicked: {e}")),
+        }
+    }
+}

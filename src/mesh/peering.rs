@@ -1,0 +1,124 @@
+//! Bounded peering: each node keeps a few overlay links, not one to every other node.
+//!
+//! The nodes form a ring ordered by id (ids are hashes of host keys, so the ring is a random
+//! order that every node computes alike). A node links with its nearest `links / 2`
+//! successors and `links / 2` predecessors that are not known to be down, and dials them
+//! (both sides of a pair dial each other, so a node that joined after the other still gets
+//! its link: the older side admits only the keys it started with). Every node linking with
+//! its ring neighbours keeps the overlay connected; skipping the down ones replaces a lost
+//! link with the next node along the ring. With `links + 1` nodes or fewer, everyone links
+//! with everyone.
+
+use std::collections::BTreeSet;
+
+use super::neighbours::Neighbour;
+
+/// The default number of overlay links per node.
+pub const DEFAULT_LINKS: usize = 4;
+
+/// The neighbours `me` links with, among `ring` (any order; those without an overlay
+/// identity or an address are left out), skipping the ids in `down`.
+pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
+    let mut others: Vec<&Neighbour> = ring
+        .iter()
+        .filter(|n| n.id != me && n.on_overlay() && n.host.is_some() && !down.contains(&n.id))
+        .collect();
+    others.sort_by(|a, b| a.id.cmp(&b.id));
+    let half = (links / 2).max(1);
+    if others.len() <= 2 * half {
+        return others;
+    }
+    // Where `me` sits in the ring: the first id after it.
+    let start = others.partition_point(|n| n.id.as_str() < me);
+    let n = others.len();
+    let mut chosen: Vec<&Neighbour> = Vec::with_capacity(2 * half);
+    for i in 0..half {
+        chosen.push(others[(start + i) % n]);
+    }
+    for i in 1..=half {
+        let p = others[(start + n - i) % n];
+        if !chosen.iter().any(|c| c.id == p.id) {
+            chosen.push(p);
+        }
+    }
+    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> Neighbour {
+        Neighbour {
+            id: id.into(),
+            host: Some(format!("h-{id}")),
+            ssh_port: 22,
+            ssh_host_key: None,
+            overlay_public_key: Some(format!("k-{id}")),
+            overlay_address: Some("200::1".parse().unwrap()),
+            overlay_port: None,
+            consul_role: None,
+        }
+    }
+
+    fn ids(v: &[&Neighbour]) -> Vec<String> {
+        v.iter().map(|n| n.id.clone()).collect()
+    }
+
+    #[test]
+    fn small_clusters_link_everyone() {
+        let ring: Vec<Neighbour> = ["a", "b", "c", "d", "e"].map(node).into();
+        assert_eq!(ids(&choose("a", &ring, 4, &BTreeSet::new())), ["b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn ring_neighbours_on_both_sides_and_the_down_ones_are_skipped() {
+        let ring: Vec<Neighbour> = (0..10).map(|i| node(&format!("n{i}"))).collect();
+        assert_eq!(ids(&choose("n0", &ring, 4, &BTreeSet::new())), ["n1", "n2", "n8", "n9"]);
+        let down = BTreeSet::from(["n1".to_string(), "n9".to_string()]);
+        assert_eq!(ids(&choose("n0", &ring, 4, &down)), ["n2", "n3", "n7", "n8"]);
+    }
+
+    #[test]
+    fn every_node_keeps_few_links_and_the_overlay_stays_connected() {
+        let ring: Vec<Neighbour> = (0..50).map(|i| node(&format!("{:04x}", i * 7919 % 65536))).collect();
+        let down = BTreeSet::from([ring[3].id.clone(), ring[17].id.clone()]);
+        // Links are used both ways: an edge if either side chose the other.
+        let alive: Vec<&Neighbour> = ring.iter().filter(|n| !down.contains(&n.id)).collect();
+        let mut edges = BTreeSet::new();
+        for n in &alive {
+            let chosen = choose(&n.id, &ring, 4, &down);
+            assert!(chosen.len() <= 4);
+            for c in chosen {
+                edges.insert((n.id.clone().min(c.id.clone()), n.id.clone().max(c.id.clone())));
+            }
+        }
+        // Breadth-first from the first live node reaches every live node.
+        let mut seen = BTreeSet::from([alive[0].id.clone()]);
+        let mut queue = vec![alive[0].id.clone()];
+        while let Some(x) = queue.pop() {
+            for (a, b) in &edges {
+                let other = if *a == x {
+                    b
+                } else if *b == x {
+                    a
+                } else {
+                    continue;
+                };
+                if seen.insert(other.clone()) {
+                    queue.push(other.clone());
+                }
+            }
+        }
+        assert_eq!(seen.len(), alive.len());
+        let degree = |id: &str| edges.iter().filter(|(a, b)| a == id || b == id).count();
+        assert!(alive.iter().all(|n| degree(&n.id) <= 6), "bounded degree");
+    }
+
+    #[test]
+    fn a_node_not_yet_in_the_ring_finds_its_place() {
+        let ring: Vec<Neighbour> = ["b", "d", "f", "h", "j", "l"].map(node).into();
+        assert_eq!(ids(&choose("e", &ring, 2, &BTreeSet::new())), ["d", "f"]);
+    }
+}
