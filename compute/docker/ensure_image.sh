@@ -33,6 +33,13 @@ for arg in "$@"; do
     esac
 done
 
+# The entrypoint is baked into the image: an image made from another version of it is rebuilt.
+ENTRYPOINT_SUM=$(sha256sum "$SCRIPT_DIR/entrypoint.sh" | cut -c1-16)
+
+image_is_current() {
+    [ "$(docker image inspect --format '{{index .Config.Labels "raptiformica.entrypoint"}}' "$RAPTIFORMICA_DOCKER_IMAGE" 2>/dev/null)" = "$ENTRYPOINT_SUM" ]
+}
+
 image_id() {
     docker image inspect --format '{{.Id}}' "$RAPTIFORMICA_DOCKER_IMAGE" 2>/dev/null || true
 }
@@ -103,7 +110,7 @@ host_debian_mirror() {
 
 if [ "$print_mirror" -eq 0 ]; then
     need_docker
-    if [ "$force" -eq 0 ] && [ -n "$(image_id)" ]; then
+    if [ "$force" -eq 0 ] && [ -n "$(image_id)" ] && image_is_current; then
         exit 0
     fi
 else
@@ -127,7 +134,7 @@ fi
 
 # Someone else may have built the image while we waited for the lock.
 id_now=$(image_id)
-if [ "$force" -eq 0 ] && [ -n "$id_now" ]; then
+if [ "$force" -eq 0 ] && [ -n "$id_now" ] && image_is_current; then
     exit 0
 fi
 if [ "$force" -eq 1 ] && [ -n "$id_now" ] && [ "$id_now" != "$id_before_lock" ]; then
@@ -135,7 +142,9 @@ if [ "$force" -eq 1 ] && [ -n "$id_now" ] && [ "$id_now" != "$id_before_lock" ];
     exit 0
 fi
 
-if [ -n "$id_now" ]; then
+if [ -n "$id_now" ] && ! image_is_current; then
+    log "rebuilding base image $RAPTIFORMICA_DOCKER_IMAGE: its entrypoint changed (takes a few minutes; log: $build_log)"
+elif [ -n "$id_now" ]; then
     log "rebuilding base image $RAPTIFORMICA_DOCKER_IMAGE (takes a few minutes; log: $build_log)"
 else
     log "building base image $RAPTIFORMICA_DOCKER_IMAGE (first time only, takes a few minutes; log: $build_log)"
@@ -216,6 +225,7 @@ docker import \
     --change 'EXPOSE 22' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'LABEL raptiformica.base-image=1' \
+    --change "LABEL raptiformica.entrypoint=$ENTRYPOINT_SUM" \
     --message "raptiformica base image (Debian $SUITE, mmdebstrap minbase + openssh-server)" \
     "$rootfs_tar" "$RAPTIFORMICA_DOCKER_IMAGE" >>"$build_log" 2>&1 || fail "docker import failed"
 

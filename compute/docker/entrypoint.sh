@@ -6,6 +6,9 @@
 #   ships none, so no two containers share a host key);
 # - authorizes RAPTIFORMICA_AUTHORIZED_KEYS (the content of an OpenSSH public
 #   key file) for root;
+# - on a node that was meshed before this start (a restarted container), starts
+#   the agent's keeper, which brings yggdrasil, consul and the node's place in
+#   the cluster back;
 # - then execs the CMD, by default `/usr/sbin/sshd -D -e` (sshd in the
 #   foreground as the container's main process, logging to `docker logs`).
 set -eu
@@ -25,6 +28,18 @@ if [ -n "${RAPTIFORMICA_AUTHORIZED_KEYS:-}" ]; then
     umask 022
 fi
 unset RAPTIFORMICA_AUTHORIZED_KEYS
+
+mesh_dir=/root/.raptiformica.d/mesh
+if [ -f "$mesh_dir/yggdrasil.conf" ]; then
+    (
+        export PATH=/usr/local/bin:$PATH RAPTIFORMICA_CACHE_DIR=/root/.raptiformica.d \
+            RAPTIFORMICA_INSTALL_DIR=/usr/etc/raptiformica
+        if command -v raptiformica >/dev/null 2>&1; then
+            setsid raptiformica --cache-dir /root/.raptiformica.d keeper \
+                >>"$mesh_dir/keeper.log" 2>&1 </dev/null &
+        fi
+    )
+fi
 
 if [ "$#" -eq 0 ]; then
     set -- /usr/sbin/sshd -D -e

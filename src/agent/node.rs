@@ -14,14 +14,17 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::recover::{self, RaftPeer};
+use super::rules::{self, Decision, Seen};
 use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
-use super::{follow, membership};
+use super::workstation::promote;
+use super::{follow, lock, membership};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
+use crate::consensus::members::mark_acting;
 use crate::context::Context;
 use crate::mesh::neighbours;
 use crate::mesh::yggdrasil::Yggdrasil;
@@ -30,6 +33,8 @@ use crate::{hooks, mesh};
 const TICK: Duration = Duration::from_secs(2);
 const JOIN_EVERY: Duration = Duration::from_secs(5);
 const OWN_ENTRY_EVERY: Duration = Duration::from_secs(10);
+/// A promotion takes a consul restart as server: give it this long before another one.
+const PROMOTE_EVERY: Duration = Duration::from_secs(20);
 
 /// Runs the node agent until it is stopped.
 pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
@@ -135,6 +140,9 @@ struct Tick {
     /// This node's neighbour entry as it was when the agent started.
     own_entry: Mapping,
     recovered_at: Option<Instant>,
+    last_promotion: Option<Instant>,
+    /// This node's name in consul.
+    me: String,
 }
 
 impl Tick {
@@ -158,6 +166,8 @@ impl Tick {
             last_own_check: None,
             own_entry: Mapping::new(),
             recovered_at: None,
+            last_promotion: None,
+            me: String::new(),
         })
     }
 
@@ -176,6 +186,7 @@ impl Tick {
         let me_server = rendered["server"].as_bool().unwrap_or(false);
         let me_name = rendered["node_name"].as_str().unwrap_or_default().to_string();
         let me_addr = rendered["bind_addr"].as_str().unwrap_or_default().to_string();
+        self.me = me_name.clone();
         let cached = self.cached();
         let settings = Settings::from_mapping(&cached).unwrap_or_else(|e| {
             tracing::warn!("{e:#}; using the defaults");
@@ -211,6 +222,7 @@ impl Tick {
             .is_some_and(|l| !me_addr.is_empty() && l.starts_with(&format!("[{me_addr}]")));
         if i_lead {
             self.evict(&failed, settings.eviction_grace).await;
+            self.promote_if_short(&members, &settings).await;
         }
         if me_server && leader.is_none() {
             self.recover(&members, settings.recovery_grace).await;
@@ -274,6 +286,7 @@ impl Tick {
             .collect();
         for name in due {
             self.rec.acting_on(Some(&name));
+            mark_acting(&self.api, Some((&name, "evict", &self.me))).await;
             let result = async {
                 self.api.force_leave(&name).await?;
                 let key = format!("{}/{name}", neighbours::NEIGHBOURS);
@@ -295,7 +308,56 @@ impl Tick {
                 }
                 Err(e) => self.rec.event("error", format!("evicting {name}: {e:#}")),
             }
+            mark_acting(&self.api, None).await;
             self.rec.acting_on(None);
+        }
+    }
+
+    /// The `min_servers` rule where no machine is needed: too few servers alive and a client
+    /// alive, the leader's agent promotes the client (under the cluster's lock). Spawning a
+    /// replacement is left to an agent with a compute back-end (the workstation's).
+    async fn promote_if_short(&mut self, members: &[AgentMember], settings: &Settings) {
+        if self.last_promotion.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
+            return;
+        }
+        let seen: Vec<Seen> = members
+            .iter()
+            .filter(|m| m.status == 1 || m.status == 4)
+            .map(|m| Seen {
+                name: m.name.clone(),
+                server: m.tags.get("role").map(String::as_str) == Some("consul"),
+                alive: m.status == 1,
+                failed_for: self.failed_since.get(&m.name).map(|t| t.elapsed()),
+            })
+            .collect();
+        let Decision::Promote(node) = rules::decide(&seen, true, settings.min_servers, settings.eviction_grace) else {
+            return;
+        };
+        self.last_promotion = Some(Instant::now());
+        let holder = format!("{}@{}", std::process::id(), self.me);
+        let result = async {
+            let Some(held) = lock::try_acquire(&self.api, &holder).await? else {
+                return anyhow::Ok(false);
+            };
+            self.rec.acting_on(Some(&node));
+            mark_acting(&self.api, Some((&node, "promote", &self.me))).await;
+            let r = promote(&self.api, &node).await;
+            mark_acting(&self.api, None).await;
+            held.release(&self.api).await;
+            r.map(|_| true)
+        }
+        .await;
+        self.rec.acting_on(None);
+        match result {
+            Ok(true) => self.rec.event(
+                "promote",
+                format!(
+                    "fewer than {} servers alive: client {node} promoted to server",
+                    settings.min_servers
+                ),
+            ),
+            Ok(false) => {}
+            Err(e) => self.rec.event("error", format!("promoting {node}: {e:#}")),
         }
     }
 
@@ -368,6 +430,10 @@ impl Tick {
         if recorded != Some("server") || me_server {
             return;
         }
+        if self.last_promotion.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
+            return;
+        }
+        self.last_promotion = Some(Instant::now());
         let ctx = self.ctx.clone();
         let result = tokio::task::spawn_blocking(move || {
             mesh::node::mesh(

@@ -19,6 +19,7 @@ use crate::compute::{self, Instance};
 use crate::config::{self, Config, Mapping, MutableCache, mapping};
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
+use crate::consensus::members::mark_acting;
 use crate::context::Context;
 use crate::mesh::neighbours;
 use crate::progress::Progress;
@@ -174,6 +175,7 @@ async fn act(
         match decision {
             Decision::Promote(node) => {
                 rec.acting_on(Some(node));
+                mark_acting(&link.api, Some((node, "promote", &holder))).await;
                 promote(&link.api, node).await?;
                 rec.event("promote", format!("client {node} promoted to server"));
             }
@@ -183,6 +185,7 @@ async fn act(
         anyhow::Ok(())
     }
     .await;
+    mark_acting(&link.api, None).await;
     held.release(&link.api).await;
     result
 }
@@ -220,6 +223,7 @@ async fn replace(
     let before = neighbours::all(&config.mapping);
     for name in lost {
         rec.acting_on(Some(name));
+        mark_acting(&link.api, Some((name, "replace", "the workstation agent"))).await;
         let _ = link.api.force_leave(name).await;
         let key = format!("{}/{name}", neighbours::NEIGHBOURS);
         link.api.delete_tree(&key).await?;

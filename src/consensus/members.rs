@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SharedStore as _;
 use super::api::{AgentMember, ConsulApi};
 
 /// One row of `raptiformica members`.
@@ -19,6 +20,10 @@ pub struct Member {
     /// `leader`, `follower` or `non-voter` for servers in the raft configuration, else empty.
     #[serde(default)]
     pub raft: String,
+    /// What an agent is doing to this node right now (`evict`, `promote`, `replace`), else
+    /// empty.
+    #[serde(default)]
+    pub agent: String,
 }
 
 impl Member {
@@ -57,11 +62,14 @@ impl Member {
             },
             dc: tag("dc"),
             raft,
+            agent: String::new(),
         }
     }
 
     /// The table's columns.
-    pub const HEADER: [&'static str; 8] = ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Raft"];
+    pub const HEADER: [&'static str; 9] = [
+        "Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Raft", "Agent",
+    ];
 
     pub fn row(&self) -> Vec<String> {
         vec![
@@ -77,16 +85,49 @@ impl Member {
             } else {
                 self.raft.clone()
             },
+            if self.agent.is_empty() {
+                "-".into()
+            } else {
+                self.agent.clone()
+            },
         ]
+    }
+}
+
+/// Where the acting agent marks the node it works on (outside the shared config).
+pub const ACTING_KEY: &str = "raptiformica-agent/acting";
+
+/// Marks `node` as the one an agent (`by`) is acting on, or clears the mark.
+pub async fn mark_acting(api: &ConsulApi, acting: Option<(&str, &str, &str)>) {
+    let result = match acting {
+        Some((node, action, by)) => {
+            let value = serde_json::json!({"node": node, "action": action, "by": by});
+            api.set_many(&crate::config::Mapping::from([(ACTING_KEY.to_string(), value)]))
+                .await
+        }
+        None => api.delete_tree(ACTING_KEY).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!("cannot mark the acting node: {e:#}");
     }
 }
 
 /// The members the local agent sees, sorted by node name. The raft column stays empty while
 /// there is no leader.
 pub async fn local(api: &ConsulApi) -> anyhow::Result<Vec<Member>> {
-    let (members, raft) = tokio::join!(api.members(), api.raft());
+    let (members, raft, acting) = tokio::join!(api.members(), api.raft(), api.get_value(ACTING_KEY));
     let raft = raft.unwrap_or_default();
     let mut out: Vec<Member> = members?.iter().map(|m| Member::from_agent(m, &raft)).collect();
+    if let Ok(Some(acting)) = acting {
+        let node = acting["node"].as_str().unwrap_or_default();
+        for m in out.iter_mut().filter(|m| m.node == node) {
+            m.agent = format!(
+                "{} by {}",
+                acting["action"].as_str().unwrap_or("acting"),
+                acting["by"].as_str().unwrap_or("an agent")
+            );
+        }
+    }
     out.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(out)
 }
@@ -119,7 +160,8 @@ mod tests {
                 "1.8.7",
                 "2",
                 "raptiformica",
-                "leader"
+                "leader",
+                "-"
             ]
         );
         let json = serde_json::to_value(&m).unwrap();

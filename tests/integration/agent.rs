@@ -1,5 +1,5 @@
 //! End to end on the real Docker engine: the agent on every node. A killed consul is back and
-//! alive, a killed agent is back, a user module's `cluster_change` handler stays quiet in calm
+//! alive, a killed agent is back, a restarted container comes back, a user module's `cluster_change` handler stays quiet in calm
 //! and a handler whose predicate fails never runs, and `agent --status` tells what it did.
 //! Fails in CI (CI=true) when the engine is missing; skips elsewhere.
 
@@ -111,6 +111,17 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         !now.is_empty() && now != agent
     });
     eprintln!("agent back after {:?}", back.expect("agent not back within 10 s"));
+
+    // The container restarted (a reboot): the entrypoint starts the keeper, the agent brings
+    // yggdrasil and consul back, the node is alive again.
+    assert!(docker(&["restart", "-t", "1", &ids[1]]).status.success());
+    let back = wait_until(Duration::from_secs(60), || {
+        alive(&env) == 3 && !sh(&ids[1], "pidof consul").is_empty()
+    });
+    eprintln!(
+        "restarted node alive after {:?}",
+        back.expect("the restarted node did not come back")
+    );
 
     // Calm: cluster_change stays quiet; a failing predicate keeps its command from running.
     std::thread::sleep(Duration::from_secs(5));

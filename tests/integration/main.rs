@@ -7,4 +7,5 @@ mod cli;
 mod compute;
 mod config;
 mod docker;
+mod healing;
 mod mesh;
