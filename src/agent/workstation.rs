@@ -210,6 +210,7 @@ async fn replace(
     count: usize,
     rec: &Recorder,
 ) -> anyhow::Result<()> {
+    let servers_before = alive_servers(&link.api).await;
     // Start from the cluster's view: the cache becomes the KV (evictions, promotions).
     let kv = link.api.read_all().await?;
     if mapping::validate(&kv).is_ok() {
@@ -337,6 +338,35 @@ async fn replace(
             Err(e) => rec.event("error", format!("replacement failed: {e:#}")),
         }
     }
+    // A slaved machine may still be joining: decide again only once it counts, so that one
+    // loss is never replaced twice.
+    let want = servers_before + ok;
+    let joined = async {
+        loop {
+            if alive_servers(&link.api).await >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(120), joined).await.is_err() {
+        rec.event(
+            "error",
+            format!("the replacement(s) did not join as servers within 120 s (want {want} alive)"),
+        );
+    }
     anyhow::ensure!(ok == count, "{} of {count} replacement(s) failed", count - ok);
     Ok(())
+}
+
+/// How many voting servers are alive, as the linked node sees them.
+async fn alive_servers(api: &ConsulApi) -> usize {
+    api.members()
+        .await
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m.status == 1 && m.tags.get("role").map(String::as_str) == Some("consul"))
+                .count()
+        })
+        .unwrap_or(0)
 }

@@ -87,7 +87,34 @@ pub fn normalize_key(key: &str) -> Result<String, String> {
     if full.split('/').any(str::is_empty) {
         return Err(format!("the key `{key}` has an empty segment (`//`)"));
     }
+    check_key(&full)?;
     Ok(full)
+}
+
+/// The one rule for keys, wherever they come from (the command line, module files, consul's
+/// KV): `/`-separated segments, none empty, none `.` or `..`, no whitespace or control
+/// characters. Such keys are refused: consul would store them, but a URL drops `.` and `..`
+/// segments (so `a/..` would act on its parent) and shells split on whitespace.
+pub fn check_key(key: &str) -> Result<(), String> {
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err(format!("the key `{key}` has an empty segment")),
+            "." | ".." => {
+                return Err(format!(
+                    "the key `{key}` has a `{segment}` segment; keys name paths literally"
+                ));
+            }
+            s if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(format!(
+                    "the key `{}` has whitespace or a control character in segment `{}`",
+                    key.escape_debug(),
+                    s.escape_debug()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a mapping is complete enough to be cached or shared: every key under the
@@ -95,6 +122,9 @@ pub fn normalize_key(key: &str) -> Result<String, String> {
 pub fn validate(mapping: &Mapping) -> Result<(), String> {
     if let Some(bad) = mapping.keys().find(|k| !k.starts_with(&format!("{PREFIX}/"))) {
         return Err(format!("key `{bad}` does not start with `{PREFIX}/`"));
+    }
+    for key in mapping.keys() {
+        check_key(key)?;
     }
     let missing: Vec<&str> = REQUIRED_SECTIONS
         .iter()
@@ -154,6 +184,21 @@ pub fn display_value(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_with_dot_segments_blanks_or_control_characters_are_refused() {
+        for bad in ["..", "a/..", "./a", "a/./b", "a b", "a/\tb", "a/b\u{7}x", "a/\u{7f}"] {
+            let err = normalize_key(bad).unwrap_err();
+            assert!(err.contains("segment") || err.contains("whitespace"), "{bad}: {err}");
+        }
+        for good in ["a.b", "a/.hidden", "1.2.3.4/x", "a-b_c~d"] {
+            assert!(normalize_key(good).is_ok(), "{good}");
+        }
+        let mut m = flatten(&json!({"server": {"s": 1}, "compute": {"c": 1}, "platform": {"p": 1}}));
+        assert!(validate(&m).is_ok());
+        m.insert("raptiformica/x/..".into(), json!(1));
+        assert!(validate(&m).unwrap_err().contains(".."));
+    }
 
     #[test]
     fn flatten_joins_paths_and_keeps_leaf_types() {

@@ -366,6 +366,11 @@ impl SharedStore for ConsulApi {
                 Some(v) => v.try_into().map_err(kv_error)?,
                 None => continue, // a "folder" key
             };
+            // A key written by hand that breaks the key rule is left out, not the whole KV.
+            if let Err(e) = crate::config::mapping::check_key(&pair.key) {
+                tracing::warn!("consul's KV: ignoring a key: {e}");
+                continue;
+            }
             out.insert(pair.key, decode(&raw));
         }
         Ok(out)

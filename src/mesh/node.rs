@@ -256,7 +256,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
         let applied = consul.apply(&settings)?;
         report.consul_role = Some(role);
         report.consul_daemon = Some(applied.to_string());
-        let (leader, kv) = shared::block_on(sync_kv(ctx, &updates, opts.wait));
+        let (leader, kv) = shared::block_on(sync_kv(ctx, &updates, opts.wait, &settings.retry_join));
         if leader.is_none() && matches!(applied, Applied::Started | Applied::Restarted) && consul.pid().is_none() {
             bail!(
                 "consul stopped right after its start; its log ends with:\n{}",
@@ -276,18 +276,33 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
 }
 
 /// Waits for a leader, then seeds the KV (when empty) or pushes `updates` and caches the KV.
-async fn sync_kv(ctx: &Context, updates: &Mapping, wait: Duration) -> (Option<String>, anyhow::Result<KvSync>) {
+async fn sync_kv(
+    ctx: &Context,
+    updates: &Mapping,
+    wait: Duration,
+    others: &[std::net::Ipv6Addr],
+) -> (Option<String>, anyhow::Result<KvSync>) {
     let api = match ConsulApi::local() {
         Ok(a) => a,
         Err(e) => return (None, Err(e)),
     };
     let deadline = Instant::now() + wait;
+    let mut next_join = Instant::now() + Duration::from_secs(2);
     let leader = loop {
         if let Ok(Some(l)) = api.leader().await {
             break Some(l);
         }
         if Instant::now() >= deadline {
             break None;
+        }
+        // consul's own first join attempt may have gone out before the overlay routes existed
+        // and then waits for TCP timeouts (20 s); joining again now costs little.
+        if Instant::now() >= next_join {
+            next_join = Instant::now() + Duration::from_secs(3);
+            if let Ok(quick) = ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(3)) {
+                let joins = others.iter().map(|a| quick.join(*a));
+                let _ = futures_util::future::join_all(joins).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -123,6 +123,27 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         back.expect("the restarted node did not come back")
     );
 
+    // The shared config: a `..` key is refused (it used to wipe the KV), and unsetting `a`
+    // leaves its sibling `ab`.
+    let out = docker(&["exec", &ids[0], "raptiformica", "config", "set", "..", "x"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(".."), "{}", text(&out.stderr));
+    for (k, v) in [("test/a", "1"), ("test/ab", "2")] {
+        assert!(
+            docker(&["exec", &ids[0], "raptiformica", "config", "set", k, v])
+                .status
+                .success()
+        );
+    }
+    assert!(
+        docker(&["exec", &ids[0], "raptiformica", "config", "unset", "test/a"])
+            .status
+            .success()
+    );
+    assert_eq!(sh(&ids[2], "raptiformica config get test/ab"), "2");
+    assert_eq!(sh(&ids[2], "raptiformica config get test/a 2>/dev/null"), "");
+    assert!(!sh(&ids[2], "raptiformica config get server 2>/dev/null").is_empty());
+
     // Calm: cluster_change stays quiet; a failing predicate keeps its command from running.
     std::thread::sleep(Duration::from_secs(5));
     let count = || sh(&ids[0], "cat /tmp/cluster_change.count 2>/dev/null | wc -l");
