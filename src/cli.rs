@@ -155,6 +155,10 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub origins: bool,
 
+    /// Print secrets (the gossip key, tokens) instead of `<secret>`
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
+
     #[command(subcommand)]
     pub action: Option<ConfigAction>,
 }

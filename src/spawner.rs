@@ -56,6 +56,50 @@ pub async fn spawn_one(
     Ok(instance)
 }
 
+/// Machines to start together.
+pub struct Batch<'a> {
+    pub ty: &'a ComputeType,
+    /// `<label> 1`, `<label> 2`, ... in progress lines and errors.
+    pub label: &'a str,
+    pub count: usize,
+    /// How to slave them (None: only start them).
+    pub opts: &'a Option<SlaveOptions>,
+}
+
+/// Starts the batch's instances concurrently and slaves each. One result per instance, in
+/// the order they finish.
+pub async fn spawn_many(
+    ctx: &Context,
+    config: &Arc<Config>,
+    identity: &Identity,
+    progress: &Progress,
+    batch: Batch<'_>,
+) -> Vec<anyhow::Result<Instance>> {
+    let Batch { ty, label, count, opts } = batch;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=count {
+        let (ctx, config, ty, identity, progress, opts) = (
+            ctx.clone(),
+            config.clone(),
+            ty.clone(),
+            identity.clone(),
+            progress.clone(),
+            opts.clone(),
+        );
+        let who = format!("{label} {n}");
+        tasks.spawn(async move {
+            spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
+                .await
+                .with_context(|| format!("{who} of {}", ty.name()))
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.map_err(anyhow::Error::from).and_then(|r| r));
+    }
+    results
+}
+
 /// The compute type to use: the one asked for, or the first available (alphabetically), for
 /// the server type asked for or the first available one.
 pub fn choose(

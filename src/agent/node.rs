@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::recover::{self, RaftPeer};
-use super::rules::{self, Decision, Seen};
+use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
@@ -320,16 +320,7 @@ impl Tick {
         if self.last_promotion.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
             return;
         }
-        let seen: Vec<Seen> = members
-            .iter()
-            .filter(|m| m.status == 1 || m.status == 4)
-            .map(|m| Seen {
-                name: m.name.clone(),
-                server: m.tags.get("role").map(String::as_str) == Some("consul"),
-                alive: m.status == 1,
-                failed_for: self.failed_since.get(&m.name).map(|t| t.elapsed()),
-            })
-            .collect();
+        let seen = rules::seen(members, &self.failed_since);
         let Decision::Promote(node) = rules::decide(&seen, true, settings.min_servers, settings.eviction_grace) else {
             return;
         };

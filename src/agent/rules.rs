@@ -8,7 +8,10 @@
 //! - Too few, no client, and the lost servers failed past the grace: replace them by spawning
 //!   (only an agent with a compute back-end can; nodes leave that to the workstation).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::consensus::api::AgentMember;
 
 /// A member as the rules see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +21,21 @@ pub struct Seen {
     pub alive: bool,
     /// How long it has been failed, if it is.
     pub failed_for: Option<Duration>,
+}
+
+/// The members that count (alive or failed; left ones do not), with how long each failed one
+/// has been failed (`failed_since`: when this agent first saw it failed).
+pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>) -> Vec<Seen> {
+    members
+        .iter()
+        .filter(|m| m.status == 1 || m.status == 4)
+        .map(|m| Seen {
+            name: m.name.clone(),
+            server: m.tags.get("role").map(String::as_str) == Some("consul"),
+            alive: m.status == 1,
+            failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
+        })
+        .collect()
 }
 
 /// What to do.

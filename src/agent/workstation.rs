@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::Value;
 
 use super::lock;
-use super::rules::{self, Decision, Seen};
+use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
 use crate::compute::{self, Instance};
@@ -95,16 +94,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         for m in members.iter().filter(|m| m.status == 4) {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
-        let seen: Vec<Seen> = members
-            .iter()
-            .filter(|m| m.status == 1 || m.status == 4)
-            .map(|m| Seen {
-                name: m.name.clone(),
-                server: m.tags.get("role").map(String::as_str) == Some("consul"),
-                alive: m.status == 1,
-                failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
-            })
-            .collect();
+        let seen = rules::seen(&members, &failed_since);
         match rules::decide(&seen, leader.is_some(), settings.min_servers, settings.eviction_grace) {
             Decision::Nothing => last_wait.clear(),
             Decision::Wait(why) => {
@@ -302,26 +292,16 @@ async fn replace(
         patience: Duration::from_secs(60),
     });
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 1..=count {
-        let (ctx, config, ty, identity, progress, opts) = (
-            ctx.clone(),
-            config.clone(),
-            ty.clone(),
-            identity.clone(),
-            progress.clone(),
-            opts.clone(),
-        );
-        tasks.spawn(async move {
-            let who = format!("replacement {n}");
-            spawner::spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
-                .await
-                .with_context(|| format!("{who} of {}", ty.name()))
-        });
-    }
+    let batch = spawner::Batch {
+        ty: &ty,
+        label: "replacement",
+        count,
+        opts: &opts,
+    };
+    let results = spawner::spawn_many(&ctx, &config, identity, &progress, batch).await;
     let mut ok = 0;
-    while let Some(r) = tasks.join_next().await {
-        match r.map_err(anyhow::Error::from).and_then(|r| r) {
+    for r in results {
+        match r {
             Ok(inst) => {
                 ok += 1;
                 rec.event(

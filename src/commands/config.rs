@@ -12,8 +12,8 @@ use crate::context::Context;
 
 pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
     match args.action {
-        None => show(ctx, args.origins),
-        Some(ConfigAction::Get { key }) => get(ctx, &key),
+        None => show(ctx, args.origins, args.show_secrets),
+        Some(ConfigAction::Get { key }) => get(ctx, &key, args.show_secrets),
         Some(ConfigAction::Set { key, value, json_value }) => {
             let key = normalize(&key)?;
             let value = if json_value {
@@ -47,8 +47,11 @@ fn normalize(key: &str) -> anyhow::Result<String> {
     mapping::normalize_key(key).map_err(|e| anyhow::anyhow!("invalid key: {e}"))
 }
 
-fn show(ctx: &Context, origins: bool) -> anyhow::Result<()> {
-    let config = ctx.config()?;
+fn show(ctx: &Context, origins: bool, secrets: bool) -> anyhow::Result<()> {
+    let mut config = ctx.config()?;
+    for (k, v) in config.mapping.iter_mut() {
+        *v = mapping::shown(k, v, secrets).into_owned();
+    }
     if ctx.json && origins {
         #[derive(serde::Serialize)]
         struct Entry<'a> {
@@ -106,9 +109,12 @@ fn describe_origin(ctx: &Context, origin: &Origin) -> String {
     format!("{} {}", origin.layer, short.display())
 }
 
-fn get(ctx: &Context, key: &str) -> anyhow::Result<()> {
+fn get(ctx: &Context, key: &str, secrets: bool) -> anyhow::Result<()> {
     let key = normalize(key)?;
-    let config = ctx.config()?;
+    let mut config = ctx.config()?;
+    for (k, v) in config.mapping.iter_mut() {
+        *v = mapping::shown(k, v, secrets).into_owned();
+    }
     if let Some(value) = config.mapping.get(&key) {
         if ctx.json {
             print_json(value);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::Serialize;
 
 use super::{print_json, print_table};
@@ -45,30 +45,13 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
         assimilate: !args.steps.no_assimilate,
         patience: Duration::from_secs(args.ssh_wait),
     });
-    let results = crate::runtime()?.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for n in 1..=args.count {
-            let (ctx, config, ty, identity, progress, opts) = (
-                ctx.clone(),
-                config.clone(),
-                ty.clone(),
-                identity.clone(),
-                progress.clone(),
-                opts.clone(),
-            );
-            tasks.spawn(async move {
-                let who = format!("instance {n}");
-                spawner::spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
-                    .await
-                    .with_context(|| format!("{who} of {}", ty.name()))
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            results.push(joined.map_err(anyhow::Error::from).and_then(|r| r));
-        }
-        results
-    });
+    let batch = spawner::Batch {
+        ty: &ty,
+        label: "instance",
+        count: args.count as usize,
+        opts: &opts,
+    };
+    let results = crate::runtime()?.block_on(spawner::spawn_many(&ctx, &config, &identity, &progress, batch));
     let mut started = Vec::new();
     let mut errors = Vec::new();
     for r in results {

@@ -91,6 +91,26 @@ pub fn normalize_key(key: &str) -> Result<String, String> {
     Ok(full)
 }
 
+/// What `config` prints instead of a secret.
+pub const MASK: &str = "<secret>";
+
+/// Whether `key` holds a secret (the gossip key, tokens): its last segment is `password`,
+/// `token`, `secret` or `private_key`, or ends in `_password`, `_token` or `_secret`.
+pub fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('/').next().unwrap_or(key);
+    matches!(last, "password" | "token" | "secret" | "private_key")
+        || ["_password", "_token", "_secret"].iter().any(|s| last.ends_with(s))
+}
+
+/// The value to show for `key`: masked when it is a secret, unless `show` is set.
+pub fn shown<'a>(key: &str, value: &'a Value, show: bool) -> std::borrow::Cow<'a, Value> {
+    if !show && is_secret(key) {
+        std::borrow::Cow::Owned(Value::String(MASK.into()))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
 /// The one rule for keys, wherever they come from (the command line, module files, consul's
 /// KV): `/`-separated segments, none empty, none `.` or `..`, no whitespace or control
 /// characters. Such keys are refused: consul would store them, but a URL drops `.` and `..`
@@ -184,6 +204,17 @@ pub fn display_value(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secrets_are_masked_unless_asked_for() {
+        assert!(is_secret("raptiformica/meshnet/consul/password"));
+        assert!(is_secret("raptiformica/meshnet/consul/acl/management_token"));
+        assert!(!is_secret("raptiformica/meshnet/consul/servers"));
+        let v = json!("k3y");
+        assert_eq!(*shown("raptiformica/meshnet/consul/password", &v, false), json!(MASK));
+        assert_eq!(*shown("raptiformica/meshnet/consul/password", &v, true), v);
+        assert_eq!(*shown("raptiformica/x", &v, false), v);
+    }
 
     #[test]
     fn keys_with_dot_segments_blanks_or_control_characters_are_refused() {

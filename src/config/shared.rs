@@ -58,19 +58,10 @@ pub fn read(paths: &Paths) -> Option<Mapping> {
     if !consul_configured(paths) {
         return None;
     }
-    let result = block_on(async {
-        let api = ConsulApi::new(LOCAL_HTTP, TIMEOUT)?;
-        push_pending(paths, &api).await?;
-        api.read_all().await
-    });
-    match result {
-        Ok(m) if !m.is_empty() => Some(m),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::debug!("shared config not read from consul, using the cache: {e:#}");
-            None
-        }
-    }
+    block_on(async {
+        let api = ConsulApi::new(LOCAL_HTTP, TIMEOUT).ok()?;
+        read_with(paths, &api).await
+    })
 }
 
 /// [`read`] for async callers with a client of their own (the agent): no thread, no runtime.

@@ -3,58 +3,13 @@
 //! and a handler whose predicate fails never runs, and `agent --status` tells what it did.
 //! Fails in CI (CI=true) when the engine is missing; skips elsewhere.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::cluster::{count, docker, node_containers, sh, wait_until};
 use crate::docker::{DOCKER, Destroy};
 use crate::harness::{TestEnv, docker_available, text};
-
-fn docker(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn sh(id: &str, script: &str) -> String {
-    text(&docker(&["exec", id, "sh", "-c", script]).stdout)
-        .trim()
-        .to_string()
-}
-
-fn node_containers(env: &TestEnv) -> Vec<String> {
-    let mut ids = Vec::new();
-    for e in walkdir::WalkDir::new(env.cache().join("var/machines"))
-        .into_iter()
-        .flatten()
-    {
-        if e.file_name() == "container_id" {
-            ids.push(std::fs::read_to_string(e.path()).unwrap().trim().to_string());
-        }
-    }
-    ids
-}
-
-fn alive(env: &TestEnv) -> usize {
-    let out = env.run(&["members", "--json"]);
-    serde_json::from_slice::<Vec<Value>>(&out.stdout)
-        .unwrap_or_default()
-        .iter()
-        .filter(|m| m["status"] == "alive")
-        .count()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    None
-}
 
 #[test]
 fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
@@ -72,7 +27,7 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
    "never": {"predicate": "false", "command": "touch /tmp/predicate-ignored"}}}}}}"#,
     );
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
-    assert!(wait_until(Duration::from_secs(60), || alive(&env) == 3).is_some());
+    assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
     let ids = node_containers(&env);
     assert_eq!(ids.len(), 3);
     for id in &ids {
@@ -91,7 +46,7 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
     });
     let back = back.expect("consul not restarted within 10 s");
     eprintln!("consul back after {back:?}");
-    assert!(wait_until(Duration::from_secs(30), || alive(&env) == 3).is_some());
+    assert!(wait_until(Duration::from_secs(30), || count(&env, "alive", None) == 3).is_some());
     let status: Value = serde_json::from_str(&sh(&ids[1], "raptiformica --json agent --status")).unwrap();
     assert_eq!(status["mode"], "node", "{status}");
     assert!(
@@ -116,7 +71,7 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
     // yggdrasil and consul back, the node is alive again.
     assert!(docker(&["restart", "-t", "1", &ids[1]]).status.success());
     let back = wait_until(Duration::from_secs(60), || {
-        alive(&env) == 3 && !sh(&ids[1], "pidof consul").is_empty()
+        count(&env, "alive", None) == 3 && !sh(&ids[1], "pidof consul").is_empty()
     });
     eprintln!(
         "restarted node alive after {:?}",

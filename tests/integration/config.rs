@@ -315,3 +315,21 @@ fn bad_agent_rule_values_are_refused_naming_the_key() {
     env.ok(&["config", "set", "agent/rules/min_servers", "5"]);
     assert_eq!(env.ok(&["config", "get", "agent/rules/min_servers"]).trim(), "5");
 }
+
+#[test]
+fn secrets_are_masked_unless_asked_for() {
+    let env = TestEnv::new();
+    env.ok(&["config", "set", "meshnet/consul/password", "s3cr3t-gossip"]);
+    let all = env.ok(&["config"]);
+    assert!(!all.contains("s3cr3t-gossip") && all.contains("<secret>"), "{all}");
+    let json = env.ok(&["--json", "config"]);
+    assert!(!json.contains("s3cr3t-gossip"), "{json}");
+    assert_eq!(env.ok(&["config", "get", "meshnet/consul/password"]).trim(), "<secret>");
+    assert!(!env.ok(&["config", "get", "meshnet/consul"]).contains("s3cr3t-gossip"));
+    assert_eq!(
+        env.ok(&["config", "get", "--show-secrets", "meshnet/consul/password"])
+            .trim(),
+        "s3cr3t-gossip"
+    );
+    assert!(env.ok(&["config", "--show-secrets"]).contains("s3cr3t-gossip"));
+}

@@ -4,63 +4,19 @@
 //! survivor with the KV intact; in a 5-node cluster a lost server is replaced by promoting a
 //! client. Fails in CI (CI=true) when the engine is missing; skips elsewhere.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cluster::{count, docker, members, running_nodes, wait_until};
 use crate::docker::{DOCKER, Destroy};
 use crate::harness::{TestEnv, docker_available, text};
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker").args(args).output().expect("docker runs")
-}
 
 fn on(id: &str, args: &[&str]) -> String {
     let mut all = vec!["exec", id, "raptiformica"];
     all.extend_from_slice(args);
     text(&docker(&all).stdout).trim().to_string()
-}
-
-/// The running containers this env started.
-fn nodes(env: &TestEnv) -> Vec<String> {
-    let mut ids = Vec::new();
-    for e in walkdir::WalkDir::new(env.cache().join("var/machines"))
-        .into_iter()
-        .flatten()
-    {
-        if e.file_name() == "container_id" {
-            let id = std::fs::read_to_string(e.path()).unwrap().trim().to_string();
-            let running = docker(&["inspect", "-f", "{{.State.Running}}", &id]);
-            if text(&running.stdout).trim() == "true" {
-                ids.push(id);
-            }
-        }
-    }
-    ids
-}
-
-fn members(env: &TestEnv) -> Vec<Value> {
-    let out = env.run(&["members", "--json"]);
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
-}
-
-fn count(env: &TestEnv, status: &str, kind: Option<&str>) -> usize {
-    members(env)
-        .iter()
-        .filter(|m| m["status"] == status && kind.is_none_or(|k| m["type"] == k))
-        .count()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    None
 }
 
 /// `raptiformica agent` on the host, killed when dropped.
@@ -97,7 +53,7 @@ fn a_cut_node_catches_up_a_lost_server_is_replaced_and_two_lost_are_rebuilt() {
     let _destroy = Destroy(&env);
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
-    let ids = nodes(&env);
+    let ids = running_nodes(&env);
     on(&ids[0], &["config", "set", "raptiformica/test/keep", "before-loss"]);
 
     // A node off the network for 30 s: the majority writes; the node reads it once back.
@@ -137,7 +93,7 @@ fn a_cut_node_catches_up_a_lost_server_is_replaced_and_two_lost_are_rebuilt() {
     let t = Instant::now();
     assert!(wait_until(Duration::from_secs(30), || count(&env, "alive", Some("server")) < 3).is_some());
     let replaced = wait_until(Duration::from_secs(240), || {
-        nodes(&env).len() == 3 && count(&env, "alive", Some("server")) == 3
+        running_nodes(&env).len() == 3 && count(&env, "alive", Some("server")) == 3
     });
     assert!(
         replaced.is_some(),
@@ -147,7 +103,7 @@ fn a_cut_node_catches_up_a_lost_server_is_replaced_and_two_lost_are_rebuilt() {
     eprintln!("lost server replaced after {:?}", t.elapsed());
 
     // Two of three lost: the survivor rebuilds consensus, the agent restores three servers.
-    let ids = nodes(&env);
+    let ids = running_nodes(&env);
     let survivor = ids[0].clone();
     for id in &ids[1..] {
         assert!(docker(&["rm", "-f", id]).status.success());
@@ -155,7 +111,7 @@ fn a_cut_node_catches_up_a_lost_server_is_replaced_and_two_lost_are_rebuilt() {
     let t = Instant::now();
     assert!(wait_until(Duration::from_secs(30), || count(&env, "alive", Some("server")) < 2).is_some());
     let rebuilt = wait_until(Duration::from_secs(420), || {
-        nodes(&env).len() == 3 && count(&env, "alive", Some("server")) == 3
+        running_nodes(&env).len() == 3 && count(&env, "alive", Some("server")) == 3
     });
     assert!(
         rebuilt.is_some(),
@@ -172,7 +128,7 @@ fn a_cut_node_catches_up_a_lost_server_is_replaced_and_two_lost_are_rebuilt() {
             .any(|e| e["kind"] == "recover"),
         "{status}"
     );
-    for id in nodes(&env) {
+    for id in running_nodes(&env) {
         assert_eq!(
             on(&id, &["config", "get", "raptiformica/test/keep"]),
             "before-loss",
@@ -194,7 +150,7 @@ fn in_five_nodes_a_lost_server_is_replaced_by_promoting_a_client() {
     env.ok(&["spawn", "--compute-type", "docker", "--count", "2"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 5).is_some());
     assert_eq!(count(&env, "alive", Some("client")), 2);
-    let server = nodes(&env)
+    let server = running_nodes(&env)
         .into_iter()
         .find(|id| {
             let r: Value = serde_json::from_str(&on(id, &["--json", "mesh", "--no-after-mesh"])).unwrap_or_default();

@@ -4,6 +4,7 @@ mod harness;
 
 mod agent;
 mod cli;
+mod cluster;
 mod compute;
 mod config;
 mod docker;

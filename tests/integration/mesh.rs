@@ -7,34 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cluster::{docker, members, node_containers};
 use crate::docker::{DOCKER, Destroy};
 use crate::harness::{TestEnv, docker_available, text};
-
-fn docker(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-/// The containers this env started (their ids from the instance dirs).
-fn node_containers(env: &TestEnv) -> Vec<String> {
-    let mut ids = Vec::new();
-    for e in walkdir::WalkDir::new(env.cache().join("var/machines"))
-        .into_iter()
-        .flatten()
-    {
-        if e.file_name() == "container_id" {
-            ids.push(std::fs::read_to_string(e.path()).unwrap().trim().to_string());
-        }
-    }
-    ids
-}
-
-fn members(env: &TestEnv) -> Vec<Value> {
-    let out = env.run(&["members", "--json"]);
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
-}
 
 fn alive(members: &[Value]) -> usize {
     members.iter().filter(|m| m["status"] == "alive").count()
