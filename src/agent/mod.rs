@@ -61,7 +61,11 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         "start",
         format!("agent {} started (pid {})", mode.as_str(), std::process::id()),
     );
-    let ctx = ctx.clone();
+    // What hook handlers and module commands print goes into the agent's log.
+    let ctx = Context {
+        verbose: ctx.verbose.max(1),
+        ..ctx.clone()
+    };
     crate::runtime()?.block_on(async move {
         match mode {
             Mode::Node => node::run(ctx, rec).await,
