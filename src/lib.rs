@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod paths;
 pub mod process;
 pub mod progress;
+pub mod remote_node;
 pub mod server_type;
 pub mod slave;
 pub mod spawner;

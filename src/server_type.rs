@@ -15,7 +15,12 @@ pub struct Provisioner {
     pub bootstrap: Option<String>,
     pub source: Option<String>,
     pub available: Option<String>,
+    /// How long `bootstrap` may run on the machine (`timeout`, seconds).
+    pub timeout: std::time::Duration,
 }
+
+/// A provisioner's `bootstrap` may run this long unless it sets `timeout`.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Server type name to its provisioners.
 pub fn server_types(config: &Config) -> BTreeMap<String, Vec<Provisioner>> {
@@ -36,7 +41,22 @@ pub fn server_types(config: &Config) -> BTreeMap<String, Vec<Provisioner>> {
                 bootstrap: None,
                 source: None,
                 available: None,
+                timeout: DEFAULT_TIMEOUT,
             });
+        if field == "timeout" {
+            match value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|n| *n > 0)
+            {
+                Some(n) => entry.timeout = std::time::Duration::from_secs(n),
+                None => tracing::warn!(
+                    "`{key}` must be a number of seconds, not {value}; using {} s",
+                    DEFAULT_TIMEOUT.as_secs()
+                ),
+            }
+            continue;
+        }
         let value = value.as_str().map(str::to_string);
         match field {
             "bootstrap" => entry.bootstrap = value,

@@ -27,6 +27,9 @@ pub const REMOTE_CACHE: &str = "/root/.raptiformica.d";
 /// Where binaries are linked on the target's PATH.
 pub const REMOTE_BIN: &str = "/usr/local/bin";
 
+/// How long `raptiformica mesh` may run on a node (it waits up to 30 s for a leader).
+const MESH_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// What to do when slaving.
 #[derive(Debug, Clone)]
 pub struct SlaveOptions {
@@ -298,7 +301,9 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
     let script = format!(
         "set -e\nexport PATH={REMOTE_BIN}:$PATH RAPTIFORMICA_INSTALL_DIR={INSTALL_PREFIX} RAPTIFORMICA_CACHE_DIR={REMOTE_CACHE}\n{checkout}{bootstrap}\n"
     );
-    let out = remote.run(&format!("`{server}/{}` bootstrap", p.name), &script).await?;
+    let out = remote
+        .run_limited(&format!("`{server}/{}` bootstrap", p.name), &script, None, p.timeout)
+        .await?;
     if ctx.verbose > 0 {
         for line in out.stdout.lines().chain(out.stderr.lines()) {
             eprintln!("  | {line}");
@@ -446,10 +451,11 @@ async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
     std::io::Write::write_all(&mut file, payload)?;
     std::io::Seek::rewind(&mut file)?;
     let out = remote
-        .run_with_input(
+        .run_limited(
             "`raptiformica mesh`",
             &on_node("raptiformica mesh --with-config -"),
             Some(file),
+            MESH_TIMEOUT,
         )
         .await?;
     Ok(out

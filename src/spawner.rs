@@ -51,6 +51,13 @@ pub async fn spawn_one(
         if let Err(c) = tokio::task::spawn_blocking(move || compute::clean_up(&c, &t, &i)).await? {
             tracing::warn!("cleaning up instance {} failed too: {c:#}", instance.id);
         }
+        // A machine that got as far as being a neighbour is forgotten, here and in the cluster.
+        if let Ok(ids) = crate::mesh::neighbours::forget_locally(&ctx.paths, &host, port)
+            && !ids.is_empty()
+            && let Err(f) = crate::remote_node::forget_neighbours(ctx, identity, &ids).await
+        {
+            tracing::warn!("the cluster still lists the failed machine as a neighbour: {f:#}");
+        }
         return Err(e);
     }
     Ok(instance)
@@ -117,11 +124,27 @@ pub fn choose(
             }
             s.to_string()
         }
-        None => servers
-            .iter()
-            .find(|(_, provs)| server_type::is_available(ctx, provs))
-            .map(|(name, _)| name.clone())
-            .context("no server type is available: add one under `raptiformica/server/` in a module")?,
+        // The first available server type that the chosen compute type (if any) can start.
+        None => {
+            let startable: Vec<String> = compute::compute_types(config)
+                .into_iter()
+                .filter(|t| compute.is_none_or(|c| t.compute == c))
+                .map(|t| t.server)
+                .collect();
+            // An unknown compute type starts nothing: let `compute::find` name the known ones.
+            servers
+                .iter()
+                .filter(|(name, _)| startable.is_empty() || startable.contains(name))
+                .find(|(_, provs)| server_type::is_available(ctx, provs))
+                .map(|(name, _)| name.clone())
+                .with_context(|| match compute {
+                    Some(c) => format!(
+                        "no available server type can be started by compute type `{c}` \
+                         (add `raptiformica/compute/{c}/<server type>/...` in a module)"
+                    ),
+                    None => "no server type is available: add one under `raptiformica/server/` in a module".to_string(),
+                })?
+        }
     };
     match compute {
         Some(c) => {

@@ -284,6 +284,44 @@ impl Remote {
         )
     }
 
+    /// As [`Remote::run_with_input`], ended after `limit`: the script runs in a session of its
+    /// own on the machine, and on timeout that whole process group is killed there, so nothing
+    /// of a hung step is left running. The error names the step and the limit.
+    pub async fn run_limited(
+        &self,
+        what: &str,
+        script: &str,
+        input: Option<std::fs::File>,
+        limit: Duration,
+    ) -> anyhow::Result<RemoteOutput> {
+        let pgid_file = format!("/tmp/raptiformica-step-{}.pgid", uuid::Uuid::new_v4().simple());
+        let wrapped = format!(
+            "setsid -w sh -c 'echo $$ >\"$1\"; shift; exec sh -c \"$1\"' step {file} {script}; rc=$?; rm -f {file}; exit $rc",
+            file = crate::slave::quote(&pgid_file),
+            script = crate::slave::quote(script),
+        );
+        match tokio::time::timeout(limit, self.run_with_input(what, &wrapped, input)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let kill = format!(
+                    "f={f}; if [ -s \"$f\" ]; then kill -KILL -- -\"$(cat \"$f\")\"; fi; rm -f \"$f\"",
+                    f = crate::slave::quote(&pgid_file)
+                );
+                let killed = tokio::time::timeout(Duration::from_secs(15), self.sh(&kill, None)).await;
+                let how = match killed {
+                    Ok(Ok(o)) if o.success() => "its process group on the machine was killed",
+                    _ => "killing its process group on the machine failed too",
+                };
+                bail!(
+                    "{what} on {}:{} timed out after {}s; {how}",
+                    self.host,
+                    self.port,
+                    limit.as_secs()
+                )
+            }
+        }
+    }
+
     /// Closes the master connection.
     pub async fn close(self) {
         let _ = self.session.close().await;

@@ -7,13 +7,11 @@
 //! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role);
 //! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
-//! - [`lock`]: one acting agent at a time (a consul session lock);
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
 //! - [`status`]: what it did, for `agent --status`.
 
 pub mod follow;
 pub mod keeper;
-pub mod lock;
 pub mod membership;
 pub mod node;
 pub mod recover;

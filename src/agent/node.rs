@@ -19,11 +19,12 @@ use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
 use super::workstation::promote;
-use super::{follow, lock, membership};
+use super::{follow, membership};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
+use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 use crate::context::Context;
 use crate::mesh::neighbours;
@@ -327,7 +328,7 @@ impl Tick {
         self.last_promotion = Some(Instant::now());
         let holder = format!("{}@{}", std::process::id(), self.me);
         let result = async {
-            let Some(held) = lock::try_acquire(&self.api, &holder).await? else {
+            let Some(held) = lock::try_acquire(&self.api, lock::RULES_LOCK, &holder).await? else {
                 return anyhow::Ok(false);
             };
             self.rec.acting_on(Some(&node));

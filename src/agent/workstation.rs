@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::lock;
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
@@ -18,6 +17,7 @@ use crate::compute::{self, Instance};
 use crate::config::{self, Config, Mapping, MutableCache, mapping};
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
+use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 use crate::context::Context;
 use crate::mesh::neighbours;
@@ -157,7 +157,7 @@ async fn act(
     rec: &Recorder,
 ) -> anyhow::Result<()> {
     let holder = format!("{}@workstation", std::process::id());
-    let Some(held) = lock::try_acquire(&link.api, &holder).await? else {
+    let Some(held) = lock::try_acquire(&link.api, lock::RULES_LOCK, &holder).await? else {
         tracing::info!("another agent holds the lock; it acts");
         return Ok(());
     };

@@ -6,25 +6,13 @@ use crate::compute::{self, Instance};
 use crate::context::Context;
 use crate::mesh::neighbours;
 
-/// Drops the neighbour entries of a removed instance from this machine's shared config, so
-/// that nothing keeps dialing or asking a machine that is gone.
-fn forget_neighbour(ctx: &Context, instance: &Instance) -> anyhow::Result<()> {
-    let Some(host) = instance.host.as_deref() else {
-        return Ok(());
-    };
-    let port = instance.port.unwrap_or(22);
-    crate::config::edit::update(&ctx.paths, |mapping| {
-        neighbours::remove_where(mapping, |n| n.host.as_deref() == Some(host) && n.ssh_port == port);
-        Ok(())
-    })
-}
-
 /// Removes every instance (`stale_only`: only those whose `detect_stale_instance` fails).
 pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let instances = Instance::list(&ctx.paths.machines_dir());
     let mut failures = 0;
     let mut removed = 0;
+    let mut gone: Vec<String> = Vec::new();
     for instance in &instances {
         let ty = match compute::find(&config, &instance.compute, &instance.server) {
             Ok(ty) => ty,
@@ -49,17 +37,35 @@ pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
             Ok(()) => {
                 removed += 1;
                 eprintln!("removed instance {} ({})", instance.id, ty.name());
-                if let Err(e) = forget_neighbour(ctx, instance) {
-                    eprintln!(
+                let forgotten = match instance.host.as_deref() {
+                    Some(host) => neighbours::forget_locally(&ctx.paths, host, instance.port.unwrap_or(22)),
+                    None => Ok(Vec::new()),
+                };
+                match forgotten {
+                    Ok(ids) => gone.extend(ids),
+                    Err(e) => eprintln!(
                         "warning: instance {} is gone but still listed as a neighbour: {e:#}",
                         instance.id
-                    );
+                    ),
                 }
             }
             Err(e) => {
                 failures += 1;
                 eprintln!("cannot remove instance {}: {e:#}", instance.id);
             }
+        }
+    }
+    // The cluster forgets them too, so that no node keeps them as peers or members to wait for.
+    if !gone.is_empty() && !neighbours::all(&ctx.config()?.mapping).iter().all(|n| n.host.is_none()) {
+        let told = crate::ssh::Identity::ensure(ctx).and_then(|identity| {
+            crate::runtime()?.block_on(crate::remote_node::forget_neighbours(ctx, &identity, &gone))
+        });
+        match told {
+            Ok(node) => eprintln!("the cluster forgot {} neighbour(s) (through node {node})", gone.len()),
+            Err(e) => eprintln!(
+                "warning: the cluster still lists {} as neighbour(s); the agents evict them once failed: {e:#}",
+                gone.join(", ")
+            ),
         }
     }
     if removed == 0 && failures == 0 {

@@ -61,9 +61,20 @@ pub enum Unset {
 
 /// Removes `key` and every key below it from the mutable cache.
 pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
-    let result = unset_cached(paths, key)?;
-    shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]);
-    Ok(result)
+    match unset_cached(paths, key) {
+        Ok(result) => {
+            shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]);
+            Ok(result)
+        }
+        // On a node, consul's KV may hold the key although this cache does not (yet).
+        Err(e) if shared::consul_configured(paths) => {
+            match shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]) {
+                shared::Written::Consul => Ok(Unset::Removed(0)),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn unset_cached(paths: &Paths, key: &str) -> anyhow::Result<Unset> {

@@ -71,6 +71,10 @@ pub async fn read_with(paths: &Paths, api: &ConsulApi) -> Option<Mapping> {
     }
     let result = async {
         push_pending(paths, api).await?;
+        // A KV still being seeded is not the shared config yet.
+        if !api.is_seeded().await? {
+            return Ok(Mapping::new());
+        }
         api.read_all().await
     }
     .await;

@@ -21,6 +21,9 @@ use crate::config::mapping::PREFIX;
 
 /// The local agent's HTTP address (consul binds its API to loopback only).
 pub const LOCAL_HTTP: &str = "http://127.0.0.1:8500";
+/// Written last when the KV has been seeded: until it is there, what the KV holds is not the
+/// shared config yet (a seed of many keys takes several transactions).
+pub const SEEDED_KEY: &str = "raptiformica-meta/seeded";
 /// Consul refuses transactions of more operations than this.
 const TXN_OPS: usize = 64;
 
@@ -180,6 +183,11 @@ impl ConsulApi {
             .await
             .with_context(|| format!("GET {url}: unexpected reply"))?;
         Ok((body, new_index))
+    }
+
+    /// Whether the KV's seeding was completed (see [`SEEDED_KEY`]).
+    pub async fn is_seeded(&self) -> anyhow::Result<bool> {
+        Ok(self.get_value(SEEDED_KEY).await?.is_some())
     }
 
     /// One key's value, None when it is absent.
@@ -386,11 +394,29 @@ impl SharedStore for ConsulApi {
     }
 
     async fn seed(&self, mapping: &Mapping) -> anyhow::Result<bool> {
-        let ops = mapping
+        // Each key only where it is absent, so that a seed resumed after a seeder died, or
+        // racing another, never overwrites what is there; the marker goes last.
+        let mut all_ours = true;
+        let ops: Vec<Value> = mapping
             .iter()
             .map(|(k, v)| json!({"KV": {"Verb": "cas", "Key": k, "Value": encode(v), "Index": 0}}))
             .collect();
-        self.txn(ops).await
+        for batch in ops.chunks(TXN_OPS) {
+            if !self.txn(batch.to_vec()).await? {
+                // One key of the batch was there already: set the absent ones one by one.
+                all_ours = false;
+                for op in batch {
+                    let _ = self.txn(vec![op.clone()]).await?;
+                }
+            }
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let marker = json!({"KV": {"Verb": "set", "Key": SEEDED_KEY, "Value": encode(&Value::from(at))}});
+        self.txn(vec![marker]).await?;
+        Ok(all_ours)
     }
 
     async fn delete_tree(&self, key: &str) -> anyhow::Result<()> {

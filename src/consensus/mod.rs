@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod lock;
 pub mod members;
 
 use crate::config::Mapping;

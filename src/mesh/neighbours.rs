@@ -119,6 +119,17 @@ pub fn remove_where(mapping: &mut Mapping, gone: impl Fn(&Neighbour) -> bool) ->
     prefixes.len()
 }
 
+/// Drops the entries of the machine at `host:port` from this machine's mutable config (a
+/// machine that is gone: nothing should keep dialing or asking it). Returns their ids.
+pub fn forget_locally(paths: &crate::paths::Paths, host: &str, port: u16) -> anyhow::Result<Vec<String>> {
+    crate::config::edit::update(paths, |mapping| {
+        let at = |n: &Neighbour| n.host.as_deref() == Some(host) && n.ssh_port == port;
+        let ids: Vec<String> = all(mapping).into_iter().filter(|n| at(n)).map(|n| n.id).collect();
+        remove_where(mapping, at);
+        Ok(ids)
+    })
+}
+
 /// The consul role of each neighbour: its recorded role, else (an entry from before roles were
 /// recorded) server for the first `servers` nodes by id that have none recorded.
 pub fn roles(neighbours: &[Neighbour], servers: usize) -> Vec<Role> {

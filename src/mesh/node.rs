@@ -27,6 +27,7 @@ use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::{self, AgentSettings, ConsulAgent};
 use crate::consensus::api::ConsulApi;
+use crate::consensus::lock;
 use crate::context::Context;
 use crate::hooks;
 
@@ -313,12 +314,34 @@ async fn sync_kv(
         let cache = MutableCache::new(&ctx.paths.cache_dir);
         // Writes made while consul was away go up before the KV comes down over the cache.
         shared::push_pending(&ctx.paths, &api).await?;
-        let kv = api.read_all().await?;
-        if kv.is_empty() {
-            let cached = cache.read()?.unwrap_or_default();
-            if api.seed(&cached).await? {
-                return Ok(KvSync::Seeded { keys: cached.len() });
+        // Seeding: one node at a time under the seed lock, the completion marker last, so that
+        // no node reads a half-seeded KV as the config. A seed left unfinished (its seeder
+        // died) is completed by the next node to take the lock.
+        let seed_deadline = Instant::now() + Duration::from_secs(60);
+        while !api.is_seeded().await? {
+            let holder = format!("seeder {}", std::process::id());
+            if let Some(held) = lock::try_acquire(&api, lock::SEED_LOCK, &holder).await? {
+                let seeded = async {
+                    if api.is_seeded().await? {
+                        return anyhow::Ok(None);
+                    }
+                    let cached = cache.read()?.unwrap_or_default();
+                    let all_ours = api.seed(&cached).await?;
+                    Ok(all_ours.then_some(cached.len()))
+                }
+                .await;
+                held.release(&api).await;
+                if let Some(keys) = seeded? {
+                    return Ok(KvSync::Seeded { keys });
+                }
+                break;
             }
+            if Instant::now() >= seed_deadline {
+                anyhow::bail!(
+                    "another node has been seeding consul's KV for 60 s; the config stays in the cache for now"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // Someone seeded it: add what we know to theirs.
         api.set_many(updates).await?;

@@ -133,3 +133,29 @@ fn docker_spawn_ssh_reslave_forged_key_destroy() {
         "the destroyed machine's pin is kept: {pins}"
     );
 }
+
+#[test]
+fn a_hung_bootstrap_ends_at_its_timeout_with_nothing_left_running() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let env = TestEnv::new();
+    let _destroy = Destroy(&env);
+    // A server type that only hangs; docker cannot start it, so `spawn` without
+    // --server-type still picks one it can.
+    env.module(
+        "hang/raptiformica.toml",
+        "raptiformica_api_version = \"0.1\"\n[server.hang.base]\nbootstrap = \"sleep 100000\"\ntimeout = 3\n",
+    );
+    let out = env.ok(&["--json", "spawn", "--compute-type", "docker", "--no-assimilate"]);
+    let started: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let host = started[0]["host"].as_str().unwrap().to_string();
+    let port = started[0]["port"].as_u64().unwrap_or(22).to_string();
+    let t = std::time::Instant::now();
+    let err = env.fails(&["slave", &host, "-p", &port, "--server-type", "hang", "--no-assimilate"]);
+    assert!(err.contains("timed out after 3s"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60), "{:?}", t.elapsed());
+    let left = env.ok(&["ssh", "--", "sh", "-c", "pgrep -f '[s]leep 100000' || true"]);
+    assert_eq!(left.trim(), "", "the hung bootstrap is still running");
+}

@@ -1,24 +1,28 @@
-//! One acting agent at a time: a consul session lock. The session has a TTL and is renewed
-//! while the holder works; an agent that dies loses it within the TTL.
+//! Consul session locks: one acting agent at a time, one seeder of an empty KV. The session
+//! has a TTL and is renewed while the holder works; a holder that dies loses it within the TTL.
 
 use std::time::Duration;
 
-use crate::consensus::api::ConsulApi;
+use super::api::ConsulApi;
 
-/// The lock's key: outside `raptiformica/`, so that it is not part of the shared config.
+/// The agents' lock (rules, promotions, replacements). Lock keys lie outside `raptiformica/`,
+/// so that they are not part of the shared config.
 pub const RULES_LOCK: &str = "raptiformica-agent/lock/rules";
+/// Held while the KV is seeded.
+pub const SEED_LOCK: &str = "raptiformica-agent/lock/seed";
 const TTL: Duration = Duration::from_secs(30);
 
 /// A held lock; release it with [`Held::release`] (else it lapses with its session).
 pub struct Held {
+    key: &'static str,
     session: String,
     renew: tokio::task::JoinHandle<()>,
 }
 
-/// Takes the lock for `holder` (a name for humans), or None when another agent holds it.
-pub async fn try_acquire(api: &ConsulApi, holder: &str) -> anyhow::Result<Option<Held>> {
-    let session = api.create_session(&format!("raptiformica agent {holder}"), TTL).await?;
-    if !api.acquire(RULES_LOCK, &session, holder).await? {
+/// Takes the lock `key` for `holder` (a name for humans), or None when another holds it.
+pub async fn try_acquire(api: &ConsulApi, key: &'static str, holder: &str) -> anyhow::Result<Option<Held>> {
+    let session = api.create_session(&format!("raptiformica {holder}"), TTL).await?;
+    if !api.acquire(key, &session, holder).await? {
         let _ = api.destroy_session(&session).await;
         return Ok(None);
     }
@@ -37,13 +41,13 @@ pub async fn try_acquire(api: &ConsulApi, holder: &str) -> anyhow::Result<Option
             }
         }
     });
-    Ok(Some(Held { session, renew }))
+    Ok(Some(Held { key, session, renew }))
 }
 
 impl Held {
     pub async fn release(self, api: &ConsulApi) {
         self.renew.abort();
-        let _ = api.release(RULES_LOCK, &self.session).await;
+        let _ = api.release(self.key, &self.session).await;
         let _ = api.destroy_session(&self.session).await;
     }
 }
