@@ -53,12 +53,15 @@ cpu=$(for id in $(nodes); do docker stats --no-stream --format '{{.CPUPerc}}' "$
 $bin agent >"$cache/agent.log" 2>&1 & agent_pid=$!
 t0=$(now); docker rm -f "${ids[2]}" >/dev/null
 until_count failed "" 1 60; failed=$(since "$t0")
+until_fewer() { local end=$((SECONDS + 60)); while [ $SECONDS -lt $end ]; do [ "$(count alive server)" -lt "$1" ] && return 0; sleep 0.5; done; return 1; }
+until_fewer 3
 until_count alive server 3 300; replaced=$(since "$t0")
 
 ids=($(nodes))
 t0=$(now); docker rm -f "${ids[1]}" "${ids[2]}" >/dev/null
+until_fewer 2
 until_count alive server 3 600; rebuilt=$(since "$t0")
-kept=$(docker exec "$(nodes | head -n 1)" raptiformica config get raptiformica/bench/keep)
+kept=$(docker exec "$(nodes | head -n 1)" raptiformica config get raptiformica/bench/keep 2>&1)
 
 printf 'consul killed -> new consul:     median %.1f s of %s\n' "$(printf '%s\n' "${consul_pid[@]}" | median)" "$runs"
 printf 'consul killed -> node alive:     median %.1f s (goal 10 s)\n' "$(printf '%s\n' "${consul_alive[@]}" | median)"

@@ -99,10 +99,11 @@ fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
 }
 
 fn init_logging(verbose: u8, long_running: bool) {
+    // rustify (under consulrs) logs every failed request as an error of its own; ours say more.
     let level = match verbose {
-        0 | 1 if long_running => "raptiformica=info,warn",
-        0 | 1 => "warn",
-        2 => "raptiformica=debug,warn",
+        0 | 1 if long_running => "raptiformica=info,warn,rustify=off",
+        0 | 1 => "warn,rustify=off",
+        2 => "raptiformica=debug,warn,rustify=off",
         _ => "raptiformica=trace,debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAPTIFORMICA_LOG").unwrap_or_else(|_| level.into());

@@ -106,7 +106,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     }
 }
 
-fn fire_cluster_change(ctx: &Context, kv: Option<Mapping>, summary: &str) {
+fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {
     let config = match config::load_over(&ctx.paths, kv) {
         Ok(c) => c,
         Err(e) => {

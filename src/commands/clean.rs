@@ -5,6 +5,8 @@ use crate::context::Context;
 
 pub fn run(ctx: &Context) -> anyhow::Result<()> {
     let cache = MutableCache::new(&ctx.paths.cache_dir);
+    // What was pending belongs to the cache that goes: never pushed later as removals.
+    crate::config::shared::forget_sync_state(&ctx.paths);
     if cache.remove()? {
         eprintln!("removed `{}`", cache.path().display());
     } else {

@@ -81,6 +81,21 @@ impl MutableCache {
         Ok(out)
     }
 
+    /// Takes the exclusive lock for a change that spans the cache and the files beside it
+    /// (the pending record, the KV index); use [`Self::read_locked`] and
+    /// [`Self::write_locked`] while holding it, nothing that locks again.
+    pub fn lock_exclusive(&self) -> Result<CacheLock, CacheError> {
+        Ok(CacheLock(self.lock(true)?.expect("an exclusive lock creates its file")))
+    }
+
+    pub fn read_locked(&self, _held: &CacheLock) -> Result<Option<Mapping>, CacheError> {
+        self.read_unlocked()
+    }
+
+    pub fn write_locked(&self, _held: &CacheLock, mapping: &Mapping) -> Result<(), CacheError> {
+        self.write_unlocked(mapping)
+    }
+
     /// Deletes the cache (under the exclusive lock). True when there was one.
     pub fn remove(&self) -> Result<bool, CacheError> {
         let Some(_lock) = self.lock(true)? else {
@@ -159,6 +174,9 @@ impl MutableCache {
         }
     }
 }
+
+/// Proof that the cache's exclusive lock is held (released when dropped).
+pub struct CacheLock(#[allow(dead_code)] File);
 
 /// The cache's file format: sorted keys, indent 4, a final newline (as the original wrote it).
 pub fn to_bytes(mapping: &Mapping) -> Vec<u8> {

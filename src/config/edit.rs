@@ -13,16 +13,25 @@ use crate::paths::Paths;
 /// Sets `key` (already normalized) to `value` in the mutable cache.
 /// On a node in a cluster the change goes to consul's KV too (or is pushed later).
 pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Written> {
-    update(paths, |mapping| {
-        mapping::check_settable(mapping, key).map_err(anyhow::Error::msg)?;
-        mapping.insert(key.to_string(), value.clone());
-        Ok(())
+    let one = mapping::Mapping::from([(key.to_string(), value.clone())]);
+    let ((), written) = shared::commit(paths, &one, &[], |cached| {
+        let mut next = effective_below_cache(paths, cached);
+        mapping::check_settable(&next, key).map_err(anyhow::Error::msg)?;
+        next.insert(key.to_string(), value);
+        Ok((next, ()))
     })?;
-    Ok(shared::write(
-        paths,
-        &mapping::Mapping::from([(key.to_string(), value)]),
-        &[],
-    ))
+    Ok(written)
+}
+
+/// Sets every key of `entries` in the mutable cache and in the shared config (a node's own
+/// neighbour entry, what a slaver handed over).
+pub fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<shared::Written> {
+    let ((), written) = shared::commit(paths, entries, &[], |cached| {
+        let mut next = effective_below_cache(paths, cached);
+        next.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok((next, ()))
+    })?;
+    Ok(written)
 }
 
 /// Changes the mutable cache with `change`, which sees the modules overlaid with the cache,
@@ -59,50 +68,62 @@ pub enum Unset {
     FellBack(Vec<String>),
 }
 
-/// Removes `key` and every key below it from the mutable cache.
+/// Removes `key` and every key below it from the mutable cache (and the shared config).
 pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
-    match unset_cached(paths, key) {
-        Ok(result) => {
-            shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]);
-            Ok(result)
+    let on_node = shared::consul_configured(paths);
+    let (result, written) = shared::commit(paths, &mapping::Mapping::new(), &[key.to_string()], |cached| {
+        match unset_in(paths, key, cached.clone()) {
+            Ok((next, r)) => Ok((next, Ok(r))),
+            // On a node, consul's KV may hold the key although this cache does not (yet).
+            Err(e) if on_node => Ok((effective_below_cache(paths, cached), Err(e))),
+            Err(e) => Err(e),
         }
-        // On a node, consul's KV may hold the key although this cache does not (yet).
-        Err(e) if shared::consul_configured(paths) => {
-            match shared::write(paths, &mapping::Mapping::new(), &[key.to_string()]) {
-                shared::Written::Consul => Ok(Unset::Removed(0)),
-                _ => Err(e),
-            }
-        }
-        Err(e) => Err(e),
+    })?;
+    match (result, written) {
+        (Ok(r), _) => Ok(r),
+        (Err(_), shared::Written::Consul) => Ok(Unset::Removed(0)),
+        (Err(e), _) => Err(e),
     }
 }
 
-fn unset_cached(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
-    MutableCache::new(&paths.cache_dir).update(|cached| {
-        let (modules, _) = load_modules(paths);
-        let Some(cached) = cached else {
-            if mapping::subtree(&modules.mapping, key).next().is_some() {
-                bail!("`{key}` comes from a module, not the mutable layer; override it with `config set` or remove the module");
-            }
-            bail!("`{key}` is not set");
-        };
-        let below = format!("{key}/");
-        let gone: Vec<String> =
-            cached.keys().filter(|k| k.as_str() == key || k.starts_with(&below)).cloned().collect();
-        if gone.is_empty() {
-            bail!("`{key}` is not set");
+/// The cache without `key` and what lies below it, and what that did.
+fn unset_in(paths: &Paths, key: &str, cached: Option<mapping::Mapping>) -> anyhow::Result<(mapping::Mapping, Unset)> {
+    let (modules, _) = load_modules(paths);
+    let Some(cached) = cached else {
+        if mapping::subtree(&modules.mapping, key).next().is_some() {
+            bail!(
+                "`{key}` comes from a module, not the mutable layer; override it with `config set` or remove the module"
+            );
         }
-        let mut rest = cached;
-        for k in &gone {
-            rest.remove(k);
-        }
-        // Below the cache there are only the modules: keys they define show their value again.
-        let mut next = modules.mapping.clone();
-        next.extend(rest);
-        let fell_back: Vec<String> = gone.iter().filter(|k| modules.mapping.contains_key(*k)).cloned().collect();
-        let result = if fell_back.is_empty() { Unset::Removed(gone.len()) } else { Unset::FellBack(fell_back) };
-        Ok((next, result))
-    })
+        bail!("`{key}` is not set");
+    };
+    let below = format!("{key}/");
+    let gone: Vec<String> = cached
+        .keys()
+        .filter(|k| k.as_str() == key || k.starts_with(&below))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        bail!("`{key}` is not set");
+    }
+    let mut rest = cached;
+    for k in &gone {
+        rest.remove(k);
+    }
+    // Below the cache there are only the modules: keys they define show their value again.
+    let mut next = modules.mapping.clone();
+    next.extend(rest);
+    let fell_back: Vec<String> = gone
+        .iter()
+        .filter(|k| modules.mapping.contains_key(*k))
+        .cloned()
+        .collect();
+    let result = if fell_back.is_empty() {
+        Unset::Removed(gone.len())
+    } else {
+        Unset::FellBack(fell_back)
+    };
+    Ok((next, result))
 }
 
 /// The modules overlaid with the cache: the mapping a change to the cache starts from.

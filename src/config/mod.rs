@@ -114,8 +114,8 @@ pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
 }
 
 /// The effective config over `kv`, the shared config as read from consul (None: not
-/// reachable or not a cluster node). What consul gave is cached.
-pub fn load_over(paths: &Paths, kv: Option<Mapping>) -> Result<Config, cache::CacheError> {
+/// reachable or not a cluster node). What consul gave is cached (pending local changes kept).
+pub fn load_over(paths: &Paths, kv: Option<shared::Snapshot>) -> Result<Config, cache::CacheError> {
     let (mut config, warnings) = load_modules(paths);
     for w in warnings {
         tracing::warn!("{w}");
@@ -127,8 +127,7 @@ pub fn load_over(paths: &Paths, kv: Option<Mapping>) -> Result<Config, cache::Ca
         );
     }
     let cache = MutableCache::new(&paths.cache_dir);
-    let cached = cache.read()?;
-    let kv = kv.filter(|kv| match mapping::validate(kv) {
+    let kv = kv.filter(|(kv, _)| match mapping::validate(kv) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("consul's KV holds an unusable shared config ({e}); using the cache");
@@ -136,17 +135,20 @@ pub fn load_over(paths: &Paths, kv: Option<Mapping>) -> Result<Config, cache::Ca
         }
     });
     // Consul's KV, when it answers, is the whole shared config: it replaces the cache.
-    if let (Some(cached), None) = (&cached, &kv) {
-        config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), cached);
-    }
-    if let Some(kv) = kv {
-        // Cache what consul gave, so that this node keeps the shared config without it.
-        if cached.as_ref() != Some(&kv)
-            && let Err(e) = cache.update(|_| Ok((kv.clone(), ())))
-        {
-            tracing::warn!("cannot cache the shared config: {e:#}");
-        }
-        config.overlay(Layer::Consul, None, &kv);
+    let shared = match kv {
+        Some(snapshot) => match shared::cache_snapshot(paths, snapshot.clone()) {
+            Ok(cached) => Some((Layer::Consul, cached)),
+            Err(e) => {
+                tracing::warn!("cannot cache the shared config: {e:#}");
+                Some((Layer::Consul, snapshot.0))
+            }
+        },
+        None => cache.read()?.map(|c| (Layer::MutableCache, c)),
+    };
+    match shared {
+        Some((Layer::Consul, m)) => config.overlay(Layer::Consul, None, &m),
+        Some((layer, m)) => config.overlay(layer, Some(&cache.path().to_path_buf()), &m),
+        None => {}
     }
     Ok(config)
 }

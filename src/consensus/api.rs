@@ -185,6 +185,90 @@ impl ConsulApi {
         Ok((body, new_index))
     }
 
+    /// Every key under `raptiformica/` with the KV's index (`X-Consul-Index`) of the read.
+    pub async fn read_all_indexed(&self) -> anyhow::Result<(Mapping, u64)> {
+        let (pairs, index) = self.entries(&format!("{PREFIX}/")).await?;
+        let mut out = Mapping::new();
+        for p in pairs {
+            if let Some(v) = p.value {
+                out.insert(p.key, v);
+            }
+        }
+        Ok((out, index))
+    }
+
+    /// `key` and the keys below `key/`, each with its `ModifyIndex`.
+    pub async fn tree_indexes(&self, key: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let below = format!("{key}/");
+        let (pairs, _) = self.entries(key).await?;
+        Ok(pairs
+            .into_iter()
+            .filter(|p| p.key == key || p.key.starts_with(&below))
+            .map(|p| (p.key, p.modify_index))
+            .collect())
+    }
+
+    /// The KV entries whose keys start with `prefix` (a string prefix, as consul's `recurse`),
+    /// with the index of the read. Keys that break the key rule are left out with a warning.
+    async fn entries(&self, prefix: &str) -> anyhow::Result<(Vec<Entry>, u64)> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Raw {
+            key: String,
+            value: Option<String>,
+            modify_index: u64,
+        }
+        let url = format!("{}/v1/kv/{}?recurse", self.base, encode_path(prefix));
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match resp.status().as_u16() {
+            404 => return Ok((Vec::new(), index)),
+            200 => {}
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+        let raw: Vec<Raw> = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            if let Err(e) = crate::config::mapping::check_key(&r.key) {
+                tracing::warn!("consul's KV: ignoring a key: {e}");
+                continue;
+            }
+            let value = match r.value {
+                Some(b64) => Some(decode(
+                    &base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .context("consul's KV: a value that is not base64")?,
+                )),
+                None => None,
+            };
+            out.push(Entry {
+                key: r.key,
+                value,
+                modify_index: r.modify_index,
+            });
+        }
+        Ok((out, index))
+    }
+
+    /// Runs `ops` as one transaction (at most [`TXN_OPS`]): true when applied, false when it
+    /// was rolled back (a check failed).
+    pub async fn txn_once(&self, ops: Vec<Value>) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            ops.len() <= TXN_OPS,
+            "a transaction of {} operations is too large",
+            ops.len()
+        );
+        self.txn(ops).await
+    }
+
     /// Whether the KV's seeding was completed (see [`SEEDED_KEY`]).
     pub async fn is_seeded(&self) -> anyhow::Result<bool> {
         Ok(self.get_value(SEEDED_KEY).await?.is_some())
@@ -339,6 +423,14 @@ pub fn encode_path(key: &str) -> String {
     key.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
 }
 
+/// One KV entry as read with its index.
+struct Entry {
+    key: String,
+    /// None for a "folder" key.
+    value: Option<Value>,
+    modify_index: u64,
+}
+
 /// A value as stored in the KV.
 pub fn encode(value: &Value) -> String {
     base64::engine::general_purpose::STANDARD.encode(value.to_string())
@@ -389,7 +481,9 @@ impl SharedStore for ConsulApi {
             .iter()
             .map(|(k, v)| json!({"KV": {"Verb": "set", "Key": k, "Value": encode(v)}}))
             .collect();
-        self.txn(ops).await?;
+        if !self.txn(ops).await? {
+            bail!("consul rolled back the write of {} key(s)", entries.len());
+        }
         Ok(())
     }
 

@@ -196,11 +196,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
         updates.insert(GOSSIP_KEY.into(), Value::from(agent::new_gossip_key()?));
         mapping.extend(updates.clone());
     }
-    config::edit::update(&ctx.paths, |m| {
-        m.extend(updates.clone());
-        Ok(())
-    })?;
-    shared::write(&ctx.paths, &updates, &[]);
+    config::edit::set_many(&ctx.paths, &updates)?;
 
     // The overlay.
     let all = neighbours::all(&mapping);
@@ -345,10 +341,10 @@ async fn sync_kv(
         }
         // Someone seeded it: add what we know to theirs.
         api.set_many(updates).await?;
-        let kv = api.read_all().await?;
+        let (kv, index) = api.read_all_indexed().await?;
         config::mapping::validate(&kv).map_err(|e| anyhow::anyhow!("consul's KV is unusable: {e}"))?;
         let keys = kv.len();
-        cache.update(|_| Ok((kv, ())))?;
+        shared::cache_snapshot(&ctx.paths, (kv, index))?;
         Ok(KvSync::Synced { keys })
     }
     .await;
