@@ -56,6 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
         public_key_file: None,
     };
+    if let Some(token) = consensus::acl::read_token(&ctx.paths) {
+        consensus::api::use_token(token);
+    }
     match cli.command {
         Command::Config(args) => commands::config::run(&ctx, args),
         Command::Spawn(args) => commands::spawn::run(&ctx, args),

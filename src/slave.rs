@@ -110,7 +110,8 @@ pub fn prepare(ctx: &Context, progress: &Progress) -> anyhow::Result<()> {
         step.done("");
     }
     // A cache to upload, complete and valid: the effective config as it is now, with the
-    // cluster's gossip key made once, here, before any node needs it.
+    // cluster's gossip key and ACL token made once, here, before any node needs them.
+    crate::consensus::acl::ensure_token(&ctx.paths)?;
     crate::config::edit::update(&ctx.paths, |m| {
         if !m.contains_key(crate::mesh::node::GOSSIP_KEY) {
             m.insert(
@@ -154,6 +155,10 @@ fn upload_set(ctx: &Context) -> anyhow::Result<(Vec<Upload>, Option<tempfile::Na
         &format!("{REMOTE_CACHE}/modules"),
         &mut files,
     );
+    let token = crate::consensus::acl::token_file(&ctx.paths);
+    if token.is_file() {
+        files.push((token, format!("{REMOTE_CACHE}/{}", crate::consensus::acl::TOKEN_FILE)));
+    }
     let cache = MutableCache::new(&ctx.paths.cache_dir);
     if let Some(mapping) = cache.read()? {
         // A snapshot of its own for each upload (concurrent slaves must not share one), sent
@@ -259,6 +264,7 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
             &format!(
                 r#"set -e
                 chmod 700 {REMOTE_CACHE}
+                if [ -f {REMOTE_CACHE}/consul_token ]; then chmod 600 {REMOTE_CACHE}/consul_token; fi
                 mkdir -p {REMOTE_BIN}
                 for b in raptiformica consul yggdrasil yggdrasilctl; do
                   if [ -f {REMOTE_CACHE}/artifacts/$b ]; then chmod 755 {REMOTE_CACHE}/artifacts/$b; ln -sfn {REMOTE_CACHE}/artifacts/$b {REMOTE_BIN}/$b; fi

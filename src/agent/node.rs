@@ -322,7 +322,14 @@ impl Tick {
             return;
         }
         let seen = rules::seen(members, &self.failed_since);
-        let Decision::Promote(node) = rules::decide(&seen, true, settings.min_servers, settings.eviction_grace) else {
+        // Only promotions here: the shortage's age does not matter to them.
+        let Decision::Promote(node) = rules::decide(
+            &seen,
+            true,
+            settings.min_servers,
+            settings.eviction_grace,
+            Duration::ZERO,
+        ) else {
             return;
         };
         self.last_promotion = Some(Instant::now());

@@ -5,8 +5,11 @@
 //! - No leader: wait (the survivors rebuild consensus first; a new server cannot join a
 //!   cluster without one).
 //! - Too few and a client is alive: promote it (cheap, no new machine; the first by name).
-//! - Too few, no client, and the lost servers failed past the grace: replace them by spawning
-//!   (only an agent with a compute back-end can; nodes leave that to the workstation).
+//! - Too few, no client, and the lost servers failed past the grace (or the cluster has been
+//!   short for that long, e.g. the lost ones were evicted already): replace them by spawning
+//!   (only an agent with a compute back-end can; nodes leave that to the workstation). A
+//!   shortage younger than the grace is waited out: a promoted client restarting as a server
+//!   leaves the members for a moment.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -52,7 +55,13 @@ pub enum Decision {
     },
 }
 
-pub fn decide(members: &[Seen], has_leader: bool, min_servers: usize, grace: Duration) -> Decision {
+pub fn decide(
+    members: &[Seen],
+    has_leader: bool,
+    min_servers: usize,
+    grace: Duration,
+    short_for: Duration,
+) -> Decision {
     let alive_servers = members.iter().filter(|m| m.server && m.alive).count();
     if alive_servers >= min_servers {
         return Decision::Nothing;
@@ -78,6 +87,13 @@ pub fn decide(members: &[Seen], has_leader: bool, min_servers: usize, grace: Dur
     }
     let mut lost: Vec<String> = failed.iter().map(|m| m.name.clone()).collect();
     lost.sort();
+    if lost.is_empty() && short_for < grace {
+        return Decision::Wait(format!(
+            "{alive_servers} of {min_servers} servers alive for {}s; a machine is spawned after {}s",
+            short_for.as_secs(),
+            grace.as_secs()
+        ));
+    }
     Decision::Replace {
         lost,
         count: min_servers - alive_servers,
@@ -105,7 +121,7 @@ mod tests {
             m("b", true, true, None),
             m("c", true, true, None),
         ];
-        assert_eq!(decide(&ms, true, 3, G), Decision::Nothing);
+        assert_eq!(decide(&ms, true, 3, G, G), Decision::Nothing);
     }
 
     #[test]
@@ -117,7 +133,7 @@ mod tests {
             m("e", false, true, None),
             m("d", false, true, None),
         ];
-        assert_eq!(decide(&ms, true, 3, G), Decision::Promote("d".into()));
+        assert_eq!(decide(&ms, true, 3, G, G), Decision::Promote("d".into()));
     }
 
     #[test]
@@ -127,10 +143,10 @@ mod tests {
             m("b", true, true, None),
             m("c", true, false, Some(5)),
         ];
-        assert!(matches!(decide(&ms, true, 3, G), Decision::Wait(_)));
+        assert!(matches!(decide(&ms, true, 3, G, G), Decision::Wait(_)));
         ms[2].failed_for = Some(Duration::from_secs(31));
         assert_eq!(
-            decide(&ms, true, 3, G),
+            decide(&ms, true, 3, G, G),
             Decision::Replace {
                 lost: vec!["c".into()],
                 count: 1
@@ -142,7 +158,12 @@ mod tests {
             m("b", true, true, None),
             m("c", true, true, None),
         ];
-        assert_eq!(decide(&ms, true, 5, G), Decision::Replace { lost: vec![], count: 2 });
+        assert_eq!(decide(&ms, true, 5, G, G), Decision::Replace { lost: vec![], count: 2 });
+        // ... but not while the shortage is young (a promoted client restarting, say).
+        assert!(matches!(
+            decide(&ms, true, 5, G, Duration::from_secs(3)),
+            Decision::Wait(_)
+        ));
     }
 
     #[test]
@@ -152,6 +173,6 @@ mod tests {
             m("b", true, false, Some(99)),
             m("c", true, false, Some(99)),
         ];
-        assert!(matches!(decide(&ms, false, 3, G), Decision::Wait(_)));
+        assert!(matches!(decide(&ms, false, 3, G, G), Decision::Wait(_)));
     }
 }

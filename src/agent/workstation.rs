@@ -43,6 +43,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let mut failed_since: HashMap<String, Instant> = HashMap::new();
     let mut no_leader_ticks = 0;
     let mut last_wait = String::new();
+    let mut short_since: Option<Instant> = None;
     loop {
         let config = {
             let ctx = ctx.clone();
@@ -95,7 +96,20 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
         let seen = rules::seen(&members, &failed_since);
-        match rules::decide(&seen, leader.is_some(), settings.min_servers, settings.eviction_grace) {
+        let alive_servers = seen.iter().filter(|m| m.server && m.alive).count();
+        short_since = match (alive_servers < settings.min_servers, short_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, since) => since,
+        };
+        let short_for = short_since.map(|t| t.elapsed()).unwrap_or_default();
+        match rules::decide(
+            &seen,
+            leader.is_some(),
+            settings.min_servers,
+            settings.eviction_grace,
+            short_for,
+        ) {
             Decision::Nothing => last_wait.clear(),
             Decision::Wait(why) => {
                 if why != last_wait {
@@ -166,8 +180,16 @@ async fn act(
             Decision::Promote(node) => {
                 rec.acting_on(Some(node));
                 mark_acting(&link.api, Some((node, "promote", &holder))).await;
+                let before = alive_servers(&link.api).await;
                 promote(&link.api, node).await?;
                 rec.event("promote", format!("client {node} promoted to server"));
+                // Decide again once it serves (its consul restarts as a server).
+                let serving = async {
+                    while alive_servers(&link.api).await <= before {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(60), serving).await;
             }
             Decision::Replace { lost, count } => replace(ctx, identity, config, link, lost, *count, rec).await?,
             _ => {}
@@ -210,6 +232,20 @@ async fn replace(
         let ctx = ctx.clone();
         tokio::task::spawn_blocking(move || config::load_over(&ctx.paths, None)).await??
     };
+    // Roles of the new machines count the live servers only: forget here the entries of
+    // members that are not alive (evicted, or lost and about to be).
+    let alive: Vec<String> = link
+        .api
+        .members()
+        .await?
+        .into_iter()
+        .filter(|m| m.status == 1)
+        .map(|m| m.name)
+        .collect();
+    config::edit::update(&ctx.paths, |m| {
+        neighbours::remove_where(m, |n| !alive.contains(&n.id));
+        Ok(())
+    })?;
     let mut ty = None;
     let before = neighbours::all(&config.mapping);
     for name in lost {

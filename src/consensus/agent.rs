@@ -32,6 +32,8 @@ pub struct AgentSettings {
     pub retry_join: Vec<Ipv6Addr>,
     /// Gossip encryption key (base64 of 16, 24 or 32 bytes).
     pub encrypt: String,
+    /// The cluster's ACL token (ACLs default deny); None: ACLs off.
+    pub acl_token: Option<String>,
 }
 
 /// The consul agent with its state in `dir`.
@@ -101,6 +103,9 @@ impl ConsulAgent {
             "log_level": "INFO",
             "ui": false,
         });
+        if let Some(token) = &s.acl_token {
+            c["acl"] = super::acl::render(token, s.server);
+        }
         if s.server {
             c["bootstrap_expect"] = json!(BOOTSTRAP_EXPECT);
             // A stopped server stays a raft member: the quorum does not shrink under a restart.
@@ -196,6 +201,7 @@ mod tests {
             server,
             retry_join: vec!["200::2".parse().unwrap()],
             encrypt: new_gossip_key().unwrap(),
+            acl_token: Some("00000000-0000-4000-8000-000000000000".into()),
         }
     }
 
@@ -209,6 +215,7 @@ mod tests {
         assert_eq!(s["ports"]["serf_wan"], -1);
         assert_eq!(s["bind_addr"], "200::1");
         assert_eq!(s["retry_join"], json!(["200::2"]));
+        assert_eq!(s["acl"]["default_policy"], "deny");
         let c = a.render(&settings(false));
         assert_eq!(c["server"], false);
         assert!(c.get("bootstrap_expect").is_none());

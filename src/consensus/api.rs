@@ -64,6 +64,15 @@ pub struct RaftServer {
     pub voter: bool,
 }
 
+/// The cluster's ACL token, sent by every client this process makes (see [`use_token`]).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every consul client of this process send `token` (read once at start from the
+/// cache dir; see [`acl`](super::acl)).
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
 /// A client of one consul agent's HTTP API.
 pub struct ConsulApi {
     http: reqwest::Client,
@@ -79,7 +88,15 @@ impl ConsulApi {
 
     /// The agent at `base`; every request gives up after `timeout`.
     pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = TOKEN.get() {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token).context("the consul token is not a header value")?;
+            value.set_sensitive(true);
+            headers.insert("X-Consul-Token", value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_millis(500))
             .timeout(timeout)
             .no_proxy()

@@ -1,6 +1,7 @@
 //! Consensus: consul on every node, bound to its overlay address, and the shared config in
 //! consul's KV, behind the [`SharedStore`] seam.
 
+pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod lock;

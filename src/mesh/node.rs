@@ -235,6 +235,9 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
             .filter_map(|(n, r)| Some((*r != Role::Server, n.overlay_address?)))
             .collect();
         retry_join.sort();
+        // Normally uploaded by the slaver; a node meshed by hand makes the cluster's token.
+        let acl_token = crate::consensus::acl::ensure_token(&ctx.paths)?;
+        crate::consensus::api::use_token(acl_token.clone());
         let settings = AgentSettings {
             node_name: id.clone(),
             node_id: agent::node_id(&me.public_key),
@@ -246,6 +249,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
                 .and_then(Value::as_str)
                 .with_context(|| format!("`{GOSSIP_KEY}` must be a string"))?
                 .to_string(),
+            acl_token: Some(acl_token.clone()),
         };
         // consul cannot bind before the overlay address exists.
         ygg.wait_address(Duration::from_secs(10))?;
@@ -316,7 +320,17 @@ async fn sync_kv(
         let seed_deadline = Instant::now() + Duration::from_secs(60);
         while !api.is_seeded().await? {
             let holder = format!("seeder {}", std::process::id());
-            if let Some(held) = lock::try_acquire(&api, lock::SEED_LOCK, &holder).await? {
+            // Right after the election this node may not be in the catalog yet, and consul
+            // refuses it a session ("Missing node registration"): try again shortly.
+            let acquired = match lock::try_acquire(&api, lock::SEED_LOCK, &holder).await {
+                Ok(held) => held,
+                Err(e) if Instant::now() < seed_deadline => {
+                    tracing::debug!("no seed lock yet: {e:#}");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(held) = acquired {
                 let seeded = async {
                     if api.is_seeded().await? {
                         return anyhow::Ok(None);

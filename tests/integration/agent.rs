@@ -78,6 +78,27 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         back.expect("the restarted node did not come back")
     );
 
+    // ACLs deny a local unprivileged user; root (holding the cluster's token) reads and writes.
+    for args in [
+        vec!["kv", "get", "raptiformica/meshnet/consul/password"],
+        vec![
+            "kv",
+            "put",
+            "raptiformica/platform/default/hooks/after_mesh/x/command",
+            "id",
+        ],
+    ] {
+        let mut all = vec!["exec", "-u", "nobody", &ids[1], "consul"];
+        all.extend(args.iter().copied());
+        let out = docker(&all);
+        assert!(
+            !out.status.success(),
+            "nobody ran consul {args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    assert_eq!(sh(&ids[1], "stat -c %a /root/.raptiformica.d/consul_token"), "600");
+
     // The shared config: a `..` key is refused (it used to wipe the KV), and unsetting `a`
     // leaves its sibling `ab`.
     let out = docker(&["exec", &ids[0], "raptiformica", "config", "set", "..", "x"]);
