@@ -48,12 +48,18 @@ pub async fn on_a_node(
 
 /// Removes the neighbour entries `ids` from the cluster's shared config, through one node.
 pub async fn forget_neighbours(ctx: &Context, identity: &Identity, ids: &[String]) -> anyhow::Result<String> {
+    // Each machine leaves consul too (a lost server leaves raft's configuration with it); the
+    // token goes by the environment, never on a command line.
     let script: Vec<String> = ids
         .iter()
         .map(|id| {
             format!(
-                "raptiformica config unset {} >/dev/null",
-                slave::quote(&format!("{}/{id}", neighbours::NEIGHBOURS))
+                "{{ CONSUL_HTTP_TOKEN=\"$(cat {cache}/{token} 2>/dev/null)\" consul force-leave {node} >/dev/null 2>&1 || true; }} && \
+                 raptiformica config unset {key} >/dev/null",
+                cache = slave::REMOTE_CACHE,
+                token = crate::consensus::acl::TOKEN_FILE,
+                node = slave::quote(id),
+                key = slave::quote(&format!("{}/{id}", neighbours::NEIGHBOURS))
             )
         })
         .collect();

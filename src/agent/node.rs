@@ -321,7 +321,8 @@ impl Tick {
         if self.last_promotion.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
             return;
         }
-        let seen = rules::seen(members, &self.failed_since);
+        let voters = voters(&self.api).await;
+        let seen = rules::seen(members, &self.failed_since, voters.as_deref());
         // Only promotions here: the shortage's age does not matter to them.
         let Decision::Promote(node) = rules::decide(
             &seen,
@@ -457,4 +458,10 @@ impl Tick {
             Err(e) => self.rec.event("error", format!("promotion panicked: {e}")),
         }
     }
+}
+
+/// The voting servers in the raft configuration (None when it cannot be read: no leader).
+pub async fn voters(api: &ConsulApi) -> Option<Vec<String>> {
+    let raft = api.raft().await.ok()?;
+    Some(raft.into_iter().filter(|s| s.voter).map(|s| s.node).collect())
 }

@@ -28,13 +28,16 @@ pub struct Seen {
 
 /// The members that count (alive or failed; left ones do not), with how long each failed one
 /// has been failed (`failed_since`: when this agent first saw it failed).
-pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>) -> Vec<Seen> {
+/// `voters`: the voting servers in the raft configuration, when it could be read; a server
+/// that does not vote (yet) does not count as one.
+pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>, voters: Option<&[String]>) -> Vec<Seen> {
     members
         .iter()
         .filter(|m| m.status == 1 || m.status == 4)
         .map(|m| Seen {
             name: m.name.clone(),
-            server: m.tags.get("role").map(String::as_str) == Some("consul"),
+            server: m.tags.get("role").map(String::as_str) == Some("consul")
+                && voters.is_none_or(|v| v.contains(&m.name)),
             alive: m.status == 1,
             failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
         })

@@ -74,7 +74,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             tokio::time::sleep(TICK * 3).await;
             continue;
         };
-        let (members, leader) = tokio::join!(l.api.members(), l.api.leader());
+        let (members, leader, voters) = tokio::join!(l.api.members(), l.api.leader(), super::node::voters(&l.api));
         let Ok(members) = members else {
             link = None;
             continue;
@@ -95,7 +95,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         for m in members.iter().filter(|m| m.status == 4) {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
-        let seen = rules::seen(&members, &failed_since);
+        let seen = rules::seen(&members, &failed_since, voters.as_deref());
         let alive_servers = seen.iter().filter(|m| m.server && m.alive).count();
         short_since = match (alive_servers < settings.min_servers, short_since) {
             (false, _) => None,
@@ -377,11 +377,13 @@ async fn replace(
 
 /// How many voting servers are alive, as the linked node sees them.
 async fn alive_servers(api: &ConsulApi) -> usize {
+    let voters = super::node::voters(api).await;
     api.members()
         .await
         .map(|ms| {
             ms.iter()
                 .filter(|m| m.status == 1 && m.tags.get("role").map(String::as_str) == Some("consul"))
+                .filter(|m| voters.as_ref().is_none_or(|v| v.contains(&m.name)))
                 .count()
         })
         .unwrap_or(0)

@@ -96,6 +96,10 @@ impl ConsulAgent {
             "retry_interval": "1s",
             "encrypt": s.encrypt,
             "performance": {"raft_multiplier": 1},
+            // A new server becomes a voter once it has kept up for a few seconds; on a busy
+            // small machine raft's last contact often exceeds the default 200 ms, which kept
+            // replacements non-voters (and a later loss fatal).
+            "autopilot": {"last_contact_threshold": "2s", "server_stabilization_time": "5s", "cleanup_dead_servers": true},
             "ports": {"serf_wan": -1},
             "disable_update_check": true,
             "disable_remote_exec": true,
