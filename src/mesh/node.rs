@@ -312,6 +312,16 @@ async fn sync_kv(
     }
     let result = async {
         let cache = MutableCache::new(&ctx.paths.cache_dir);
+        // Just after the first election the leader is still making the ACL token ("ACL not
+        // found"): wait until the KV answers us.
+        let acl_deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = api.is_seeded().await {
+            if Instant::now() >= acl_deadline {
+                return Err(e.context("consul's KV does not answer with the cluster's token"));
+            }
+            tracing::debug!("KV not ready yet: {e:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         // Writes made while consul was away go up before the KV comes down over the cache.
         shared::push_pending(&ctx.paths, &api).await?;
         // Seeding: one node at a time under the seed lock, the completion marker last, so that
