@@ -20,7 +20,10 @@ use crate::consensus::api::AgentMember;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
     pub name: String,
+    /// A consul server (tagged so), voting or not yet.
     pub server: bool,
+    /// In raft's configuration as a voter (true when the configuration could not be read).
+    pub voter: bool,
     pub alive: bool,
     /// How long it has been failed, if it is.
     pub failed_for: Option<Duration>,
@@ -36,8 +39,8 @@ pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>, vo
         .filter(|m| m.status == 1 || m.status == 4)
         .map(|m| Seen {
             name: m.name.clone(),
-            server: m.tags.get("role").map(String::as_str) == Some("consul")
-                && voters.is_none_or(|v| v.contains(&m.name)),
+            server: m.tags.get("role").map(String::as_str) == Some("consul"),
+            voter: voters.is_none_or(|v| v.contains(&m.name)),
             alive: m.status == 1,
             failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
         })
@@ -65,9 +68,15 @@ pub fn decide(
     grace: Duration,
     short_for: Duration,
 ) -> Decision {
-    let alive_servers = members.iter().filter(|m| m.server && m.alive).count();
+    let alive_servers = members.iter().filter(|m| m.server && m.voter && m.alive).count();
     if alive_servers >= min_servers {
         return Decision::Nothing;
+    }
+    if let Some(joining) = members.iter().find(|m| m.server && !m.voter && m.alive) {
+        return Decision::Wait(format!(
+            "server {} joined and is not voting yet (autopilot makes it a voter once it keeps up)",
+            joining.name
+        ));
     }
     if !has_leader {
         return Decision::Wait(format!(
@@ -111,6 +120,7 @@ mod tests {
         Seen {
             name: name.into(),
             server,
+            voter: server,
             alive,
             failed_for: failed.map(Duration::from_secs),
         }
@@ -167,6 +177,14 @@ mod tests {
             decide(&ms, true, 5, G, Duration::from_secs(3)),
             Decision::Wait(_)
         ));
+    }
+
+    #[test]
+    fn a_joining_server_is_waited_for_not_replaced_twice() {
+        let mut joining = m("c", true, true, None);
+        joining.voter = false;
+        let ms = [m("a", true, true, None), m("b", true, true, None), joining];
+        assert!(matches!(decide(&ms, true, 3, G, G), Decision::Wait(_)));
     }
 
     #[test]

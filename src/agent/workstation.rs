@@ -27,6 +27,8 @@ use crate::spawner;
 use crate::ssh::{Identity, Remote};
 
 const TICK: Duration = Duration::from_secs(3);
+/// After an action, how long before the next one.
+const COOLDOWN: Duration = Duration::from_secs(60);
 /// Ticks without a leader through one node before another node is asked.
 const ISLAND_TICKS: u32 = 3;
 
@@ -44,6 +46,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let mut no_leader_ticks = 0;
     let mut last_wait = String::new();
     let mut short_since: Option<Instant> = None;
+    let mut cooldown_until: Option<Instant> = None;
     loop {
         let config = {
             let ctx = ctx.clone();
@@ -96,7 +99,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
         let seen = rules::seen(&members, &failed_since, voters.as_deref());
-        let alive_servers = seen.iter().filter(|m| m.server && m.alive).count();
+        let alive_servers = seen.iter().filter(|m| m.server && m.voter && m.alive).count();
         short_since = match (alive_servers < settings.min_servers, short_since) {
             (false, _) => None,
             (true, None) => Some(now),
@@ -117,6 +120,9 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
                     last_wait = why;
                 }
             }
+            _ if cooldown_until.is_some_and(|t| Instant::now() < t) => {
+                tracing::debug!("waiting: the last action is still settling");
+            }
             decision => {
                 if let Some(l) = &link
                     && let Err(e) = act(&ctx, &identity, &config, l, &decision, &rec).await
@@ -124,6 +130,9 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
                     rec.event("error", format!("{e:#}"));
                 }
                 rec.acting_on(None);
+                // New servers become voters a little after they join: give them that time
+                // before deciding again, so that one loss is never handled twice.
+                cooldown_until = Some(Instant::now() + COOLDOWN);
             }
         }
         tokio::time::sleep(TICK).await;
@@ -359,7 +368,8 @@ async fn replace(
     let want = servers_before + ok;
     let joined = async {
         loop {
-            if alive_servers(&link.api).await >= want {
+            // Joined as a server is enough here; autopilot makes it a voter a little later.
+            if alive_servers_joined(&link.api).await >= want {
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -373,6 +383,18 @@ async fn replace(
     }
     anyhow::ensure!(ok == count, "{} of {count} replacement(s) failed", count - ok);
     Ok(())
+}
+
+/// How many servers are alive (voting or not yet), as the linked node sees them.
+async fn alive_servers_joined(api: &ConsulApi) -> usize {
+    api.members()
+        .await
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m.status == 1 && m.tags.get("role").map(String::as_str) == Some("consul"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// How many voting servers are alive, as the linked node sees them.
