@@ -217,7 +217,7 @@ impl Tick {
             self.failed_since.entry(m.name.clone()).or_insert(now);
         }
 
-        self.rejoin(&members, &cached, &me_name, leader.is_some()).await;
+        self.rejoin(&members, &cached, &me_name).await;
         let i_lead = leader
             .as_deref()
             .is_some_and(|l| !me_addr.is_empty() && l.starts_with(&format!("[{me_addr}]")));
@@ -235,8 +235,8 @@ impl Tick {
         Ok(())
     }
 
-    /// Joins the known neighbours that are not alive members (or all, without a leader).
-    async fn rejoin(&mut self, members: &[AgentMember], cached: &Mapping, me: &str, has_leader: bool) {
+    /// Joins the known neighbours that are not alive members.
+    async fn rejoin(&mut self, members: &[AgentMember], cached: &Mapping, me: &str) {
         if self.last_join.is_some_and(|t| t.elapsed() < JOIN_EVERY) {
             return;
         }
@@ -245,16 +245,12 @@ impl Tick {
             .filter(|m| m.status == 1)
             .map(|m| m.name.as_str())
             .collect();
-        // Lost peers: failed members (a left or evicted one is not dialed again); without a
-        // leader, every known neighbour.
-        let failed: Vec<&str> = members
-            .iter()
-            .filter(|m| m.status == 4)
-            .map(|m| m.name.as_str())
-            .collect();
+        // Lost or never met peers: known neighbours that are not alive members (an evicted one
+        // has no neighbour entry any more). Two new machines can join each other and stop there
+        // (consul's retry_join is done once one address answers): this joins them to the rest.
         let targets: Vec<_> = neighbours::all(cached)
             .into_iter()
-            .filter(|n| n.id != me && (!has_leader || failed.contains(&n.id.as_str())))
+            .filter(|n| n.id != me && !alive.contains(&n.id.as_str()))
             .filter_map(|n| Some((n.id.clone(), n.overlay_address?)))
             .collect();
         if targets.is_empty() {

@@ -43,7 +43,9 @@ pub fn ensure_token(paths: &Paths) -> anyhow::Result<String> {
 
 /// consul's `acl` block: default deny; servers hold the management token.
 pub fn render(token: &str, server: bool) -> Value {
-    let mut tokens = json!({"agent": token});
+    // agent_master: agent endpoints (join, members) answer to it even without servers, so a
+    // node that lost its cluster can still be told to join one.
+    let mut tokens = json!({"agent": token, "agent_master": token});
     if server {
         tokens["master"] = json!(token);
     }
