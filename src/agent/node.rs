@@ -32,7 +32,7 @@ use crate::mesh::yggdrasil::Yggdrasil;
 use crate::{hooks, mesh};
 
 const TICK: Duration = Duration::from_secs(2);
-const JOIN_EVERY: Duration = Duration::from_secs(5);
+const JOIN_EVERY: Duration = Duration::from_secs(2);
 const OWN_ENTRY_EVERY: Duration = Duration::from_secs(10);
 /// A promotion takes a consul restart as server: give it this long before another one.
 const PROMOTE_EVERY: Duration = Duration::from_secs(20);
@@ -282,6 +282,14 @@ impl Tick {
             .map(|m| m.name.clone())
             .collect();
         for name in due {
+            // Last chance: a member that answers a join now is back (a cut that just healed).
+            if let Some(addr) = failed.iter().find(|m| m.name == name).and_then(|m| m.addr.parse().ok())
+                && self.api.join(addr).await.is_ok()
+            {
+                tracing::info!("{name} failed for {}s but answers again: not evicted", grace.as_secs());
+                self.failed_since.remove(&name);
+                continue;
+            }
             self.rec.acting_on(Some(&name));
             mark_acting(&self.api, Some((&name, "evict", &self.me))).await;
             let result = async {
