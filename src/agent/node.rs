@@ -230,6 +230,10 @@ impl Tick {
         }
         if leader.is_some() {
             self.keep_own_entry(&me_name).await;
+            // A change that went to the cache while consul was away (or slow) goes up now.
+            if let Err(e) = shared::push_pending(&self.ctx.paths, &self.api).await {
+                tracing::debug!("pending changes not pushed yet: {e:#}");
+            }
         }
         self.follow_role(&cached, &me_name, me_server).await;
         Ok(())

@@ -33,8 +33,9 @@ use crate::consensus::SharedStore;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::paths::Paths;
 
-/// How long a read or write waits for the local agent before the cache is used instead.
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a read or write waits for the local agent before the cache is used instead (an
+/// election after a partition can hold a write for some seconds).
+const TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The node's mesh state dir (overlay keys, daemon configs, consul data).
 pub fn mesh_dir(paths: &Paths) -> PathBuf {
