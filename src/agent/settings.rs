@@ -32,7 +32,7 @@ impl Default for Settings {
         Self {
             min_servers: 3,
             eviction_grace: Duration::from_secs(30),
-            recovery_grace: Duration::from_secs(60),
+            recovery_grace: Duration::from_secs(120),
             hook_timeout: crate::hooks::HANDLER_TIMEOUT,
         }
     }
