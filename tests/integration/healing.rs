@@ -43,6 +43,16 @@ impl Drop for HostAgent {
     }
 }
 
+/// Spawns three nodes, waits until they are alive, writes `test/keep` on the first; returns
+/// the running nodes.
+fn three_nodes_with_a_kept_value(env: &TestEnv) -> Vec<String> {
+    env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
+    assert!(wait_until(Duration::from_secs(60), || count(env, "alive", None) == 3).is_some());
+    let ids = running_nodes(env);
+    on(&ids[0], &["config", "set", "raptiformica/test/keep", "before-loss"]);
+    ids
+}
+
 #[test]
 fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     if !docker_available() {
@@ -51,10 +61,7 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let env = TestEnv::new();
     let _destroy = Destroy(&env);
-    env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
-    assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
-    let ids = running_nodes(&env);
-    on(&ids[0], &["config", "set", "raptiformica/test/keep", "before-loss"]);
+    let ids = three_nodes_with_a_kept_value(&env);
 
     // A node off the network for 30 s: the majority writes; the node reads it once back.
     assert!(
@@ -115,10 +122,7 @@ fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
     let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let env = TestEnv::new();
     let _destroy = Destroy(&env);
-    env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
-    assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
-    let ids = running_nodes(&env);
-    on(&ids[0], &["config", "set", "raptiformica/test/keep", "before-loss"]);
+    let ids = three_nodes_with_a_kept_value(&env);
     let _agent = HostAgent::start(&env);
 
     // Two of three lost: the survivor rebuilds consensus, the agent restores three servers.
