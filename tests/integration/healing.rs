@@ -126,7 +126,6 @@ fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
     let _agent = HostAgent::start(&env);
 
     // Two of three lost: the survivor rebuilds consensus, the agent restores three servers.
-    let ids = running_nodes(&env);
     let survivor = ids[0].clone();
     for id in &ids[1..] {
         assert!(docker(&["rm", "-f", id]).status.success());
