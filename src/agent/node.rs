@@ -239,10 +239,23 @@ impl Tick {
         Ok(())
     }
 
-    /// Joins the known neighbours that are not alive members.
+    /// Dials the overlay peers this node has no link with, and joins the known neighbours
+    /// that are not alive members.
     async fn rejoin(&mut self, members: &[AgentMember], cached: &Mapping, me: &str) {
         if self.last_join.is_some_and(|t| t.elapsed() < JOIN_EVERY) {
             return;
+        }
+        self.last_join = Some(Instant::now());
+        // The overlay links first: yggdrasil gives up on a lost peer after three dials and
+        // then tries it once a minute.
+        if let Ok((peers, _)) = mesh::node::overlay_plan(cached, me, &Default::default()) {
+            let ygg = self.overlay.clone();
+            match tokio::task::spawn_blocking(move || ygg.redial(&peers)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!("redialed {n} overlay peer(s)"),
+                Ok(Err(e)) => tracing::debug!("overlay peers not redialed: {e:#}"),
+                Err(e) => tracing::debug!("redial panicked: {e}"),
+            }
         }
         let alive: Vec<&str> = members
             .iter()
@@ -260,10 +273,6 @@ impl Tick {
         if targets.is_empty() {
             return;
         }
-        self.last_join = Some(Instant::now());
-        // The overlay links first: yggdrasil itself retries a lost peer only once a minute.
-        let ygg = self.overlay.clone();
-        let _ = tokio::task::spawn_blocking(move || ygg.redial()).await;
         let joins = targets.iter().map(|(_, a)| self.api.join(*a));
         let results = futures_util::future::join_all(joins).await;
         let joined: Vec<&str> = targets
@@ -272,9 +281,8 @@ impl Tick {
             .filter(|(_, r)| r.is_ok())
             .map(|((id, _), _)| id.as_str())
             .collect();
-        let was_missing: Vec<&str> = joined.iter().copied().filter(|id| !alive.contains(id)).collect();
-        if !was_missing.is_empty() {
-            self.rec.event("rejoin", format!("joined {}", was_missing.join(", ")));
+        if !joined.is_empty() {
+            self.rec.event("rejoin", format!("joined {}", joined.join(", ")));
         }
     }
 

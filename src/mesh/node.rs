@@ -128,12 +128,20 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The overlay links of node `id` (bounded, see [`peering`](super::peering)), skipping the
-/// neighbours in `down`, and the keys it admits (every neighbour's).
+/// The overlay links of node `id` (bounded, see [`peering`](super::peering)) and the keys it
+/// admits (every neighbour's). A neighbour in `down` is replaced by the next one along the
+/// ring, and kept: if this node is the one cut off, everyone looks down from here, and
+/// dropping them all would leave nobody to dial when the cut heals.
 pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<(Vec<Peer>, Vec<String>)> {
     let all = neighbours::all(mapping);
     let links = links(mapping)?;
-    let peers = peering::choose(id, &all, links, down)
+    let mut chosen = peering::choose(id, &all, links, down);
+    for n in peering::choose(id, &all, links, &BTreeSet::new()) {
+        if !chosen.iter().any(|c| c.id == n.id) {
+            chosen.push(n);
+        }
+    }
+    let peers = chosen
         .into_iter()
         .filter_map(|n| {
             Some(Peer {
@@ -373,4 +381,50 @@ async fn sync_kv(
     }
     .await;
     (leader, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ring(n: usize) -> Mapping {
+        let mut m = Mapping::new();
+        for i in 0..n {
+            let id = format!("n{i:02}");
+            for (f, v) in [
+                ("host", format!("10.0.0.{i}")),
+                ("yggdrasil_public_key", format!("k{i:02}")),
+                ("yggdrasil_address", format!("200::{i}")),
+            ] {
+                m.insert(format!("{}/{id}/{f}", neighbours::NEIGHBOURS), Value::from(v));
+            }
+        }
+        m
+    }
+
+    fn keys(peers: &[Peer]) -> Vec<&str> {
+        let mut k: Vec<&str> = peers.iter().map(|p| p.public_key.as_str()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn a_down_peer_is_replaced_along_the_ring_and_kept() {
+        let m = ring(10);
+        let (peers, allowed) = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&peers), ["k03", "k04", "k06", "k07"]);
+        assert_eq!(allowed.len(), 10);
+        let down: BTreeSet<String> = ["n06".to_string()].into();
+        let (peers, _) = overlay_plan(&m, "n05", &down).unwrap();
+        assert_eq!(keys(&peers), ["k03", "k04", "k06", "k07", "k08"]);
+    }
+
+    #[test]
+    fn a_node_that_sees_everyone_down_still_dials_its_peers() {
+        let m = ring(3);
+        let down: BTreeSet<String> = ["n00".to_string(), "n02".to_string()].into();
+        let (peers, _) = overlay_plan(&m, "n01", &down).unwrap();
+        assert_eq!(keys(&peers), ["k00", "k02"]);
+    }
 }

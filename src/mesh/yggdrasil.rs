@@ -118,13 +118,16 @@ impl Yggdrasil {
         Ok(reply["response"].clone())
     }
 
-    /// Dials every configured peer now, instead of at yggdrasil's next once-a-minute round
-    /// (after an outage). A peer that is connected already refuses; that is fine. Returns how
-    /// many dials were accepted.
-    pub fn redial(&self) -> anyhow::Result<usize> {
-        let rendered: Value = serde_json::from_slice(&std::fs::read(self.rendered())?)?;
+    /// Dials now each of `peers` that has no live link, instead of at yggdrasil's next
+    /// once-a-minute round (after an outage its own retries stop after three failed dials, and
+    /// `addpeer` alone does nothing for a peer it knows already: the peer is removed and added
+    /// again, which dials it). Connected peers are left alone. Returns how many were dialed.
+    pub fn redial(&self, peers: &[Peer]) -> anyhow::Result<usize> {
+        let linked = self.linked_keys()?;
         let mut dialed = 0;
-        for uri in string_set(&rendered, "Peers") {
+        for p in peers.iter().filter(|p| !linked.contains(&p.public_key)) {
+            let uri = peer_uri(p);
+            let _ = self.admin("removepeer", json!({"uri": uri}));
             if self.admin("addpeer", json!({"uri": uri})).is_ok() {
                 dialed += 1;
             }
@@ -132,10 +135,35 @@ impl Yggdrasil {
         Ok(dialed)
     }
 
+    /// The keys of the peers this node has a live link with.
+    pub fn linked_keys(&self) -> anyhow::Result<BTreeSet<String>> {
+        let response = self.admin("getpeers", json!({}))?;
+        Ok(linked_keys(&response))
+    }
+
+    /// Where the keys the running daemon admits are recorded (yggdrasil 0.4.7 reads
+    /// `AllowedPublicKeys` once, at start).
+    fn admitted_file(&self) -> PathBuf {
+        self.dir.join("yggdrasil.admitted.json")
+    }
+
+    /// The keys the running daemon admits; `None` when unknown (admit everything: an empty
+    /// list in yggdrasil's config).
+    fn admitted(&self) -> Option<BTreeSet<String>> {
+        let bytes = std::fs::read(self.admitted_file()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Starts yggdrasil with the rendered config (the agent's restart after an exit).
     pub fn start(&self) -> anyhow::Result<()> {
         preflight::check_tun()?;
         let _ = std::fs::remove_file(self.socket());
+        let rendered: Value = serde_json::from_slice(&std::fs::read(self.rendered())?)
+            .with_context(|| format!("`{}` is not JSON", self.rendered().display()))?;
+        write_atomic(
+            &self.admitted_file(),
+            &serde_json::to_vec(&string_set(&rendered, "AllowedPublicKeys"))?,
+        )?;
         self.daemon.start(
             &Self::binary()?,
             &[
@@ -162,6 +190,27 @@ fn static_part(config: &Value) -> Value {
         obj.remove("AllowedPublicKeys");
     }
     c
+}
+
+/// The keys in a `getpeers` response (`{"peers": [{"key": ..}, ..]}`; older builds answer
+/// with an object keyed by address).
+fn linked_keys(response: &Value) -> BTreeSet<String> {
+    let entries: Vec<&Value> = match &response["peers"] {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) => o.values().collect(),
+        _ => Vec::new(),
+    };
+    entries
+        .into_iter()
+        .filter_map(|p| p["key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether a daemon admitting `admitted` refuses one of `peers` (which then cannot dial it:
+/// yggdrasil redials a refused peer every second, for ever). Unknown (a daemon started by an
+/// older version) counts as refusing: one restart records it.
+fn refuses_a_peer(admitted: Option<&BTreeSet<String>>, peers: &[Peer]) -> bool {
+    admitted.is_none_or(|a| !a.is_empty() && peers.iter().any(|p| !a.contains(&p.public_key)))
 }
 
 fn string_set(config: &Value, key: &str) -> BTreeSet<String> {
@@ -233,13 +282,17 @@ impl Overlay for Yggdrasil {
             self.start()?;
             return Ok(Applied::Started);
         }
-        let Some(previous) = previous.filter(|p| static_part(p) == static_part(&next)) else {
+        // A peer the daemon does not admit would dial in and be refused, every second, and
+        // could not restore the link after a cut: restart with the keys (the daemon reads them
+        // at start only). With ring peering that is the few nodes next to a new one.
+        let admits_all = !refuses_a_peer(self.admitted().as_ref(), peers);
+        let Some(previous) = previous.filter(|p| admits_all && static_part(p) == static_part(&next)) else {
             self.daemon.stop(Duration::from_secs(3));
             self.start()?;
             return Ok(Applied::Restarted);
         };
-        // Same daemon settings: change the peers at run time. New keys are admitted on the next
-        // start; until then the links to new peers are the ones this node dials.
+        // Same daemon settings: change the peers at run time. Keys of nodes that are not our
+        // peers are admitted on the next start.
         let (old, new) = (string_set(&previous, "Peers"), string_set(&next, "Peers"));
         let added: Vec<&String> = new.difference(&old).collect();
         let removed: Vec<&String> = old.difference(&new).collect();
@@ -320,5 +373,31 @@ mod tests {
         assert_eq!(c["AllowedPublicKeys"], json!(["b", "c", "k"]));
         assert_eq!(c["AdminListen"], "unix:///state/yggdrasil.sock");
         assert_eq!(static_part(&c), static_part(&y.render(&generated, &[], &[])));
+    }
+
+    #[test]
+    fn a_peer_whose_key_is_not_admitted_needs_a_restart() {
+        let peer = |k: &str| Peer {
+            public_key: k.into(),
+            host: "h".into(),
+            port: 1,
+        };
+        let admitted: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+        assert!(!refuses_a_peer(Some(&admitted), &[peer("a"), peer("b")]));
+        assert!(refuses_a_peer(Some(&admitted), &[peer("a"), peer("c")]));
+        assert!(
+            !refuses_a_peer(Some(&BTreeSet::new()), &[peer("c")]),
+            "an empty list admits all"
+        );
+        assert!(refuses_a_peer(None, &[peer("c")]), "unknown: restarted once to know");
+    }
+
+    #[test]
+    fn linked_keys_read_both_getpeers_shapes() {
+        let list = json!({"peers": [{"key": "a", "remote": "tcp://h:1"}, {"key": "b"}]});
+        assert_eq!(linked_keys(&list), ["a".to_string(), "b".to_string()].into());
+        let map = json!({"peers": {"200::1": {"key": "c"}}});
+        assert_eq!(linked_keys(&map), ["c".to_string()].into());
+        assert!(linked_keys(&json!({})).is_empty());
     }
 }

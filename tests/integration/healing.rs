@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{count, docker, members, running_nodes, wait_until};
+use crate::cluster::{count, docker, members, running_nodes, sh, wait_until};
 use crate::docker::{DOCKER, Destroy};
 use crate::harness::{TestEnv, docker_available, text};
 
@@ -53,6 +53,19 @@ fn three_nodes_with_a_kept_value(env: &TestEnv) -> Vec<String> {
     ids
 }
 
+/// The container of the raft leader among `ids`.
+fn leader(env: &TestEnv, ids: &[String]) -> String {
+    let name = members(env)
+        .into_iter()
+        .find(|m| m["raft"] == "leader")
+        .and_then(|m| m["node"].as_str().map(str::to_string))
+        .expect("a leader in members");
+    ids.iter()
+        .find(|id| sh(id, "cat /root/.raptiformica.d/mesh/consul.json").contains(&format!("\"{name}\"")))
+        .cloned()
+        .expect("the leader's container")
+}
+
 #[test]
 fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     if !docker_available() {
@@ -63,16 +76,19 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     let _destroy = Destroy(&env);
     let ids = three_nodes_with_a_kept_value(&env);
 
-    // A node off the network for 30 s: the majority writes; the node reads it once back.
+    // The leader off the network for 30 s: the majority elects another and writes; the
+    // node reads it once back. (Cut off, the old leader sees everyone failed.)
+    let cut = leader(&env, &ids);
+    let writer = ids.iter().find(|id| **id != cut).unwrap().clone();
     assert!(
-        docker(&["network", "disconnect", "raptiformica", &ids[2]])
+        docker(&["network", "disconnect", "raptiformica", &cut])
             .status
             .success()
     );
     std::thread::sleep(Duration::from_secs(30));
     let out = docker(&[
         "exec",
-        &ids[0],
+        &writer,
         "raptiformica",
         "config",
         "set",
@@ -80,13 +96,9 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
         "during",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        docker(&["network", "connect", "raptiformica", &ids[2]])
-            .status
-            .success()
-    );
+    assert!(docker(&["network", "connect", "raptiformica", &cut]).status.success());
     let caught_up = wait_until(Duration::from_secs(60), || {
-        on(&ids[2], &["config", "get", "raptiformica/test/split"]) == "during"
+        on(&cut, &["config", "get", "raptiformica/test/split"]) == "during"
     });
     eprintln!(
         "cut node caught up after {:?}",
@@ -96,7 +108,7 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
 
     // One server lost: the host's agent spawns a replacement.
     let _agent = HostAgent::start(&env);
-    assert!(docker(&["rm", "-f", &ids[2]]).status.success());
+    assert!(docker(&["rm", "-f", &cut]).status.success());
     let t = Instant::now();
     assert!(wait_until(Duration::from_secs(30), || count(&env, "alive", Some("server")) < 3).is_some());
     let replaced = wait_until(Duration::from_secs(240), || {
