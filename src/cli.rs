@@ -271,6 +271,14 @@ pub struct AgentArgs {
     /// Print what the agent did last (restarts, evictions, promotions, recoveries) and exit
     #[arg(long)]
     pub status: bool,
+
+    /// On a server node of a cluster that lost quorum: rebuild consensus now from the servers
+    /// still alive (outage recovery with raft/peers.json; the KV is kept). Use it only when the
+    /// lost servers are gone for good: a node that is merely cut off would form a second
+    /// cluster. Without it the agent waits `agent/recovery_grace`; the workstation agent asks
+    /// for it once the compute back-end confirms the lost machines are gone
+    #[arg(long, conflicts_with = "status")]
+    pub recover: bool,
 }
 
 #[derive(Debug, Args)]

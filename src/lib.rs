@@ -40,7 +40,7 @@ use paths::Paths;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // The agent's log is where its events go: it logs at info by default.
-    let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status);
+    let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status && !a.recover);
     init_logging(cli.verbose, long_running);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cache_dir = expand_home(&cli.cache_dir, home.as_deref());

@@ -137,7 +137,14 @@ struct Upload {
 fn upload_set(ctx: &Context) -> anyhow::Result<(Vec<Upload>, Option<tempfile::NamedTempFile>)> {
     let mut snapshot = None;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
-    let exe = std::env::current_exe().context("cannot find this binary")?;
+    // The running binary, also after it was replaced on disk (a long-running agent outlives
+    // an upgrade or a rebuild): /proc/self/exe still reads it.
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let exe = if proc_exe.is_file() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("cannot find this binary")?
+    };
     files.push((exe, format!("{REMOTE_CACHE}/artifacts/raptiformica")));
     let art = artifacts::dir(ctx);
     for name in artifacts::BINARIES.iter().copied().chain([artifacts::SUMS, "VERSIONS"]) {

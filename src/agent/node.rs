@@ -227,6 +227,8 @@ impl Tick {
         }
         if me_server && leader.is_none() {
             self.recover(&members, settings.recovery_grace).await;
+        } else if leader.is_some() {
+            recover::withdraw(&shared::mesh_dir(&self.ctx.paths)); // nothing to recover
         }
         if leader.is_some() {
             self.keep_own_entry(&me_name).await;
@@ -379,10 +381,13 @@ impl Tick {
 
     /// Rebuilds consensus from the live servers once quorum is lost past `grace`.
     async fn recover(&mut self, members: &[AgentMember], grace: Duration) {
-        if self.recovered_at.is_some_and(|t| t.elapsed() < grace) {
+        let dir = shared::mesh_dir(&self.ctx.paths);
+        // Asked for by someone who knows the lost servers are gone: no grace to wait out.
+        let requested = recover::requested(&dir);
+        if !requested && self.recovered_at.is_some_and(|t| t.elapsed() < grace) {
             return; // give the last recovery time to elect
         }
-        if self.no_leader_since.is_none_or(|t| t.elapsed() < grace) {
+        if !requested && self.no_leader_since.is_none_or(|t| t.elapsed() < grace) {
             return;
         }
         let servers: Vec<&AgentMember> = members
@@ -392,14 +397,27 @@ impl Tick {
         let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 1).collect();
         let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 4).collect();
         if !recover::quorum_lost(alive.len(), failed.len()) {
+            if requested {
+                recover::withdraw(&dir);
+                self.rec.event(
+                    "recover",
+                    format!(
+                        "asked to recover, but {} of {} servers are alive: quorum is not lost, nothing done",
+                        alive.len(),
+                        servers.len()
+                    ),
+                );
+            }
             return;
         }
-        if !failed
-            .iter()
-            .all(|m| self.failed_since.get(&m.name).is_some_and(|t| t.elapsed() >= grace))
+        if !requested
+            && !failed
+                .iter()
+                .all(|m| self.failed_since.get(&m.name).is_some_and(|t| t.elapsed() >= grace))
         {
             return;
         }
+        recover::withdraw(&dir);
         let peers: Vec<RaftPeer> = alive.iter().filter_map(|m| recover::raft_peer(m)).collect();
         let names: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
         let lost: Vec<&str> = failed.iter().map(|m| m.name.as_str()).collect();
@@ -410,9 +428,13 @@ impl Tick {
             Ok(Ok(())) => self.rec.event(
                 "recover",
                 format!(
-                    "quorum lost ({} failed for {}s): consul restarted with raft/peers.json naming {}",
+                    "quorum lost ({} failed{}): consul restarted with raft/peers.json naming {}",
                     lost.join(", "),
-                    grace.as_secs(),
+                    if requested {
+                        ", known gone".to_string()
+                    } else {
+                        format!(" for {}s", grace.as_secs())
+                    },
                     names.join(", ")
                 ),
             ),

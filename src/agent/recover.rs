@@ -2,16 +2,109 @@
 //! live servers recover consul the documented way (outage recovery): each writes
 //! `raft/peers.json` naming the live servers as voters and restarts, keeping its raft data and
 //! so the KV. consul's data is never wiped.
+//!
+//! A survivor cannot tell "the others are gone" from "I am the one cut off", so on its own it
+//! waits `agent/recovery_grace`. Someone who knows the lost machines are gone (the workstation
+//! agent, which asks the compute back-end; or an operator) asks for it at once with
+//! `raptiformica agent --recover` on the survivor: that leaves a [request](request_file) the
+//! node agent honours at its next tick, so one process does every recovery.
 
 use std::fs::File;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::AgentMember;
+
+/// How long a recovery request stands (one the agent could not honour is not kept for later).
+pub const REQUEST_STANDS: Duration = Duration::from_secs(120);
+
+/// Where `agent --recover` leaves its request for the node agent.
+pub fn request_file(mesh_dir: &Path) -> PathBuf {
+    mesh_dir.join("recover.request")
+}
+
+/// Whether a recovery was asked for within [`REQUEST_STANDS`].
+pub fn requested(mesh_dir: &Path) -> bool {
+    std::fs::metadata(request_file(mesh_dir))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < REQUEST_STANDS)
+}
+
+/// Withdraws the request (honoured, or not applicable).
+pub fn withdraw(mesh_dir: &Path) {
+    let _ = std::fs::remove_file(request_file(mesh_dir));
+}
+
+/// `raptiformica agent --recover`: asks this node's agent to rebuild consensus now, waits
+/// until it did and a leader is back, and says what happened.
+pub fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
+    use crate::config::shared;
+    use crate::consensus::api::ConsulApi;
+    let dir = shared::mesh_dir(paths);
+    let consul = ConsulAgent::new(&dir);
+    let Some(rendered) = consul.rendered() else {
+        anyhow::bail!(
+            "this machine runs no consul (`{}` is missing): run it on a server node of the cluster",
+            consul.config_file().display()
+        );
+    };
+    if rendered["server"].as_bool() != Some(true) {
+        anyhow::bail!(
+            "this node is a consul client: only a server can rebuild consensus; run it on a surviving server"
+        );
+    }
+    if super::keeper::agent(paths).pid().is_none() {
+        anyhow::bail!("no agent runs on this node: `raptiformica mesh` starts it (it does the recovery)");
+    }
+    let api = ConsulApi::local()?;
+    let leader = || shared::block_on(api.leader()).ok().flatten();
+    if let Some(l) = leader() {
+        anyhow::bail!("consul here sees a leader ({l}): quorum is not lost, nothing to recover");
+    }
+    let asked = super::status::now();
+    crate::config::cache::write_atomic(&request_file(&dir), format!("{asked}\n").as_bytes())?;
+    let status_file = super::status::file(paths);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let answer = super::status::read(&status_file).and_then(|s| {
+            s.events
+                .into_iter()
+                .rev()
+                .find(|e| e.at >= asked && (e.kind == "recover" || e.detail.contains("recovery")))
+        });
+        if let Some(e) = answer {
+            break e;
+        }
+        if std::time::Instant::now() >= deadline {
+            withdraw(&dir);
+            anyhow::bail!(
+                "the agent did not act on the request within 60 s; see `{}`",
+                super::keeper::agent(paths).log_file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if answer.kind != "recover" || !answer.detail.starts_with("quorum lost") {
+        anyhow::bail!("{}", answer.detail);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(l) = leader() {
+            return Ok(format!("{}; leader {l}", answer.detail));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    anyhow::bail!(
+        "{}, but no leader within 30 s; see `raptiformica members`",
+        answer.detail
+    )
+}
 
 /// A server as raft knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +175,24 @@ mod tests {
             peers_json(&[p]),
             json!([{"id": "abc", "address": "[200::1]:8300", "non_voter": false}])
         );
+    }
+
+    #[test]
+    fn a_request_stands_until_withdrawn_or_old() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!requested(dir.path()));
+        crate::config::cache::write_atomic(&request_file(dir.path()), b"x").unwrap();
+        assert!(requested(dir.path()));
+        let old = SystemTime::now() - REQUEST_STANDS - Duration::from_secs(1);
+        File::options()
+            .write(true)
+            .open(request_file(dir.path()))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(!requested(dir.path()), "a stale request is ignored");
+        withdraw(dir.path());
+        assert!(!request_file(dir.path()).exists());
     }
 
     #[test]

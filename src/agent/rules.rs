@@ -2,8 +2,10 @@
 //! `min_servers` voting consul servers alive.
 //!
 //! - Enough servers: nothing to do.
-//! - No leader: wait (the survivors rebuild consensus first; a new server cannot join a
-//!   cluster without one).
+//! - No leader and quorum lost (fewer servers alive than a majority of those alive and
+//!   failed): consensus is rebuilt on the survivors first (a new server cannot join a cluster
+//!   without a leader); the workstation asks for it once it knows the lost machines are gone.
+//!   No leader otherwise (an election): wait.
 //! - Too few and a client is alive: promote it (cheap, no new machine; the first by name).
 //! - Too few, no client, and the lost servers failed past the grace (or the cluster has been
 //!   short for that long, e.g. the lost ones were evicted already): replace them by spawning
@@ -54,6 +56,10 @@ pub enum Decision {
     /// Why the agent waits.
     Wait(String),
     Promote(String),
+    /// Quorum is lost: the survivors rebuild consensus, if `lost` are gone for good.
+    Recover {
+        lost: Vec<String>,
+    },
     /// Spawn `count` servers; `lost` are the failed servers they replace (to prune).
     Replace {
         lost: Vec<String>,
@@ -79,6 +85,16 @@ pub fn decide(
         ));
     }
     if !has_leader {
+        let alive = members.iter().filter(|m| m.server && m.alive).count();
+        let mut lost: Vec<String> = members
+            .iter()
+            .filter(|m| m.server && !m.alive)
+            .map(|m| m.name.clone())
+            .collect();
+        if super::recover::quorum_lost(alive, lost.len()) {
+            lost.sort();
+            return Decision::Recover { lost };
+        }
         return Decision::Wait(format!(
             "{alive_servers} of {min_servers} servers alive and no leader: consensus is rebuilt first"
         ));
@@ -188,11 +204,23 @@ mod tests {
     }
 
     #[test]
-    fn no_leader_waits_for_the_rebuild() {
+    fn no_leader_and_quorum_lost_asks_for_the_rebuild() {
         let ms = [
             m("a", true, true, None),
-            m("b", true, false, Some(99)),
-            m("c", true, false, Some(99)),
+            m("b", true, false, Some(9)),
+            m("c", true, false, Some(9)),
+        ];
+        assert_eq!(
+            decide(&ms, false, 3, G, G),
+            Decision::Recover {
+                lost: vec!["b".into(), "c".into()]
+            }
+        );
+        // One of three lost and no leader: an election, not a loss of quorum.
+        let ms = [
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, false, Some(9)),
         ];
         assert!(matches!(decide(&ms, false, 3, G, G), Decision::Wait(_)));
     }

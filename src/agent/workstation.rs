@@ -31,6 +31,8 @@ const TICK: Duration = Duration::from_secs(3);
 const COOLDOWN: Duration = Duration::from_secs(60);
 /// Ticks without a leader through one node before another node is asked.
 const ISLAND_TICKS: u32 = 3;
+/// How long a survivor gets to rebuild consensus before it is asked again.
+const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A tunnel to one member's consul.
 struct Link {
@@ -47,6 +49,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let mut last_wait = String::new();
     let mut short_since: Option<Instant> = None;
     let mut cooldown_until: Option<Instant> = None;
+    let mut asked_recovery: Option<Instant> = None;
     loop {
         let config = {
             let ctx = ctx.clone();
@@ -114,6 +117,24 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             short_for,
         ) {
             Decision::Nothing => last_wait.clear(),
+            Decision::Recover { lost } => {
+                if asked_recovery.is_none_or(|t| t.elapsed() >= RECOVERY_PATIENCE)
+                    && let Some(l) = &link
+                {
+                    match ask_recovery(&ctx, &config, l, &lost, &rec).await {
+                        Ok(None) => asked_recovery = Some(Instant::now()),
+                        Ok(Some(why)) if why != last_wait => {
+                            tracing::info!("waiting: {why}");
+                            last_wait = why;
+                        }
+                        Ok(Some(_)) => {}
+                        Err(e) => {
+                            rec.event("error", format!("{e:#}"));
+                            asked_recovery = Some(Instant::now());
+                        }
+                    }
+                }
+            }
             Decision::Wait(why) => {
                 if why != last_wait {
                     tracing::info!("waiting: {why}");
@@ -168,6 +189,62 @@ async fn connect(identity: &Identity, config: &Config) -> Option<Link> {
         }
     }
     fallback
+}
+
+/// Asks the linked node to rebuild consensus (`agent --recover`) when every lost server is an
+/// instance of ours that the compute back-end says is gone: a machine that is merely cut off
+/// must not be rebuilt around. Returns why it did not ask, if it did not.
+async fn ask_recovery(
+    ctx: &Context,
+    config: &Config,
+    link: &Link,
+    lost: &[String],
+    rec: &Recorder,
+) -> anyhow::Result<Option<String>> {
+    let known = neighbours::all(&config.mapping);
+    let instances = Instance::list(&ctx.paths.machines_dir());
+    for name in lost {
+        let instance = known
+            .iter()
+            .find(|n| &n.id == name)
+            .and_then(|n| {
+                let host = n.host.as_deref()?;
+                instances
+                    .iter()
+                    .find(|i| i.host.as_deref() == Some(host) && i.port.unwrap_or(22) == n.ssh_port)
+            })
+            .cloned();
+        let Some(inst) = instance else {
+            return Ok(Some(format!(
+                "quorum lost, and {name} is not a machine of ours: its survivors rebuild consensus after `agent/recovery_grace`"
+            )));
+        };
+        let ty = compute::find(config, &inst.compute, &inst.server)?;
+        let c = ctx.clone();
+        let gone = tokio::task::spawn_blocking(move || compute::is_stale(&c, &ty, &inst)).await??;
+        if !gone {
+            return Ok(Some(format!(
+                "quorum lost, but the machine of {name} still runs (cut off?): its survivors rebuild consensus after `agent/recovery_grace`"
+            )));
+        }
+    }
+    rec.acting_on(Some(&link.node));
+    let out = link
+        .remote
+        .run("rebuild consensus", &slave::on_node("raptiformica agent --recover"))
+        .await;
+    rec.acting_on(None);
+    let out = out?;
+    rec.event(
+        "recover",
+        format!(
+            "{} gone: {} rebuilt consensus ({})",
+            lost.join(", "),
+            link.node,
+            out.stdout.trim()
+        ),
+    );
+    Ok(None)
 }
 
 /// Carries out a promotion or a replacement under the cluster's lock.

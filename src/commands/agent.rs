@@ -5,6 +5,11 @@ use crate::cli::AgentArgs;
 use crate::context::Context;
 
 pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
+    if args.recover {
+        let done = agent::recover::ask(&ctx.paths)?;
+        println!("{done}");
+        return Ok(());
+    }
     if !args.status {
         return agent::run(ctx);
     }
