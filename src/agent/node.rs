@@ -340,7 +340,7 @@ impl Tick {
             return;
         }
         let voters = voters(&self.api).await;
-        let seen = rules::seen(members, &self.failed_since, voters.as_deref());
+        let seen = rules::seen(members, &self.failed_since, voters.as_deref(), &Default::default());
         // Only promotions here: the shortage's age does not matter to them.
         let Decision::Promote(node) = rules::decide(
             &seen,

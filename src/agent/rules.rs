@@ -7,13 +7,14 @@
 //!   without a leader); the workstation asks for it once it knows the lost machines are gone.
 //!   No leader otherwise (an election): wait.
 //! - Too few and a client is alive: promote it (cheap, no new machine; the first by name).
-//! - Too few, no client, and the lost servers failed past the grace (or the cluster has been
-//!   short for that long, e.g. the lost ones were evicted already): replace them by spawning
+//! - Too few, no client, and the lost servers failed past the grace or their machines are
+//!   known to be gone (or the cluster has been short for the grace, e.g. the lost ones were
+//!   evicted already): replace them by spawning
 //!   (only an agent with a compute back-end can; nodes leave that to the workstation). A
 //!   shortage younger than the grace is waited out: a promoted client restarting as a server
 //!   leaves the members for a moment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::consensus::api::AgentMember;
@@ -29,13 +30,21 @@ pub struct Seen {
     pub alive: bool,
     /// How long it has been failed, if it is.
     pub failed_for: Option<Duration>,
+    /// Failed, and its machine is known to be gone (the compute back-end says so): no grace.
+    pub gone: bool,
 }
 
 /// The members that count (alive or failed; left ones do not), with how long each failed one
 /// has been failed (`failed_since`: when this agent first saw it failed).
 /// `voters`: the voting servers in the raft configuration, when it could be read; a server
-/// that does not vote (yet) does not count as one.
-pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>, voters: Option<&[String]>) -> Vec<Seen> {
+/// that does not vote (yet) does not count as one. `gone`: failed members whose machines are
+/// known to be gone.
+pub fn seen(
+    members: &[AgentMember],
+    failed_since: &HashMap<String, Instant>,
+    voters: Option<&[String]>,
+    gone: &HashSet<String>,
+) -> Vec<Seen> {
     members
         .iter()
         .filter(|m| m.status == 1 || m.status == 4)
@@ -45,6 +54,7 @@ pub fn seen(members: &[AgentMember], failed_since: &HashMap<String, Instant>, vo
             voter: voters.is_none_or(|v| v.contains(&m.name)),
             alive: m.status == 1,
             failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
+            gone: m.status == 4 && gone.contains(&m.name),
         })
         .collect()
 }
@@ -105,7 +115,10 @@ pub fn decide(
         return Decision::Promote(c.name.clone());
     }
     let failed: Vec<&Seen> = members.iter().filter(|m| m.server && m.failed_for.is_some()).collect();
-    if let Some(young) = failed.iter().find(|m| m.failed_for.is_some_and(|f| f < grace)) {
+    if let Some(young) = failed
+        .iter()
+        .find(|m| !m.gone && m.failed_for.is_some_and(|f| f < grace))
+    {
         return Decision::Wait(format!(
             "server {} failed {}s ago; replaced after {}s",
             young.name,
@@ -139,6 +152,7 @@ mod tests {
             voter: server,
             alive,
             failed_for: failed.map(Duration::from_secs),
+            gone: false,
         }
     }
     const G: Duration = Duration::from_secs(30);
@@ -173,6 +187,16 @@ mod tests {
             m("c", true, false, Some(5)),
         ];
         assert!(matches!(decide(&ms, true, 3, G, G), Decision::Wait(_)));
+        ms[2].gone = true;
+        assert_eq!(
+            decide(&ms, true, 3, G, G),
+            Decision::Replace {
+                lost: vec!["c".into()],
+                count: 1
+            },
+            "a machine known gone is replaced at once"
+        );
+        ms[2].gone = false;
         ms[2].failed_for = Some(Duration::from_secs(31));
         assert_eq!(
             decide(&ms, true, 3, G, G),

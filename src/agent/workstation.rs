@@ -3,7 +3,7 @@
 //! rules, and replaces lost servers through the compute back-end they were started with,
 //! under the cluster's session lock so that two such agents never spawn twice for one loss.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +101,14 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         for m in members.iter().filter(|m| m.status == 4) {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
-        let seen = rules::seen(&members, &failed_since, voters.as_deref());
+        // Failed servers whose machines the compute back-end says are gone need no grace.
+        let mut gone = HashSet::new();
+        for m in members.iter().filter(|m| m.status == 4) {
+            if let Ok(Some(true)) = machine_gone(&ctx, &config, &m.name).await {
+                gone.insert(m.name.clone());
+            }
+        }
+        let seen = rules::seen(&members, &failed_since, voters.as_deref(), &gone);
         let alive_servers = seen.iter().filter(|m| m.server && m.voter && m.alive).count();
         short_since = match (alive_servers < settings.min_servers, short_since) {
             (false, _) => None,
@@ -201,31 +208,19 @@ async fn ask_recovery(
     lost: &[String],
     rec: &Recorder,
 ) -> anyhow::Result<Option<String>> {
-    let known = neighbours::all(&config.mapping);
-    let instances = Instance::list(&ctx.paths.machines_dir());
     for name in lost {
-        let instance = known
-            .iter()
-            .find(|n| &n.id == name)
-            .and_then(|n| {
-                let host = n.host.as_deref()?;
-                instances
-                    .iter()
-                    .find(|i| i.host.as_deref() == Some(host) && i.port.unwrap_or(22) == n.ssh_port)
-            })
-            .cloned();
-        let Some(inst) = instance else {
-            return Ok(Some(format!(
-                "quorum lost, and {name} is not a machine of ours: its survivors rebuild consensus after `agent/recovery_grace`"
-            )));
-        };
-        let ty = compute::find(config, &inst.compute, &inst.server)?;
-        let c = ctx.clone();
-        let gone = tokio::task::spawn_blocking(move || compute::is_stale(&c, &ty, &inst)).await??;
-        if !gone {
-            return Ok(Some(format!(
-                "quorum lost, but the machine of {name} still runs (cut off?): its survivors rebuild consensus after `agent/recovery_grace`"
-            )));
+        match machine_gone(ctx, config, name).await? {
+            Some(true) => {}
+            Some(false) => {
+                return Ok(Some(format!(
+                    "quorum lost, but the machine of {name} still runs (cut off?): its survivors rebuild consensus after `agent/recovery_grace`"
+                )));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "quorum lost, and {name} is not a machine of ours: its survivors rebuild consensus after `agent/recovery_grace`"
+                )));
+            }
         }
     }
     rec.acting_on(Some(&link.node));
@@ -245,6 +240,27 @@ async fn ask_recovery(
         ),
     );
     Ok(None)
+}
+
+/// Whether the machine of member `name` is gone, as its compute back-end says (`None`: not a
+/// machine this host started).
+async fn machine_gone(ctx: &Context, config: &Config, name: &str) -> anyhow::Result<Option<bool>> {
+    let instance = neighbours::all(&config.mapping)
+        .into_iter()
+        .find(|n| n.id == name)
+        .and_then(|n| {
+            let host = n.host?;
+            Instance::list(&ctx.paths.machines_dir())
+                .into_iter()
+                .find(|i| i.host.as_deref() == Some(host.as_str()) && i.port.unwrap_or(22) == n.ssh_port)
+        });
+    let Some(inst) = instance else {
+        return Ok(None);
+    };
+    let ty = compute::find(config, &inst.compute, &inst.server)?;
+    let c = ctx.clone();
+    let gone = tokio::task::spawn_blocking(move || compute::is_stale(&c, &ty, &inst)).await??;
+    Ok(Some(gone))
 }
 
 /// Carries out a promotion or a replacement under the cluster's lock.

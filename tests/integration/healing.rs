@@ -122,11 +122,7 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     eprintln!("lost server replaced after {:?}", t.elapsed());
 }
 
-/// Known to fail on today's main (see the note on issue 8): after the survivor's recovery,
-/// the replacements' KV writes time out and the rebuild does not finish in time. Run it with
-/// `cargo test -- --ignored` while working on it.
 #[test]
-#[ignore = "rebuild from a survivor with ACLs on does not finish yet (issue 8)"]
 fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
     if !docker_available() {
         return;
