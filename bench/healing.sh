@@ -6,7 +6,8 @@
 #   - a server `docker rm -f`'d -> `failed` in members (goal 7 s), and with `raptiformica
 #     agent` running on this host -> 3 alive servers again (goal 30 s),
 #   - two of three servers `docker rm -f`'d -> 3 alive servers again, a KV value written
-#     before the loss intact (goal 60 s with the default graces; recovery_grace is 60 s),
+#     before the loss intact (goal 60 s; the host's agent confirms the machines are gone and
+#     asks the survivor to rebuild at once),
 #   - the agent's RSS on a node (goal 20 MB) and the CPU of the cluster at rest.
 # Prints the figures; asserts nothing. Leaves nothing running.
 # Usage: bench/healing.sh [RUNS]   (RUNS for the kill figures; default 3)

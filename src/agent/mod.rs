@@ -6,6 +6,7 @@
 //! - [`follow`]: the neighbours in the KV and the members' health drive the overlay links;
 //! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role);
 //! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
+//! - [`roles`]: who votes, and promoting a client to server;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
 //! - [`status`]: what it did, for `agent --status`.
@@ -15,6 +16,7 @@ pub mod keeper;
 pub mod membership;
 pub mod node;
 pub mod recover;
+pub mod roles;
 pub mod rules;
 pub mod settings;
 pub mod status;

@@ -14,11 +14,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::recover::{self, RaftPeer};
+use super::roles::{promote, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
-use super::workstation::promote;
 use super::{follow, membership};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
@@ -417,6 +417,19 @@ impl Tick {
         {
             return;
         }
+        if !requested {
+            // On its own, a node rebuilds only if it is not the one cut off.
+            let cached = self.cached();
+            let hosts: Vec<(String, u16)> = neighbours::all(&cached)
+                .into_iter()
+                .filter(|n| failed.iter().any(|m| m.name == n.id))
+                .filter_map(|n| Some((n.host?, n.ssh_port)))
+                .collect();
+            if let Some(why) = recover::not_gone(&hosts).await {
+                tracing::info!("quorum lost, but not rebuilding: {why}");
+                return;
+            }
+        }
         recover::withdraw(&dir);
         let peers: Vec<RaftPeer> = alive.iter().filter_map(|m| recover::raft_peer(m)).collect();
         let names: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
@@ -496,10 +509,4 @@ impl Tick {
             Err(e) => self.rec.event("error", format!("promotion panicked: {e}")),
         }
     }
-}
-
-/// The voting servers in the raft configuration (None when it cannot be read: no leader).
-pub async fn voters(api: &ConsulApi) -> Option<Vec<String>> {
-    let raft = api.raft().await.ok()?;
-    Some(raft.into_iter().filter(|s| s.voter).map(|s| s.node).collect())
 }

@@ -128,6 +128,24 @@ pub fn raft_peer(m: &AgentMember) -> Option<RaftPeer> {
     })
 }
 
+/// Why the lost servers' machines (`hosts`: their underlay addresses and SSH ports) may not be
+/// gone, if they may not: this node's own network is down ("network is unreachable": it is
+/// the one cut off), or one of them answers (the machine is up; its own agent brings consul
+/// back). A refused connection, an unreachable host or silence count as gone.
+pub async fn not_gone(hosts: &[(String, u16)]) -> Option<String> {
+    for (host, port) in hosts {
+        let dial = tokio::net::TcpStream::connect((host.as_str(), *port));
+        match tokio::time::timeout(Duration::from_secs(5), dial).await {
+            Ok(Ok(_)) => return Some(format!("{host}:{port} answers")),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NetworkUnreachable => {
+                return Some(format!("this node's network is down ({host}: {e})"));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `raft/peers.json` (raft protocol 3) naming `peers` as voters.
 pub fn peers_json(peers: &[RaftPeer]) -> Value {
     Value::Array(
@@ -175,6 +193,16 @@ mod tests {
             peers_json(&[p]),
             json!([{"id": "abc", "address": "[200::1]:8300", "non_voter": false}])
         );
+    }
+
+    #[tokio::test]
+    async fn a_machine_that_answers_is_not_gone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let why = not_gone(&[("127.0.0.1".into(), port)]).await;
+        assert!(why.is_some_and(|w| w.contains("answers")));
+        drop(listener);
+        assert_eq!(not_gone(&[("127.0.0.1".into(), port)]).await, None, "refused: gone");
     }
 
     #[test]

@@ -8,13 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use super::roles::{promote, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
 use crate::compute::{self, Instance};
-use crate::config::{self, Config, Mapping, MutableCache, mapping};
+use crate::config::{self, Config, MutableCache, mapping};
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
 use crate::consensus::lock;
@@ -50,6 +49,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let mut short_since: Option<Instant> = None;
     let mut cooldown_until: Option<Instant> = None;
     let mut asked_recovery: Option<Instant> = None;
+    let mut broken: Option<String> = None;
     loop {
         let config = {
             let ctx = ctx.clone();
@@ -67,10 +67,12 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             && !l.remote.is_alive().await
         {
             rec.event("link", format!("the tunnel to {} broke", l.node));
+            broken = Some(l.node.clone());
             link = None;
         }
         if link.is_none() {
-            link = connect(&identity, &config).await;
+            let shun: HashSet<String> = failed_since.keys().cloned().chain(broken.take()).collect();
+            link = connect(&identity, &config, &shun).await;
             if let Some(l) = &link {
                 rec.event("link", format!("watching the cluster through node {}", l.node));
                 no_leader_ticks = 0;
@@ -80,7 +82,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             tokio::time::sleep(TICK * 3).await;
             continue;
         };
-        let (members, leader, voters) = tokio::join!(l.api.members(), l.api.leader(), super::node::voters(&l.api));
+        let (members, leader, voters) = tokio::join!(l.api.members(), l.api.leader(), voters(&l.api));
         let Ok(members) = members else {
             link = None;
             continue;
@@ -167,32 +169,57 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     }
 }
 
-/// A tunnel to the first node whose consul sees a leader (else to the first that answers).
-async fn connect(identity: &Identity, config: &Config) -> Option<Link> {
+/// How many nodes are dialed at once when looking for one to watch the cluster through.
+const DIAL_AT_ONCE: usize = 4;
+
+/// A tunnel to a node whose consul sees a leader (else to one that answers). Nodes are dialed
+/// a few at a time, those last seen failed (`shun`) last: a dead one costs its connect timeout.
+async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>) -> Option<Link> {
+    let mut candidates: Vec<_> = neighbours::all(&config.mapping)
+        .into_iter()
+        .filter(|n| n.host.is_some())
+        .collect();
+    candidates.sort_by_key(|n| shun.contains(&n.id));
     let mut fallback = None;
-    for n in neighbours::all(&config.mapping) {
-        let Some(host) = n.host.clone() else { continue };
-        let link = async {
-            let remote = Remote::connect(identity, &host, n.ssh_port).await?;
-            let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
-            let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
-            anyhow::Ok(Link {
-                node: n.id.clone(),
-                remote,
-                api,
-            })
-        }
-        .await;
-        match link {
-            Ok(l) => {
-                if matches!(l.api.leader().await, Ok(Some(_))) {
-                    return Some(l);
-                }
-                if fallback.is_none() {
-                    fallback = Some(l);
-                }
+    for wave in candidates.chunks(DIAL_AT_ONCE) {
+        let links = futures_util::future::join_all(wave.iter().map(|n| async move {
+            let host = n.host.clone().expect("filtered");
+            let link = async {
+                let remote = Remote::connect(identity, &host, n.ssh_port).await?;
+                let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
+                let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
+                let leads = matches!(api.leader().await, Ok(Some(_)));
+                anyhow::Ok((
+                    Link {
+                        node: n.id.clone(),
+                        remote,
+                        api,
+                    },
+                    leads,
+                ))
             }
-            Err(e) => tracing::debug!("no tunnel through {host}: {e:#}"),
+            .await;
+            if let Err(e) = &link {
+                tracing::debug!("no tunnel through {host}: {e:#}");
+            }
+            link.ok()
+        }))
+        .await;
+        let mut found = None;
+        for (l, leads) in links.into_iter().flatten() {
+            if leads && found.is_none() {
+                found = Some(l);
+            } else if fallback.is_none() {
+                fallback = Some(l);
+            } else {
+                l.remote.close().await;
+            }
+        }
+        if found.is_some() {
+            if let Some(f) = fallback {
+                f.remote.close().await;
+            }
+            return found;
         }
     }
     fallback
@@ -302,15 +329,6 @@ async fn act(
     mark_acting(&link.api, None).await;
     held.release(&link.api).await;
     result
-}
-
-/// Records `node` as a server in the shared config; its own agent restarts consul as one.
-pub async fn promote(api: &ConsulApi, node: &str) -> anyhow::Result<()> {
-    api.set_many(&Mapping::from([(
-        neighbours::key(node, "consul_role"),
-        Value::from("server"),
-    )]))
-    .await
 }
 
 /// Prunes the lost machines (ours, if they are gone), forgets them, and spawns `count`
@@ -492,7 +510,7 @@ async fn alive_servers_joined(api: &ConsulApi) -> usize {
 
 /// How many voting servers are alive, as the linked node sees them.
 async fn alive_servers(api: &ConsulApi) -> usize {
-    let voters = super::node::voters(api).await;
+    let voters = voters(api).await;
     api.members()
         .await
         .map(|ms| {
