@@ -75,7 +75,7 @@ pub async fn follow(
             let (peers, allowed) = node::overlay_plan(&config.mapping, &me2, &down)?;
             let file = std::fs::File::create(&lock)?;
             file.lock()?;
-            Ok((ygg2.apply(&peers, &allowed)?, peers.len()))
+            Ok((ygg2.apply(&peers, &allowed, node::new_keys_policy(&ctx2))?, peers.len()))
         })
         .await;
         match applied {

@@ -57,6 +57,16 @@ impl std::fmt::Display for Applied {
     }
 }
 
+/// What the overlay does about a peer whose key the running daemon does not admit yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewKeys {
+    /// Restart to admit it (a short outage of this node's links).
+    Restart,
+    /// Leave it for the next start: the link comes from this node's own dial, which the new
+    /// peer admits. For consul servers, whose links carry raft: a restart can cost an election.
+    Later,
+}
+
 /// An overlay implementation.
 pub trait Overlay {
     /// Its name, as used in the shared config's keys.
@@ -65,7 +75,7 @@ pub trait Overlay {
     fn identity(&self) -> anyhow::Result<OverlayIdentity>;
     /// Renders the config for `peers` (admitting only `allowed` keys) and starts the daemon,
     /// or changes the running daemon's peers.
-    fn apply(&self, peers: &[Peer], allowed: &[String]) -> anyhow::Result<Applied>;
+    fn apply(&self, peers: &[Peer], allowed: &[String], new_keys: NewKeys) -> anyhow::Result<Applied>;
     /// Waits until this node's overlay address is up.
     fn wait_address(&self, timeout: Duration) -> anyhow::Result<()>;
     /// The pid of the running daemon.

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::neighbours::{self, Role};
 use super::yggdrasil::{self, Yggdrasil};
-use super::{Applied, Overlay, OverlayIdentity, Peer, peering};
+use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, peering};
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::{self, AgentSettings, ConsulAgent};
@@ -159,6 +159,18 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
     Ok((peers, allowed))
 }
 
+/// A consul server that is running keeps its overlay up (its links carry raft); other nodes
+/// restart the overlay to admit a new peer's key.
+pub fn new_keys_policy(ctx: &Context) -> NewKeys {
+    let consul = ConsulAgent::new(&shared::mesh_dir(&ctx.paths));
+    let server = consul.rendered().is_some_and(|c| c["server"].as_bool() == Some(true));
+    if server && consul.pid().is_some() {
+        NewKeys::Later
+    } else {
+        NewKeys::Restart
+    }
+}
+
 /// The number of overlay links per node from the config (2 to 64).
 pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
     match mapping.get(LINKS_KEY) {
@@ -210,7 +222,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     let all = neighbours::all(&mapping);
     let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
     let (peers, allowed) = overlay_plan(&mapping, &id, &BTreeSet::new())?;
-    let overlay_applied = ygg.apply(&peers, &allowed)?;
+    let overlay_applied = ygg.apply(&peers, &allowed, new_keys_policy(ctx))?;
 
     let mut report = Report {
         node_id: id.clone(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use super::{Applied, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
+use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
 use crate::config::cache::write_atomic;
 use crate::daemon::{self, Daemon};
 
@@ -271,7 +271,7 @@ impl Overlay for Yggdrasil {
         Ok(id)
     }
 
-    fn apply(&self, peers: &[Peer], allowed: &[String]) -> anyhow::Result<Applied> {
+    fn apply(&self, peers: &[Peer], allowed: &[String], new_keys: NewKeys) -> anyhow::Result<Applied> {
         let generated = self.read_generated()?;
         let next = self.render(&generated, peers, allowed);
         let previous: Option<Value> = std::fs::read(self.rendered())
@@ -282,10 +282,11 @@ impl Overlay for Yggdrasil {
             self.start()?;
             return Ok(Applied::Started);
         }
-        // A peer the daemon does not admit would dial in and be refused, every second, and
-        // could not restore the link after a cut: restart with the keys (the daemon reads them
-        // at start only). With ring peering that is the few nodes next to a new one.
-        let admits_all = !refuses_a_peer(self.admitted().as_ref(), peers);
+        // A peer the daemon does not admit dials in and is refused, every second (the link
+        // itself comes from our dial, which it admits): restart with the keys (the daemon reads
+        // them at start only) where that is harmless. With ring peering that is the few nodes
+        // next to a new one.
+        let admits_all = new_keys == NewKeys::Later || !refuses_a_peer(self.admitted().as_ref(), peers);
         let Some(previous) = previous.filter(|p| admits_all && static_part(p) == static_part(&next)) else {
             self.daemon.stop(Duration::from_secs(3));
             self.start()?;
