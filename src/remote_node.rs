@@ -29,7 +29,7 @@ pub async fn on_a_node(
     {
         let host = n.host.clone().expect("filtered");
         let result = async {
-            let remote = Remote::connect(identity, &host, n.ssh_port).await?;
+            let remote = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
             let out = remote.run(what, &slave::on_node(command)).await;
             remote.close().await;
             out

@@ -452,7 +452,7 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
 /// `mesh` on another known node with the new neighbour list.
 async fn remesh_one(identity: &Identity, n: &neighbours::Neighbour, bytes: &[u8]) -> anyhow::Result<String> {
     let host = n.host.clone().expect("filtered");
-    let other = Remote::connect(identity, &host, n.ssh_port).await?;
+    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
     let result = mesh_on(&other, bytes).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))

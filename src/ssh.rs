@@ -118,7 +118,6 @@ impl Identity {
     /// Pins `host_keys` (lines of `type base64 [comment]`) for `host:port`, replacing any older
     /// pin: used for a machine the compute back-end just created and vouched for.
     pub fn pin(&self, host: &str, port: u16, host_keys: &str) -> anyhow::Result<usize> {
-        self.forget(host, port)?;
         let name = Self::pin_name(host, port);
         let mut lines = String::new();
         for key in host_keys
@@ -134,13 +133,31 @@ impl Identity {
         if lines.is_empty() {
             bail!("no host key to pin for `{name}` (got {host_keys:?})");
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.known_hosts)
-            .with_context(|| format!("cannot write `{}`", self.known_hosts.display()))?;
-        std::io::Write::write_all(&mut file, lines.as_bytes())?;
-        Ok(lines.lines().count())
+        with_lock(&self.known_hosts, || {
+            forget_unlocked(&self.known_hosts, host, port)?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.known_hosts)
+                .with_context(|| format!("cannot write `{}`", self.known_hosts.display()))?;
+            std::io::Write::write_all(&mut file, lines.as_bytes())?;
+            Ok(lines.lines().count())
+        })
+    }
+
+    /// Pins the host key the cluster recorded for a known node (`type base64`), unless it is
+    /// pinned already: every later contact then checks it (no trust on first use).
+    pub fn pin_recorded(&self, host: &str, port: u16, host_key: &str) -> anyhow::Result<()> {
+        let mut parts = host_key.split_whitespace();
+        let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+            bail!("the recorded host key of {host}:{port} is not `type base64`: {host_key:?}");
+        };
+        let line = format!("{} {kind} {blob}", Self::pin_name(host, port));
+        let pinned = std::fs::read_to_string(&self.known_hosts).unwrap_or_default();
+        if pinned.lines().any(|l| l.trim() == line) {
+            return Ok(());
+        }
+        self.pin(host, port, host_key).map(|_| ())
     }
 }
 
@@ -190,6 +207,20 @@ impl Remote {
                 Err(explain_connect_error(identity, host, port, &e, probe))
             }
         }
+    }
+
+    /// Connects to a known node, checking the host key the cluster recorded for it (pinned
+    /// first), not trusting whatever key answers.
+    pub async fn connect_known(
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        host_key: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        if let Some(key) = host_key {
+            identity.pin_recorded(host, port, key)?;
+        }
+        Self::connect(identity, host, port).await
     }
 
     /// Connects, retrying for up to `patience` (a machine that is still booting).
@@ -386,6 +417,10 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Forgets the pinned key(s) of `host:port` in `known_hosts`.
 pub fn forget(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<()> {
+    with_lock(known_hosts, || forget_unlocked(known_hosts, host, port))
+}
+
+fn forget_unlocked(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<()> {
     if !known_hosts.exists() {
         return Ok(());
     }
@@ -397,4 +432,69 @@ pub fn forget(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<()> {
     .env("FILE", known_hosts.display().to_string())
     .run()?;
     Ok(())
+}
+
+/// Runs `f` holding the exclusive lock of `known_hosts` (`<file>.lock`): concurrent spawns
+/// pin and forget keys without losing each other's lines.
+fn with_lock<T>(known_hosts: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut name = known_hosts.as_os_str().to_owned();
+    name.push(".lock");
+    let lock =
+        std::fs::File::create(&name).with_context(|| format!("cannot create `{}`", Path::new(&name).display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock `{}`", Path::new(&name).display()))?;
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(dir: &Path) -> Identity {
+        Identity {
+            key: dir.join("id_ed25519"),
+            public_key_file: dir.join("id_ed25519.pub"),
+            known_hosts: dir.join("known_hosts"),
+            config: dir.join("ssh_config"),
+        }
+    }
+
+    const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFqw/6zEYakaaCZwy6sOWe445FZOdvYrb6M7St3bWcIP";
+    const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDMNUBv6HFT7ZotG5201c9nhyQToYkueoJqUslnlC+e2";
+
+    #[test]
+    fn concurrent_pins_keep_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(dir.path());
+        for i in 0..12 {
+            id.pin(&format!("10.0.0.{i}"), 22, KEY_B).unwrap();
+        }
+        // Re-pinning rewrites the file (the old line goes) while the others append.
+        std::thread::scope(|s| {
+            for i in 0..12 {
+                let id = &id;
+                s.spawn(move || id.pin(&format!("10.0.0.{i}"), 22, KEY_A).unwrap());
+            }
+        });
+        let text = std::fs::read_to_string(&id.known_hosts).unwrap();
+        for i in 0..12 {
+            assert!(
+                text.contains(&format!("10.0.0.{i} {KEY_A}")),
+                "10.0.0.{i} lost:\n{text}"
+            );
+        }
+        assert_eq!(text.lines().count(), 12);
+    }
+
+    #[test]
+    fn a_recorded_key_is_pinned_once_and_replaces_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(dir.path());
+        id.pin("10.0.0.1", 2222, KEY_B).unwrap();
+        id.pin_recorded("10.0.0.1", 2222, KEY_A).unwrap();
+        id.pin_recorded("10.0.0.1", 2222, KEY_A).unwrap();
+        let text = std::fs::read_to_string(&id.known_hosts).unwrap();
+        assert_eq!(text.trim(), format!("[10.0.0.1]:2222 {KEY_A}"));
+        assert!(id.pin_recorded("10.0.0.1", 22, "garbage").is_err());
+    }
 }
