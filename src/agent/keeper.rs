@@ -25,13 +25,18 @@ pub fn keeper(paths: &Paths) -> Daemon {
     Daemon::with_stem(PROGRAM, "keeper", &mesh_dir(paths))
 }
 
-/// The agent's pid and log files (the keeper writes both).
+/// The agent's pid and log files (the keeper writes both; the agent writes its pid itself too,
+/// for systemd).
 pub fn agent(paths: &Paths) -> Daemon {
     Daemon::with_stem(PROGRAM, "agent", &mesh_dir(paths))
 }
 
-/// Starts the keeper unless it runs. Returns its pid when it was started now.
-pub fn ensure_running(paths: &Paths) -> anyhow::Result<Option<i32>> {
+/// Starts the keeper (or, where systemd runs, the agent's unit) unless it runs. Says what was
+/// started, if anything.
+pub fn ensure_running(paths: &Paths) -> anyhow::Result<Option<String>> {
+    if super::service::systemd_runs() {
+        return Ok(super::service::ensure(paths)?.then(|| format!("started (systemd unit {})", super::service::UNIT)));
+    }
     let k = keeper(paths);
     if k.pid().is_some() {
         return Ok(None);
@@ -42,7 +47,8 @@ pub fn ensure_running(paths: &Paths) -> anyhow::Result<Option<i32>> {
         paths.cache_dir.display().to_string(),
         "keeper".to_string(),
     ];
-    Ok(Some(k.start(&exe, &args)?))
+    let pid = k.start(&exe, &args)?;
+    Ok(Some(format!("started (keeper pid {pid})")))
 }
 
 /// Stops the keeper, then the agent. True if either ran.

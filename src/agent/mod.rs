@@ -1,6 +1,7 @@
 //! `raptiformica agent`: the long-running process that keeps a cluster alive. One file per
 //! duty:
-//! - [`keeper`]: keeps the agent itself running on a node (restarted within seconds);
+//! - [`keeper`], [`service`]: keep the agent itself running on a node (restarted within
+//!   seconds): the keeper, or a systemd unit where systemd runs;
 //! - [`supervise`]: restarts yggdrasil and consul when they exit, with backoff;
 //! - [`membership`]: blocking queries on the members' health drive `cluster_change`;
 //! - [`follow`]: the neighbours in the KV and the members' health drive the overlay links;
@@ -18,6 +19,7 @@ pub mod node;
 pub mod recover;
 pub mod roles;
 pub mod rules;
+pub mod service;
 pub mod settings;
 pub mod status;
 pub mod supervise;
@@ -56,6 +58,10 @@ impl Mode {
 /// Runs the agent in the foreground until it is killed.
 pub fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
+    if mode == Mode::Node {
+        let pid_file = keeper::agent(&ctx.paths).pid_file;
+        crate::config::cache::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
+    }
     let rec = status::Recorder::new(&ctx.paths, mode.as_str());
     rec.event(
         "start",

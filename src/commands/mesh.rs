@@ -35,10 +35,7 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
     let agent = if args.no_agent {
         "not started (--no-agent)".to_string()
     } else {
-        match crate::agent::keeper::ensure_running(&ctx.paths)? {
-            Some(pid) => format!("started (keeper pid {pid})"),
-            None => "running".to_string(),
-        }
+        crate::agent::keeper::ensure_running(&ctx.paths)?.unwrap_or_else(|| "running".to_string())
     };
     if ctx.json {
         let mut v = serde_json::to_value(&report)?;
