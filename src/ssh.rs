@@ -61,10 +61,11 @@ impl Identity {
         let known_hosts = dir.join("known_hosts");
         let config = dir.join("ssh_config");
         let mut text = String::from("# Written by raptiformica for its own SSH contacts.\nHost *\n");
+        // Paths in double quotes: a cache dir with a space must not break every contact.
         for (k, v) in [
             ("User", "root"),
-            ("IdentityFile", &key.display().to_string()),
-            ("UserKnownHostsFile", &known_hosts.display().to_string()),
+            ("IdentityFile", &config_quote(&key)?),
+            ("UserKnownHostsFile", &config_quote(&known_hosts)?),
             ("GlobalKnownHostsFile", "/dev/null"),
             ("StrictHostKeyChecking", "accept-new"),
             ("HashKnownHosts", "no"),
@@ -359,6 +360,16 @@ impl Remote {
     }
 }
 
+/// `path` as an ssh_config value: in double quotes (which ssh_config cannot escape, so a path
+/// holding one is refused).
+fn config_quote(path: &Path) -> anyhow::Result<String> {
+    let text = path.display().to_string();
+    if text.contains('"') {
+        bail!("`{text}` holds a double quote, which ssh_config cannot express: use a cache dir without one");
+    }
+    Ok(format!("\"{text}\""))
+}
+
 /// Why a TCP connection to `host:port` fails, if it does (to explain an ssh failure).
 async fn probe_tcp(host: &str, port: u16) -> Option<String> {
     let attempt = tokio::net::TcpStream::connect((host, port));
@@ -461,6 +472,38 @@ mod tests {
 
     const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFqw/6zEYakaaCZwy6sOWe445FZOdvYrb6M7St3bWcIP";
     const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDMNUBv6HFT7ZotG5201c9nhyQToYkueoJqUslnlC+e2";
+
+    #[test]
+    fn ssh_config_paths_are_quoted() {
+        assert_eq!(config_quote(Path::new("/a b/id")).unwrap(), "\"/a b/id\"");
+        assert!(config_quote(Path::new("/a\"b")).is_err());
+        // ssh itself reads the quoted path with its space.
+        let dir = tempfile::tempdir().unwrap();
+        let spaced = dir.path().join("my cache");
+        std::fs::create_dir_all(&spaced).unwrap();
+        let config = spaced.join("ssh_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n    IdentityFile {}\n",
+                config_quote(&spaced.join("id_ed25519")).unwrap()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("ssh")
+            .args(["-G", "-F"])
+            .arg(&config)
+            .arg("example.invalid")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            text.lines()
+                .any(|l| l == format!("identityfile {}", spaced.join("id_ed25519").display())),
+            "{text}"
+        );
+    }
 
     #[test]
     fn concurrent_pins_keep_every_line() {
