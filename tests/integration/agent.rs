@@ -12,6 +12,7 @@ use crate::docker::{DOCKER, Destroy};
 use crate::harness::{TestEnv, docker_available, text};
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
     if !docker_available() {
         return;

@@ -27,6 +27,7 @@ pub fn containers() -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn docker_spawn_ssh_reslave_forged_key_destroy() {
     if !docker_available() {
         return;
@@ -135,6 +136,7 @@ fn docker_spawn_ssh_reslave_forged_key_destroy() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_hung_bootstrap_ends_at_its_timeout_with_nothing_left_running() {
     if !docker_available() {
         return;

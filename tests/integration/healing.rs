@@ -67,6 +67,7 @@ fn leader(env: &TestEnv, ids: &[String]) -> String {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     if !docker_available() {
         return;
@@ -123,6 +124,7 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
     if !docker_available() {
         return;
@@ -168,6 +170,7 @@ fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn in_five_nodes_a_lost_server_is_replaced_by_promoting_a_client() {
     if !docker_available() {
         return;

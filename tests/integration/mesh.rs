@@ -27,6 +27,7 @@ fn wait_for_alive(env: &TestEnv, n: usize) -> Vec<Value> {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
     if !docker_available() {
         return;
@@ -180,6 +181,7 @@ fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_node_without_a_tun_device_is_told_which_docker_flags_to_add() {
     if !docker_available() {
         return;
