@@ -65,7 +65,7 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
         match report.kv {
             KvSync::NoConsensusYet => "in the local cache until the cluster has consensus".to_string(),
             KvSync::NoLeader => "no leader yet: kept in the cache, pushed on a later run".to_string(),
-            KvSync::Seeded { keys } => format!("seeded consul's KV with {keys} keys"),
+            KvSync::Seeded { keys, seconds } => format!("seeded consul's KV with {keys} keys in {seconds:.2}s"),
             KvSync::Synced { keys } => format!("in consul's KV ({keys} keys), cached"),
         }
     );

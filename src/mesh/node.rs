@@ -60,8 +60,8 @@ pub enum KvSync {
     NoConsensusYet,
     /// No leader within the wait: the cache is pushed on a later run.
     NoLeader,
-    /// The KV was empty and got the cached config.
-    Seeded { keys: usize },
+    /// The KV was empty and got the cached config (in `seconds`).
+    Seeded { keys: usize, seconds: f64 },
     /// Our changes went up and the KV came down into the cache.
     Synced { keys: usize },
 }
@@ -366,13 +366,14 @@ async fn sync_kv(
                         return anyhow::Ok(None);
                     }
                     let cached = cache.read()?.unwrap_or_default();
+                    let started = Instant::now();
                     let all_ours = api.seed(&cached).await?;
-                    Ok(all_ours.then_some(cached.len()))
+                    Ok(all_ours.then_some((cached.len(), started.elapsed().as_secs_f64())))
                 }
                 .await;
                 held.release(&api).await;
-                if let Some(keys) = seeded? {
-                    return Ok(KvSync::Seeded { keys });
+                if let Some((keys, seconds)) = seeded? {
+                    return Ok(KvSync::Seeded { keys, seconds });
                 }
                 break;
             }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Shared-config figures on a real 3-node docker cluster with ACLs on (image built on first use):
+#   - seeding a new cluster's KV with a user module of about 1,000 keys (500 hooks): the time
+#     the seeding node reports (goal <= 2 s);
+#   - `config get` and `config set` on a node, timed on the node itself (goals <= 10 ms and
+#     <= 20 ms), as medians of RUNS calls.
+# Prints the figures; asserts nothing. Leaves nothing running.
+# Usage: bench/config.sh [RUNS]   (default 21)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-21}
+cargo build --release -q
+bin=$PWD/target/release/raptiformica
+cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
+trap '$bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
+mkdir -p "$cache/modules/bench"
+python3 - "$cache/modules/bench/raptiformica.toml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write('raptiformica_api_version = "0.1"\n')
+    for i in range(500):
+        f.write(f'[platform.default.hooks.after_mesh.b{i:03d}]\ncommand = "true"\npredicate = "false"\n')
+PY
+sh compute/docker/ensure_image.sh
+$bin spawn --compute-type docker --count 3 >"$cache/spawn.log" 2>&1
+seeded=$(grep -o "seeded consul's KV with [0-9]* keys in [0-9.]*s" "$cache/spawn.log" | head -n 1)
+node=$(docker ps -q --filter network=raptiformica | head -n 1)
+# Times RUNS calls of a command on the node, in microseconds, and prints the median in ms.
+on_node_median() {
+  docker exec "$node" sh -c "for i in \$(seq $runs); do s=\$(date +%s%N); $1 >/dev/null 2>&1; e=\$(date +%s%N); echo \$(( (e - s) / 1000 )); done" |
+    sort -n | awk '{a[NR]=$1} END {printf "%.1f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2) / 1000}'
+}
+docker exec "$node" raptiformica config set raptiformica/bench/x 0 >/dev/null
+get=$(on_node_median "raptiformica config get raptiformica/bench/x")
+set=$(on_node_median "raptiformica config set raptiformica/bench/x 1")
+keys=$(docker exec "$node" raptiformica --json config get raptiformica 2>/dev/null | python3 -c "import json,sys
+def n(v): return sum(n(x) for x in v.values()) if isinstance(v, dict) else 1
+print(n(json.load(sys.stdin)))")
+echo "seeding: ${seeded:-no seeding line in the spawn output} (goal 2 s); the KV holds $keys keys"
+echo "config get on a node: median $get ms of $runs (goal 10 ms)"
+echo "config set on a node: median $set ms of $runs (goal 20 ms)"
