@@ -186,15 +186,22 @@ impl Shell {
             source,
         })?;
         let (tx, rx) = mpsc::channel();
+        let (out_buf, err_buf) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
         let readers = [
             spawn_reader(
                 child.stdout.take().expect("piped"),
-                false,
+                out_buf.clone(),
                 log.clone(),
                 self.echo,
                 tx.clone(),
             ),
-            spawn_reader(child.stderr.take().expect("piped"), true, log.clone(), self.echo, tx),
+            spawn_reader(
+                child.stderr.take().expect("piped"),
+                err_buf.clone(),
+                log.clone(),
+                self.echo,
+                tx,
+            ),
         ];
         drop(readers);
         let started = Instant::now();
@@ -221,17 +228,19 @@ impl Shell {
                 }
             }
         };
-        // A daemon started in the background may hold the pipes open for good: collect what
-        // came within a grace period and leave the rest.
-        let (mut stdout, mut stderr) = (String::new(), String::new());
+        // A daemon started in the background may hold the pipes open for good: wait a grace
+        // period for the end of both, then take what was printed so far.
         let deadline = Instant::now() + Duration::from_secs(2);
         for _ in 0..2 {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok((true, text)) => stderr = text,
-                Ok((false, text)) => stdout = text,
-                Err(_) => break,
+            if rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                break;
             }
         }
+        let taken = |b: &Arc<Mutex<String>>| std::mem::take(&mut *b.lock().unwrap_or_else(|e| e.into_inner()));
+        let (stdout, stderr) = (taken(&out_buf), taken(&err_buf));
         if let Some(log) = &log {
             let mut l = log.lock().expect("log lock");
             let _ = match status {
@@ -264,13 +273,12 @@ impl Shell {
 
 fn spawn_reader(
     pipe: impl Read + Send + 'static,
-    is_stderr: bool,
+    all: Arc<Mutex<String>>,
     log: Option<Arc<Mutex<File>>>,
     echo: bool,
-    done: mpsc::Sender<(bool, String)>,
+    done: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut all = String::new();
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();
         while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
@@ -281,10 +289,10 @@ fn spawn_reader(
             if echo {
                 eprint!("  | {text}");
             }
-            all.push_str(&text);
+            all.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
             line.clear();
         }
-        let _ = done.send((is_stderr, all));
+        let _ = done.send(());
     })
 }
 
@@ -342,11 +350,31 @@ mod tests {
     #[test]
     fn timeout_kills_the_whole_group() {
         let started = Instant::now();
-        let err = Shell::new("slow", "sleep 30 & sleep 30; echo never")
+        let d = tempfile::tempdir().unwrap();
+        let pid_file = d.path().join("bg.pid");
+        let err = Shell::new("slow", "sleep 30 & echo $! > \"$PIDFILE\"; sleep 30; echo never")
+            .env("PIDFILE", pid_file.display().to_string())
             .timeout(Duration::from_millis(300))
             .run()
             .unwrap_err();
         assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The background child went with the group, not only `sh` (gone, or a zombie).
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+        std::thread::sleep(Duration::from_millis(100));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit(") ").next().unwrap_or("").chars().next();
+        assert!(
+            matches!(state, None | Some('Z')),
+            "the background sleep {pid} still runs"
+        );
+    }
+
+    #[test]
+    fn a_background_child_holding_the_pipe_does_not_hide_the_output() {
+        let started = Instant::now();
+        let out = Shell::new("bg", "echo printed; sleep 5 &").run().unwrap();
+        assert_eq!(out.stdout.trim(), "printed");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
