@@ -296,6 +296,16 @@ fn spawn_reader(
     })
 }
 
+/// Runs blocking work (a local command, hashing or packing files) from async code without
+/// stalling the other tasks of the runtime's worker: on a multi-threaded runtime the worker
+/// hands its tasks to the others meanwhile (`block_in_place`); elsewhere it just runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// `exited with status 3` / `was killed by signal 9`.
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -368,6 +378,29 @@ mod tests {
             matches!(state, None | Some('Z')),
             "the background sleep {pid} still runs"
         );
+    }
+
+    #[test]
+    fn blocking_work_does_not_stall_the_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let other = rt.block_on(async {
+            let started = Instant::now();
+            let slow = tokio::spawn(async { blocking(|| std::thread::sleep(Duration::from_millis(600))) });
+            tokio::task::yield_now().await;
+            let quick = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                started.elapsed()
+            });
+            let quick = quick.await.unwrap();
+            slow.await.unwrap();
+            quick
+        });
+        assert!(other < Duration::from_millis(400), "the other task waited {other:?}");
+        assert_eq!(blocking(|| 7), 7, "outside a runtime it just runs");
     }
 
     #[test]

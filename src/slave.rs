@@ -84,7 +84,7 @@ pub async fn slave(
                 step.done("");
             }
         }
-        let fired = hooks::fire(ctx, config, "after_slave");
+        let fired = crate::process::blocking(|| hooks::fire(ctx, config, "after_slave"));
         tracing::info!("after_slave: {} handler(s) ran", fired.ran);
 
         if opts.assimilate {
@@ -92,7 +92,7 @@ pub async fn slave(
             let summary = assimilate(ctx, identity, &remote)
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
-            hooks::fire(ctx, config, "after_assimilate");
+            crate::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
             step.done(&summary);
         }
         anyhow::Ok(())
@@ -225,7 +225,8 @@ fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
 
 /// Uploads what differs on the target, then links the binaries onto its PATH.
 async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
-    let (set, _snapshot) = upload_set(ctx)?;
+    // Hashing and packing are local blocking work: off the async workers.
+    let (set, _snapshot) = crate::process::blocking(|| upload_set(ctx))?;
     // Which files does the target lack, or hold another version of?
     let mut manifest = tempfile::tempfile()?;
     for u in &set {
@@ -251,15 +252,18 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
         .map(|m| m.len())
         .sum();
     if !needed.is_empty() {
-        let mut archive = tar::Builder::new(tempfile::tempfile()?);
-        archive.follow_symlinks(true);
-        for u in &needed {
-            archive
-                .append_path_with_name(&u.local, u.remote.trim_start_matches('/'))
-                .with_context(|| format!("cannot pack `{}`", u.local.display()))?;
-        }
-        let mut file = archive.into_inner()?;
-        std::io::Seek::rewind(&mut file)?;
+        let file = crate::process::blocking(|| -> anyhow::Result<std::fs::File> {
+            let mut archive = tar::Builder::new(tempfile::tempfile()?);
+            archive.follow_symlinks(true);
+            for u in &needed {
+                archive
+                    .append_path_with_name(&u.local, u.remote.trim_start_matches('/'))
+                    .with_context(|| format!("cannot pack `{}`", u.local.display()))?;
+            }
+            let mut file = archive.into_inner()?;
+            std::io::Seek::rewind(&mut file)?;
+            Ok(file)
+        })?;
         let out = remote.sh("tar -x -f - -C / --no-same-owner", Some(file)).await?;
         if !out.success() {
             bail!("unpacking on the target failed: {}", out.stderr.trim());
