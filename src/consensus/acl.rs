@@ -4,8 +4,13 @@
 //! The token is made once, with the gossip key, by the first slaver: a UUID in
 //! `<cache-dir>/consul_token` (0600), uploaded with the other files to every node, rendered
 //! into consul's config (0600) as the initial management token on servers and the agent
-//! token everywhere. It is never in the KV, in process arguments or in logs: our HTTP client
-//! sends it as a sensitive `X-Consul-Token` header.
+//! master token for the agent endpoints everywhere. It is never in the KV, in process
+//! arguments or in logs: our HTTP client sends it as a sensitive `X-Consul-Token` header.
+//!
+//! consul's own agent runs with an agent token of its own (policy [`AGENT_POLICY`]: write its
+//! node, read services; no KV), derived from the cluster's token by a one-way hash so that
+//! every node knows it without another secret to hand out. Meshing makes it once there is a
+//! leader; until then an agent's own registration is refused and retried by consul.
 
 use std::path::PathBuf;
 
@@ -41,11 +46,32 @@ pub fn ensure_token(paths: &Paths) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The agent token's policy.
+pub const AGENT_POLICY: &str = "raptiformica-agent";
+
+/// What consul's own agent may do with its token.
+pub const AGENT_RULES: &str = r#"node_prefix "" { policy = "write" } service_prefix "" { policy = "read" }"#;
+
+/// The agent token of the cluster whose token is `token`: (accessor id, secret id).
+pub fn agent_token(token: &str) -> (String, String) {
+    (derive(token, "agent accessor"), derive(token, "agent secret"))
+}
+
+/// A UUID from `token` and `label`, by SHA-256 (it tells nothing of `token`).
+fn derive(token: &str, label: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("raptiformica {label}: {token}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
 /// consul's `acl` block: default deny; servers hold the management token.
 pub fn render(token: &str, server: bool) -> Value {
     // agent_master: agent endpoints (join, members) answer to it even without servers, so a
     // node that lost its cluster can still be told to join one.
-    let mut tokens = json!({"agent": token, "agent_master": token});
+    let (_, agent) = agent_token(token);
+    let mut tokens = json!({"agent": agent, "agent_master": token});
     if server {
         tokens["master"] = json!(token);
     }
@@ -74,6 +100,11 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
+        let (accessor, secret) = agent_token(&t);
+        assert_eq!(agent_token(&t), (accessor.clone(), secret.clone()), "the same on every node");
+        assert!(uuid::Uuid::parse_str(&secret).is_ok() && secret != t && accessor != secret);
+        assert_ne!(agent_token(&ensure_token(&Paths::resolve(Some(dir.path().join("other")), None, None)).unwrap()).1, secret);
+        assert_eq!(render(&t, false)["tokens"]["agent"], secret.as_str());
         let server = render(&t, true);
         assert_eq!(server["default_policy"], "deny");
         assert_eq!(server["tokens"]["master"], t.as_str());

@@ -342,6 +342,15 @@ async fn sync_kv(
             tracing::debug!("KV not ready yet: {e:#}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // consul's own agents run with a token of their own.
+        if let Some(token) = crate::consensus::acl::read_token(&ctx.paths) {
+            let (accessor, secret) = crate::consensus::acl::agent_token(&token);
+            match api.ensure_agent_token(&accessor, &secret).await {
+                Ok(true) => tracing::info!("made consul's agent token (accessor {accessor})"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
         // Writes made while consul was away go up before the KV comes down over the cache.
         shared::push_pending(&ctx.paths, &api).await?;
         // Seeding: one node at a time under the seed lock, the completion marker last, so that
