@@ -6,13 +6,8 @@
 #     <= 20 ms), as medians of RUNS calls.
 # Prints the figures; asserts nothing. Leaves nothing running.
 # Usage: bench/config.sh [RUNS]   (default 21)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 runs=${1:-21}
-cargo build --release -q
-bin=$PWD/target/release/raptiformica
-cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
-trap '$bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
 mkdir -p "$cache/modules/bench"
 python3 - "$cache/modules/bench/raptiformica.toml" <<'PY'
 import sys

@@ -2,15 +2,8 @@
 # Docker back-end figures, as medians: cold image build, spawn to ssh-ready on a warm image,
 # and slave time (first slave of a fresh machine, and a re-slave). Leaves nothing running.
 # Usage: bench/docker.sh [RUNS] [--cold]   (--cold removes and rebuilds the base image first)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 runs=${1:-3}
-cargo build --release -q
-bin=$PWD/target/release/raptiformica
-cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
-trap '$bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
 
 if [ "${2:-}" = "--cold" ]; then
   docker image rm -f raptiformica-base:bookworm >/dev/null 2>&1 || true

@@ -11,17 +11,10 @@
 #   - the agent's RSS on a node (goal 20 MB) and the CPU of the cluster at rest.
 # Prints the figures; asserts nothing. Leaves nothing running.
 # Usage: bench/healing.sh [RUNS]   (RUNS for the kill figures; default 3)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 runs=${1:-3}
-cargo build --release -q
-bin=$PWD/target/release/raptiformica
-cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
 agent_pid=
-trap '[ -n "$agent_pid" ] && kill $agent_pid 2>/dev/null; $bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
-since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
+on_exit='[ -n "$agent_pid" ] && kill $agent_pid 2>/dev/null || true'
 count() { timeout 30 $bin members --json 2>/dev/null | python3 -c "import json,sys
 try: print(sum(1 for m in json.load(sys.stdin) if m['status']=='$1' and ('$2'=='' or m['type']=='$2')))
 except Exception: print(0)"; }

@@ -7,15 +7,8 @@
 # then the RSS of consul, yggdrasil and any raptiformica process on a node.
 # Goals: 3 nodes in 15 s, the 4th in 5 s, `members` on a node in 50 ms. Leaves nothing running.
 # Usage: bench/mesh.sh [RUNS]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 runs=${1:-1}
-cargo build --release -q
-bin=$PWD/target/release/raptiformica
-cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
-trap '$bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
 alive() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
 try: print(sum(1 for m in json.load(sys.stdin) if m["status"]=="alive"))
 except Exception: print(0)'; }

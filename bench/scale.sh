@@ -9,15 +9,8 @@
 #     overlay links per node, and the host's memory in use.
 # Prints the figures; asserts nothing. Leaves nothing running.
 # Usage: bench/scale.sh [TOTAL]   (default 50; 20 skips the batches)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 total=${1:-50}
-cargo build --release -q
-bin=$PWD/target/release/raptiformica
-cache=$(mktemp -d); export RAPTIFORMICA_CACHE_DIR=$cache
-trap '$bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EXIT
-now() { date +%s.%N; }
-since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
 alive() { timeout 60 $bin members --json 2>/dev/null | python3 -c "import json,sys
 try: print(sum(1 for m in json.load(sys.stdin) if m['status']=='alive'))
 except Exception: print(0)"; }
