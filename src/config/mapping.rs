@@ -75,8 +75,10 @@ pub fn unflatten(mapping: &Mapping) -> Result<Value, String> {
 /// Normalizes a key typed by a user: `compute/docker` becomes `raptiformica/compute/docker`,
 /// trailing slashes go. Empty segments are refused.
 pub fn normalize_key(key: &str) -> Result<String, String> {
-    let trimmed = key.trim().trim_matches('/');
-    if trimmed.is_empty() {
+    // Slashes at the ends are a path's decoration; blanks are not trimmed but refused (a key
+    // with a blank is another key, or a typo).
+    let trimmed = key.trim_matches('/');
+    if trimmed.trim().is_empty() {
         return Err("the key is empty".into());
     }
     let full = if trimmed == PREFIX || trimmed.starts_with(&format!("{PREFIX}/")) {
@@ -218,7 +220,19 @@ mod tests {
 
     #[test]
     fn keys_with_dot_segments_blanks_or_control_characters_are_refused() {
-        for bad in ["..", "a/..", "./a", "a/./b", "a b", "a/\tb", "a/b\u{7}x", "a/\u{7f}"] {
+        for bad in [
+            "..",
+            "a/..",
+            "./a",
+            "a/./b",
+            "a b",
+            "a/\tb",
+            "a/b\u{7}x",
+            "a/\u{7f}",
+            " a/b",
+            "a/b ",
+            "\ta",
+        ] {
             let err = normalize_key(bad).unwrap_err();
             assert!(err.contains("segment") || err.contains("whitespace"), "{bad}: {err}");
         }

@@ -101,9 +101,16 @@ mod tests {
             0o600
         );
         let (accessor, secret) = agent_token(&t);
-        assert_eq!(agent_token(&t), (accessor.clone(), secret.clone()), "the same on every node");
+        assert_eq!(
+            agent_token(&t),
+            (accessor.clone(), secret.clone()),
+            "the same on every node"
+        );
         assert!(uuid::Uuid::parse_str(&secret).is_ok() && secret != t && accessor != secret);
-        assert_ne!(agent_token(&ensure_token(&Paths::resolve(Some(dir.path().join("other")), None, None)).unwrap()).1, secret);
+        assert_ne!(
+            agent_token(&ensure_token(&Paths::resolve(Some(dir.path().join("other")), None, None)).unwrap()).1,
+            secret
+        );
         assert_eq!(render(&t, false)["tokens"]["agent"], secret.as_str());
         let server = render(&t, true);
         assert_eq!(server["default_policy"], "deny");

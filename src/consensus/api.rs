@@ -318,10 +318,15 @@ impl ConsulApi {
     /// True when it was made now.
     pub async fn ensure_agent_token(&self, accessor: &str, secret: &str) -> anyhow::Result<bool> {
         use super::acl::{AGENT_POLICY, AGENT_RULES};
-        if self.get::<Value>(&format!("acl/token/{}", encode_segment(accessor))).await.is_ok() {
+        if self
+            .get::<Value>(&format!("acl/token/{}", encode_segment(accessor)))
+            .await
+            .is_ok()
+        {
             return Ok(false);
         }
-        let policy = json!({"Name": AGENT_POLICY, "Description": "raptiformica: what consul agents do", "Rules": AGENT_RULES});
+        let policy =
+            json!({"Name": AGENT_POLICY, "Description": "raptiformica: what consul agents do", "Rules": AGENT_RULES});
         if let Err(e) = self.put_ok("acl/policy", Some(policy)).await
             && !format!("{e:#}").contains("already exists")
         {
@@ -333,9 +338,12 @@ impl ConsulApi {
             "Description": "raptiformica: consul agents",
             "Policies": [{"Name": AGENT_POLICY}],
         });
-        self.put_ok("acl/token", Some(token))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot make the agent token: {}", e.to_string().replace(secret, "<secret>")))?;
+        self.put_ok("acl/token", Some(token)).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the agent token: {}",
+                e.to_string().replace(secret, "<secret>")
+            )
+        })?;
         Ok(true)
     }
 

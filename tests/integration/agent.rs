@@ -105,7 +105,11 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         &ids[1],
         r#"grep -o '"agent": *"[^"]*"' /root/.raptiformica.d/mesh/consul.json | cut -d'"' -f4"#,
     );
-    assert_eq!(agent_token.len(), 36, "no agent token in consul's config: {agent_token:?}");
+    assert_eq!(
+        agent_token.len(),
+        36,
+        "no agent token in consul's config: {agent_token:?}"
+    );
     assert_ne!(agent_token, sh(&ids[1], "cat /root/.raptiformica.d/consul_token"));
     let own = docker(&[
         "exec",
@@ -118,9 +122,16 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         "read",
         "-self",
     ]);
-    assert!(own.status.success(), "the agent token does not exist: {}", text(&own.stderr));
+    assert!(
+        own.status.success(),
+        "the agent token does not exist: {}",
+        text(&own.stderr)
+    );
     let own = text(&own.stdout);
-    assert!(own.contains("raptiformica-agent") && !own.contains("global-management"), "{own}");
+    assert!(
+        own.contains("raptiformica-agent") && !own.contains("global-management"),
+        "{own}"
+    );
 
     // The shared config: a `..` key is refused (it used to wipe the KV), and unsetting `a`
     // leaves its sibling `ab`.

@@ -189,6 +189,12 @@ fn set_refuses_to_break_the_tree_shape() {
     let err = env.fails(&["config", "set", "compute/docker/headless/get_port/x", "x"]);
     assert!(err.contains("is a value"), "{err}");
     assert!(env.fails(&["config", "set", "a//b", "x"]).contains("empty segment"));
+    for blank in [" a/b", "a/b "] {
+        assert!(
+            env.fails(&["config", "set", blank, "x"]).contains("whitespace"),
+            "{blank:?}"
+        );
+    }
 }
 
 #[test]
