@@ -335,8 +335,10 @@ impl Remote {
         match tokio::time::timeout(limit, self.run_with_input(what, &wrapped, input)).await {
             Ok(result) => result,
             Err(_) => {
+                // `kill -KILL -PGID`: dash's kill takes no `--` (it failed, and went unnoticed).
                 let kill = format!(
-                    "f={f}; if [ -s \"$f\" ]; then kill -KILL -- -\"$(cat \"$f\")\"; fi; rm -f \"$f\"",
+                    "f={f}; [ -s \"$f\" ] || {{ echo 'no process group recorded' >&2; exit 3; }}; \
+                     kill -KILL -\"$(cat \"$f\")\"; rc=$?; rm -f \"$f\"; exit $rc",
                     f = crate::slave::quote(&pgid_file)
                 );
                 let killed = tokio::time::timeout(Duration::from_secs(15), self.sh(&kill, None)).await;

@@ -142,6 +142,8 @@ struct Tick {
     own_entry: Mapping,
     recovered_at: Option<Instant>,
     last_promotion: Option<Instant>,
+    /// consul's agent token is known to exist.
+    agent_token_made: bool,
     /// This node's name in consul.
     me: String,
 }
@@ -168,6 +170,7 @@ impl Tick {
             own_entry: Mapping::new(),
             recovered_at: None,
             last_promotion: None,
+            agent_token_made: false,
             me: String::new(),
         })
     }
@@ -232,6 +235,7 @@ impl Tick {
         }
         if leader.is_some() {
             self.keep_own_entry(&me_name).await;
+            self.ensure_agent_token().await;
             // A change that went to the cache while consul was away (or slow) goes up now.
             if let Err(e) = shared::push_pending(&self.ctx.paths, &self.api).await {
                 tracing::debug!("pending changes not pushed yet: {e:#}");
@@ -453,6 +457,28 @@ impl Tick {
             ),
             Ok(Err(e)) => self.rec.event("error", format!("recovery failed: {e:#}")),
             Err(e) => self.rec.event("error", format!("recovery panicked: {e}")),
+        }
+    }
+
+    /// Makes consul's agent token if `mesh` could not (a new cluster's ACLs start in legacy
+    /// mode for a few seconds, and refuse tokens meanwhile).
+    async fn ensure_agent_token(&mut self) {
+        if self.agent_token_made {
+            return;
+        }
+        let Some(token) = crate::consensus::acl::read_token(&self.ctx.paths) else {
+            return;
+        };
+        let (accessor, secret) = crate::consensus::acl::agent_token(&token);
+        match self.api.ensure_agent_token(&accessor, &secret).await {
+            Ok(made) => {
+                self.agent_token_made = true;
+                if made {
+                    self.rec
+                        .event("acl", format!("made consul's agent token (accessor {accessor})"));
+                }
+            }
+            Err(e) => tracing::debug!("agent token not made yet: {e:#}"),
         }
     }
 

@@ -348,7 +348,9 @@ async fn sync_kv(
             match api.ensure_agent_token(&accessor, &secret).await {
                 Ok(true) => tracing::info!("made consul's agent token (accessor {accessor})"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!("{e:#}"),
+                // A new cluster's ACLs start in legacy mode for a few seconds; the node agent
+                // tries again.
+                Err(e) => tracing::debug!("{e:#}"),
             }
         }
         // Writes made while consul was away go up before the KV comes down over the cache.

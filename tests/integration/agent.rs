@@ -111,17 +111,22 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
         "no agent token in consul's config: {agent_token:?}"
     );
     assert_ne!(agent_token, sh(&ids[1], "cat /root/.raptiformica.d/consul_token"));
-    let own = docker(&[
-        "exec",
-        "-e",
-        &format!("CONSUL_HTTP_TOKEN={agent_token}"),
-        &ids[1],
-        "consul",
-        "acl",
-        "token",
-        "read",
-        "-self",
-    ]);
+    let read_own = || {
+        docker(&[
+            "exec",
+            "-e",
+            &format!("CONSUL_HTTP_TOKEN={agent_token}"),
+            &ids[1],
+            "consul",
+            "acl",
+            "token",
+            "read",
+            "-self",
+        ])
+    };
+    // The node agents make it once the new cluster's ACLs leave their first legacy mode.
+    wait_until(Duration::from_secs(30), || read_own().status.success());
+    let own = read_own();
     assert!(
         own.status.success(),
         "the agent token does not exist: {}",
