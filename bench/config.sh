@@ -18,7 +18,12 @@ with open(sys.argv[1], "w") as f:
 PY
 sh compute/docker/ensure_image.sh
 $bin spawn --compute-type docker --count 3 >"$cache/spawn.log" 2>&1
-seeded=$(grep -o "seeded consul's KV with [0-9]* keys in [0-9.]*s" "$cache/spawn.log" | head -n 1)
+# The node that seeded the KV keeps a record of it.
+seeded=$(for id in $(docker ps -q --filter network=raptiformica); do
+  docker exec "$id" cat /root/.raptiformica.d/var/seeded.json 2>/dev/null || true
+done | python3 -c "import json,sys
+for l in sys.stdin:
+    r=json.loads(l); print(f\"{r['keys']} keys seeded in {r['seconds']:.2f} s\"); break")
 node=$(docker ps -q --filter network=raptiformica | head -n 1)
 # Times RUNS calls of a command on the node, in microseconds, and prints the median in ms.
 on_node_median() {
@@ -31,6 +36,6 @@ set=$(on_node_median "raptiformica config set raptiformica/bench/x 1")
 keys=$(docker exec "$node" raptiformica --json config get raptiformica 2>/dev/null | python3 -c "import json,sys
 def n(v): return sum(n(x) for x in v.values()) if isinstance(v, dict) else 1
 print(n(json.load(sys.stdin)))")
-echo "seeding: ${seeded:-no seeding line in the spawn output} (goal 2 s); the KV holds $keys keys"
+echo "seeding: ${seeded:-no node recorded a seeding} (goal 2 s); the KV holds $keys keys"
 echo "config get on a node: median $get ms of $runs (goal 10 ms)"
 echo "config set on a node: median $set ms of $runs (goal 20 ms)"

@@ -384,6 +384,12 @@ async fn sync_kv(
                 .await;
                 held.release(&api).await;
                 if let Some((keys, seconds)) = seeded? {
+                    // Kept for a look later (`var/seeded.json`): only one node seeds.
+                    let record = serde_json::json!({"keys": keys, "seconds": seconds});
+                    let var = ctx.paths.cache_dir.join("var");
+                    let _ = std::fs::create_dir_all(&var).and_then(|_| {
+                        crate::config::cache::write_atomic(&var.join("seeded.json"), record.to_string().as_bytes())
+                    });
                     return Ok(KvSync::Seeded { keys, seconds });
                 }
                 break;

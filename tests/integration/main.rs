@@ -10,3 +10,4 @@ mod config;
 mod docker;
 mod healing;
 mod mesh;
+mod shared_config;
