@@ -5,7 +5,8 @@
 //! - [`supervise`]: restarts yggdrasil and consul when they exit, with backoff;
 //! - [`membership`]: blocking queries on the members' health drive `cluster_change`;
 //! - [`follow`]: the neighbours in the KV and the members' health drive the overlay links;
-//! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role);
+//! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role); [`redial`]: how
+//!   often an unlinked overlay peer is dialed again;
 //! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
 //! - [`roles`]: who votes, and promoting a client to server;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
@@ -17,6 +18,7 @@ pub mod keeper;
 pub mod membership;
 pub mod node;
 pub mod recover;
+pub mod redial;
 pub mod roles;
 pub mod rules;
 pub mod service;

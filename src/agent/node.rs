@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::recover::{self, RaftPeer};
+use super::redial::Redials;
 use super::roles::{promote, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
@@ -106,6 +107,15 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a peer's overlay port takes a TCP connection within 300 ms (blocking, briefly).
+fn answers(p: &mesh::Peer) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let Ok(Some(addr)) = (p.host.as_str(), p.port).to_socket_addrs().map(|mut a| a.next()) else {
+        return false;
+    };
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
 fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {
     let config = match config::load_over(&ctx.paths, kv) {
         Ok(c) => c,
@@ -144,6 +154,7 @@ struct Tick {
     last_promotion: Option<Instant>,
     /// consul's agent token is known to exist.
     agent_token_made: bool,
+    redials: Redials,
     /// This node's name in consul.
     me: String,
 }
@@ -171,6 +182,7 @@ impl Tick {
             recovered_at: None,
             last_promotion: None,
             agent_token_made: false,
+            redials: Redials::default(),
             me: String::new(),
         })
     }
@@ -256,11 +268,18 @@ impl Tick {
         // then tries it once a minute.
         if let Ok((peers, _)) = mesh::node::overlay_plan(cached, me, &Default::default()) {
             let ygg = self.overlay.clone();
-            match tokio::task::spawn_blocking(move || ygg.redial(&peers)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::debug!("redialed {n} overlay peer(s)"),
-                Ok(Err(e)) => tracing::debug!("overlay peers not redialed: {e:#}"),
-                Err(e) => tracing::debug!("redial panicked: {e}"),
+            let linked = tokio::task::spawn_blocking(move || ygg.linked_keys()).await;
+            if let Ok(Ok(linked)) = linked {
+                // The reachability probes block briefly: off the async workers.
+                let redials = &mut self.redials;
+                let due = crate::process::blocking(|| redials.due(&peers, &linked, Instant::now(), answers));
+                let ygg = self.overlay.clone();
+                match tokio::task::spawn_blocking(move || ygg.redial(&due)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::debug!("redialed {n} overlay peer(s)"),
+                    Ok(Err(e)) => tracing::debug!("overlay peers not redialed: {e:#}"),
+                    Err(e) => tracing::debug!("redial panicked: {e}"),
+                }
             }
         }
         let alive: Vec<&str> = members

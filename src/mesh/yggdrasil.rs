@@ -118,14 +118,13 @@ impl Yggdrasil {
         Ok(reply["response"].clone())
     }
 
-    /// Dials now each of `peers` that has no live link, instead of at yggdrasil's next
-    /// once-a-minute round (after an outage its own retries stop after three failed dials, and
-    /// `addpeer` alone does nothing for a peer it knows already: the peer is removed and added
-    /// again, which dials it). Connected peers are left alone. Returns how many were dialed.
+    /// Dials `peers` now, instead of at yggdrasil's next once-a-minute round (after an outage
+    /// its own retries stop after three failed dials, and `addpeer` alone does nothing for a
+    /// peer it knows already: the peer is removed and added again, which dials it). Dial only
+    /// peers without a live link (see [`Self::linked_keys`]). Returns how many were dialed.
     pub fn redial(&self, peers: &[Peer]) -> anyhow::Result<usize> {
-        let linked = self.linked_keys()?;
         let mut dialed = 0;
-        for p in peers.iter().filter(|p| !linked.contains(&p.public_key)) {
+        for p in peers {
             let uri = peer_uri(p);
             let _ = self.admin("removepeer", json!({"uri": uri}));
             if self.admin("addpeer", json!({"uri": uri})).is_ok() {
