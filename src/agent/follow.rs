@@ -72,10 +72,10 @@ pub async fn follow(
         let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
             // Caches the KV (and refuses an unusable one).
             let config = config::load_over(&ctx2.paths, Some(kv))?;
-            let (peers, allowed) = node::overlay_plan(&config.mapping, &me2, &down)?;
+            let plan = node::overlay_plan(&config.mapping, &me2, &down)?;
             let file = std::fs::File::create(&lock)?;
             file.lock()?;
-            Ok((ygg2.apply(&peers, &allowed, node::new_keys_policy(&ctx2))?, peers.len()))
+            Ok((ygg2.apply(&plan, node::new_keys_policy(&ctx2))?, plan.dial.len()))
         })
         .await;
         match applied {

@@ -155,6 +155,8 @@ struct Tick {
     /// consul's agent token is known to exist.
     agent_token_made: bool,
     redials: Redials,
+    /// The admissions this agent last published (`yggdrasil_admits`).
+    published_admits: Option<String>,
     /// This node's name in consul.
     me: String,
 }
@@ -183,6 +185,7 @@ impl Tick {
             last_promotion: None,
             agent_token_made: false,
             redials: Redials::default(),
+            published_admits: None,
             me: String::new(),
         })
     }
@@ -248,6 +251,7 @@ impl Tick {
         if leader.is_some() {
             self.keep_own_entry(&me_name).await;
             self.ensure_agent_token().await;
+            self.publish_admits(&cached, &me_name).await;
             // A change that went to the cache while consul was away (or slow) goes up now.
             if let Err(e) = shared::push_pending(&self.ctx.paths, &self.api).await {
                 tracing::debug!("pending changes not pushed yet: {e:#}");
@@ -266,7 +270,8 @@ impl Tick {
         self.last_join = Some(Instant::now());
         // The overlay links first: yggdrasil gives up on a lost peer after three dials and
         // then tries it once a minute.
-        if let Ok((peers, _)) = mesh::node::overlay_plan(cached, me, &Default::default()) {
+        if let Ok(plan) = mesh::node::overlay_plan(cached, me, &Default::default()) {
+            let peers = plan.dial;
             let ygg = self.overlay.clone();
             let linked = tokio::task::spawn_blocking(move || ygg.linked_keys()).await;
             if let Ok(Ok(linked)) = linked {
@@ -476,6 +481,39 @@ impl Tick {
             ),
             Ok(Err(e)) => self.rec.event("error", format!("recovery failed: {e:#}")),
             Err(e) => self.rec.event("error", format!("recovery panicked: {e}")),
+        }
+    }
+
+    /// Publishes which nodes this node's running overlay admits (`yggdrasil_admits`), so that
+    /// the others do not dial it before it admits them (see `mesh::node::overlay_plan`).
+    async fn publish_admits(&mut self, cached: &Mapping, me: &str) {
+        let Some(admitted) = self.overlay.admitted() else {
+            return;
+        };
+        let mut ids: Vec<String> = neighbours::all(cached)
+            .into_iter()
+            .filter(|n| n.id != me)
+            .filter(|n| {
+                n.overlay_public_key
+                    .as_ref()
+                    .is_some_and(|k| admitted.is_empty() || admitted.contains(k))
+            })
+            .map(|n| n.id)
+            .collect();
+        ids.sort();
+        let value = ids.join(",");
+        let key = neighbours::key(me, "yggdrasil_admits");
+        let published = cached.get(&key).and_then(serde_json::Value::as_str);
+        if published == Some(value.as_str()) || self.published_admits.as_deref() == Some(value.as_str()) {
+            return;
+        }
+        match self
+            .api
+            .set_many(&Mapping::from([(key, serde_json::Value::from(value.clone()))]))
+            .await
+        {
+            Ok(()) => self.published_admits = Some(value),
+            Err(e) => tracing::debug!("admissions not published yet: {e:#}"),
         }
     }
 

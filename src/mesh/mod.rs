@@ -73,9 +73,10 @@ pub trait Overlay {
     fn name(&self) -> &'static str;
     /// This node's identity; the keys are generated on first use.
     fn identity(&self) -> anyhow::Result<OverlayIdentity>;
-    /// Renders the config for `peers` (admitting only `allowed` keys) and starts the daemon,
-    /// or changes the running daemon's peers.
-    fn apply(&self, peers: &[Peer], allowed: &[String], new_keys: NewKeys) -> anyhow::Result<Applied>;
+    /// Renders the config for the plan (dialing `plan.dial`, admitting only `plan.allowed`) and
+    /// starts the daemon, or changes the running daemon's peers (restarting it, if `new_keys`
+    /// allows, when it does not admit a key of `plan.admit`).
+    fn apply(&self, plan: &node::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied>;
     /// Waits until this node's overlay address is up.
     fn wait_address(&self, timeout: Duration) -> anyhow::Result<()>;
     /// The pid of the running daemon.

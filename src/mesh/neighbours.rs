@@ -46,6 +46,9 @@ pub struct Neighbour {
     pub overlay_address: Option<Ipv6Addr>,
     pub overlay_port: Option<u16>,
     pub consul_role: Option<Role>,
+    /// The ids whose keys its running overlay admits (`yggdrasil_admits`, comma-separated),
+    /// as its agent published them; None when it published none.
+    pub overlay_admits: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Neighbour {
@@ -79,6 +82,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
                 overlay_address: None,
                 overlay_port: None,
                 consul_role: None,
+                overlay_admits: None,
             });
         }
         let n = out.last_mut().expect("pushed above");
@@ -93,6 +97,9 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "yggdrasil_public_key" => n.overlay_public_key = Some(text),
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),
+            "yggdrasil_admits" => {
+                n.overlay_admits = Some(text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            }
             "consul_role" => {
                 n.consul_role = match text.as_str() {
                     "server" => Some(Role::Server),

@@ -128,11 +128,26 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The overlay links of node `id` (bounded, see [`peering`](super::peering)) and the keys it
-/// admits (every neighbour's). A neighbour in `down` is replaced by the next one along the
-/// ring, and kept: if this node is the one cut off, everyone looks down from here, and
-/// dropping them all would leave nobody to dial when the cut heals.
-pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<(Vec<Peer>, Vec<String>)> {
+/// What a node's overlay should do: see [`overlay_plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayPlan {
+    /// The peers to dial.
+    pub dial: Vec<Peer>,
+    /// The keys of every peer it links with: its overlay must admit them (they dial it).
+    pub admit: Vec<String>,
+    /// The keys it admits: every neighbour's.
+    pub allowed: Vec<String>,
+    /// Ring peers it does not dial: they do not admit it (they dial it instead).
+    pub refused_by: Vec<Peer>,
+}
+
+/// The overlay links of node `id` (bounded, see [`peering`](super::peering)). A neighbour in
+/// `down` is replaced by the next one along the ring, and kept: if this node is the one cut
+/// off, everyone looks down from here, and dropping them all would leave nobody to dial when
+/// the cut heals. A peer whose published admissions (`yggdrasil_admits`) leave this node out
+/// is not dialed (it would refuse, and yggdrasil would redial it every second for ever): it
+/// dials this node instead.
+pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<OverlayPlan> {
     let all = neighbours::all(mapping);
     let links = links(mapping)?;
     let mut chosen = peering::choose(id, &all, links, down);
@@ -141,22 +156,30 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
             chosen.push(n);
         }
     }
-    let peers = chosen
-        .into_iter()
-        .filter_map(|n| {
-            Some(Peer {
-                public_key: n.overlay_public_key.clone()?,
-                host: n.host.clone()?,
-                port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
-            })
+    let peer = |n: &neighbours::Neighbour| {
+        Some(Peer {
+            public_key: n.overlay_public_key.clone()?,
+            host: n.host.clone()?,
+            port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
         })
-        .collect();
+    };
+    let (dial, refused_by): (Vec<_>, Vec<_>) = chosen
+        .iter()
+        .partition(|n| n.overlay_admits.as_ref().is_none_or(|a| a.contains(id)));
+    let dial = dial.into_iter().filter_map(&peer).collect();
+    let refused_by = refused_by.into_iter().filter_map(peer).collect();
+    let admit = chosen.iter().filter_map(|n| n.overlay_public_key.clone()).collect();
     let allowed = all
         .iter()
         .filter(|n| n.on_overlay())
         .filter_map(|n| n.overlay_public_key.clone())
         .collect();
-    Ok((peers, allowed))
+    Ok(OverlayPlan {
+        dial,
+        admit,
+        allowed,
+        refused_by,
+    })
 }
 
 /// A consul server that is running keeps its overlay up (its links carry raft); other nodes
@@ -221,8 +244,9 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     // The overlay.
     let all = neighbours::all(&mapping);
     let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
-    let (peers, allowed) = overlay_plan(&mapping, &id, &BTreeSet::new())?;
-    let overlay_applied = ygg.apply(&peers, &allowed, new_keys_policy(ctx))?;
+    let plan = overlay_plan(&mapping, &id, &BTreeSet::new())?;
+    let overlay_applied = ygg.apply(&plan, new_keys_policy(ctx))?;
+    let peers = plan.dial;
 
     let mut report = Report {
         node_id: id.clone(),
@@ -442,19 +466,37 @@ mod tests {
     #[test]
     fn a_down_peer_is_replaced_along_the_ring_and_kept() {
         let m = ring(10);
-        let (peers, allowed) = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
-        assert_eq!(keys(&peers), ["k03", "k04", "k06", "k07"]);
-        assert_eq!(allowed.len(), 10);
+        let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07"]);
+        assert_eq!(plan.allowed.len(), 10);
         let down: BTreeSet<String> = ["n06".to_string()].into();
-        let (peers, _) = overlay_plan(&m, "n05", &down).unwrap();
-        assert_eq!(keys(&peers), ["k03", "k04", "k06", "k07", "k08"]);
+        let plan = overlay_plan(&m, "n05", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07", "k08"]);
     }
 
     #[test]
     fn a_node_that_sees_everyone_down_still_dials_its_peers() {
         let m = ring(3);
         let down: BTreeSet<String> = ["n00".to_string(), "n02".to_string()].into();
-        let (peers, _) = overlay_plan(&m, "n01", &down).unwrap();
-        assert_eq!(keys(&peers), ["k00", "k02"]);
+        let plan = overlay_plan(&m, "n01", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k00", "k02"]);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_admit_us_is_not_dialed_but_still_admitted() {
+        let mut m = ring(3);
+        m.insert(
+            format!("{}/n00/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n02"),
+        );
+        m.insert(
+            format!("{}/n02/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n00,n01"),
+        );
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k02"], "n00 refuses n01: it dials n01 instead");
+        let mut admit = plan.admit.clone();
+        admit.sort();
+        assert_eq!(admit, ["k00", "k02"]);
     }
 }

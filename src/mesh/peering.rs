@@ -59,6 +59,7 @@ mod tests {
             overlay_address: Some("200::1".parse().unwrap()),
             overlay_port: None,
             consul_role: None,
+            overlay_admits: None,
         }
     }
 

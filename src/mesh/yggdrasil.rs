@@ -146,9 +146,9 @@ impl Yggdrasil {
         self.dir.join("yggdrasil.admitted.json")
     }
 
-    /// The keys the running daemon admits; `None` when unknown (admit everything: an empty
-    /// list in yggdrasil's config).
-    fn admitted(&self) -> Option<BTreeSet<String>> {
+    /// The keys the running daemon admits; `None` when unknown (an empty set admits every
+    /// key: an empty list in yggdrasil's config).
+    pub fn admitted(&self) -> Option<BTreeSet<String>> {
         let bytes = std::fs::read(self.admitted_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
@@ -208,8 +208,8 @@ fn linked_keys(response: &Value) -> BTreeSet<String> {
 /// Whether a daemon admitting `admitted` refuses one of `peers` (which then cannot dial it:
 /// yggdrasil redials a refused peer every second, for ever). Unknown (a daemon started by an
 /// older version) counts as refusing: one restart records it.
-fn refuses_a_peer(admitted: Option<&BTreeSet<String>>, peers: &[Peer]) -> bool {
-    admitted.is_none_or(|a| !a.is_empty() && peers.iter().any(|p| !a.contains(&p.public_key)))
+fn refuses_a_peer(admitted: Option<&BTreeSet<String>>, keys: &[String]) -> bool {
+    admitted.is_none_or(|a| !a.is_empty() && keys.iter().any(|k| !a.contains(k)))
 }
 
 fn string_set(config: &Value, key: &str) -> BTreeSet<String> {
@@ -270,7 +270,8 @@ impl Overlay for Yggdrasil {
         Ok(id)
     }
 
-    fn apply(&self, peers: &[Peer], allowed: &[String], new_keys: NewKeys) -> anyhow::Result<Applied> {
+    fn apply(&self, plan: &super::node::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied> {
+        let (peers, allowed) = (&plan.dial, &plan.allowed);
         let generated = self.read_generated()?;
         let next = self.render(&generated, peers, allowed);
         let previous: Option<Value> = std::fs::read(self.rendered())
@@ -285,7 +286,7 @@ impl Overlay for Yggdrasil {
         // itself comes from our dial, which it admits): restart with the keys (the daemon reads
         // them at start only) where that is harmless. With ring peering that is the few nodes
         // next to a new one.
-        let admits_all = new_keys == NewKeys::Later || !refuses_a_peer(self.admitted().as_ref(), peers);
+        let admits_all = new_keys == NewKeys::Later || !refuses_a_peer(self.admitted().as_ref(), &plan.admit);
         let Some(previous) = previous.filter(|p| admits_all && static_part(p) == static_part(&next)) else {
             self.daemon.stop(Duration::from_secs(3));
             self.start()?;
@@ -296,6 +297,14 @@ impl Overlay for Yggdrasil {
         let (old, new) = (string_set(&previous, "Peers"), string_set(&next, "Peers"));
         let added: Vec<&String> = new.difference(&old).collect();
         let removed: Vec<&String> = old.difference(&new).collect();
+        // A peer dialed before we knew it refuses us: yggdrasil redials it every second for
+        // ever, whatever `removepeer` says; only a restart ends that, where one is harmless.
+        let refused: BTreeSet<String> = plan.refused_by.iter().map(peer_uri).collect();
+        if new_keys == NewKeys::Restart && removed.iter().any(|u| refused.contains(*u)) {
+            self.daemon.stop(Duration::from_secs(3));
+            self.start()?;
+            return Ok(Applied::Restarted);
+        }
         for uri in &added {
             self.admin("addpeer", json!({"uri": uri}))?;
         }
@@ -377,11 +386,7 @@ mod tests {
 
     #[test]
     fn a_peer_whose_key_is_not_admitted_needs_a_restart() {
-        let peer = |k: &str| Peer {
-            public_key: k.into(),
-            host: "h".into(),
-            port: 1,
-        };
+        let peer = |k: &str| k.to_string();
         let admitted: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
         assert!(!refuses_a_peer(Some(&admitted), &[peer("a"), peer("b")]));
         assert!(refuses_a_peer(Some(&admitted), &[peer("a"), peer("c")]));
