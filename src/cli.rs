@@ -134,8 +134,9 @@ pub enum Command {
     /// from the survivors when quorum is lost for good (keeping consul's data and the KV), and
     /// follows its consul role. On the host that spawned the cluster it watches the cluster
     /// through an SSH tunnel and enforces `agent/rules/min_servers`: it promotes a client, or
-    /// spawns a replacement of the lost machine's compute type and prunes the dead one.
-    /// `--status` tells what the agent did last.
+    /// spawns a replacement of the lost machine's compute type and prunes the dead one, and
+    /// when the compute back-end says the lost servers are gone it asks the survivor to
+    /// rebuild at once (`--recover`). `--status` tells what the agent did last.
     Agent(AgentArgs),
 
     /// The agent's keeper on a node (started by `mesh`; not for direct use)
