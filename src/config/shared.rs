@@ -231,6 +231,11 @@ fn read_index(paths: &Paths) -> u64 {
 }
 
 fn write_index(paths: &Paths, index: u64) -> anyhow::Result<()> {
+    // Reads are frequent and the index moves only with writes: no write (and fsync) for the
+    // same index.
+    if read_index(paths) == index {
+        return Ok(());
+    }
     let file = index_file(paths);
     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
     super::cache::write_atomic(&file, format!("{index}\n").as_bytes())?;
