@@ -205,7 +205,13 @@ impl Remote {
             }),
             Err(e) => {
                 let probe = probe_tcp(host, port).await;
-                Err(explain_connect_error(identity, host, port, &e, probe))
+                Err(explain_connect_error(
+                    identity,
+                    host,
+                    port,
+                    &format!("{e:#} ({e:?})"),
+                    probe,
+                ))
             }
         }
     }
@@ -382,36 +388,36 @@ async fn probe_tcp(host: &str, port: u16) -> Option<String> {
     }
 }
 
+/// What a failed SSH contact means, with ssh's own words (`cause`) kept at the end.
 fn explain_connect_error(
     identity: &Identity,
     host: &str,
     port: u16,
-    e: &openssh::Error,
+    cause: &str,
     tcp_problem: Option<String>,
 ) -> anyhow::Error {
-    let text = format!("{e:#} {:?}", e);
     let kh = identity.known_hosts.display();
-    if text.contains("IDENTIFICATION HAS CHANGED") || text.contains("Host key verification failed") {
-        anyhow::anyhow!(
+    let cause = cause.trim();
+    let what = if cause.contains("IDENTIFICATION HAS CHANGED") || cause.contains("Host key verification failed") {
+        format!(
             "the host key of {host}:{port} does not match the key pinned in `{kh}`: refusing to connect \
              (someone may be impersonating the machine)\n\
              hint: if the machine was legitimately re-created, forget the old key with \
              `ssh-keygen -R '{}' -f {kh}`",
             Identity::pin_name(host, port)
         )
-    } else if text.contains("Permission denied") {
-        anyhow::anyhow!(
+    } else if cause.contains("Permission denied") {
+        format!(
             "root@{host}:{port} refused our key `{}`\nhint: authorize `{}` in the machine's /root/.ssh/authorized_keys",
             identity.key.display(),
             identity.public_key_file.display()
         )
     } else if let Some(problem) = tcp_problem {
-        anyhow::anyhow!(
-            "cannot reach {host}:{port}: {problem}\nhint: check the address and the port, and that sshd runs there"
-        )
+        format!("cannot reach {host}:{port}: {problem}\nhint: check the address and the port, and that sshd runs there")
     } else {
-        anyhow::anyhow!("ssh to {host}:{port} failed: {}", e.to_string().trim())
-    }
+        format!("ssh to {host}:{port} failed")
+    };
+    anyhow::anyhow!("{what}\ncause: {cause}")
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
@@ -474,6 +480,29 @@ mod tests {
 
     const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFqw/6zEYakaaCZwy6sOWe445FZOdvYrb6M7St3bWcIP";
     const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDMNUBv6HFT7ZotG5201c9nhyQToYkueoJqUslnlC+e2";
+
+    #[test]
+    fn connect_errors_keep_ssh_s_own_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = identity(dir.path());
+        let denied = explain_connect_error(&id, "h", 22, "root@h: Permission denied (publickey).", None).to_string();
+        assert!(
+            denied.contains("refused our key") && denied.contains("Permission denied (publickey)"),
+            "{denied}"
+        );
+        let other = explain_connect_error(
+            &id,
+            "h",
+            22,
+            "kex_exchange_identification: read: Connection reset",
+            None,
+        );
+        assert!(other.to_string().contains("Connection reset"), "{other}");
+        let tcp = explain_connect_error(&id, "h", 22, "ssh: connect: No route to host", Some("no route".into()));
+        assert!(
+            tcp.to_string().contains("cannot reach h:22: no route") && tcp.to_string().contains("No route to host")
+        );
+    }
 
     #[test]
     fn ssh_config_paths_are_quoted() {
