@@ -8,18 +8,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::{count, docker, node_containers, sh, wait_until};
-use crate::docker::{DOCKER, Destroy};
-use crate::harness::{TestEnv, docker_available, text};
+use crate::docker::DockerTest;
+use crate::harness::text;
 
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     env.module(
         "probe/raptiformica.json",
         r#"{"raptiformica_api_version": "0.1",

@@ -2,19 +2,44 @@
 //! slave, a forged host key refused, a wrong port named, destroy leaving nothing. Fails in CI
 //! (CI=true) when the engine is missing; skips elsewhere.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::harness::{TestEnv, docker_available, text};
 
 /// Docker tests share the engine and the `raptiformica` network: one at a time.
 pub static DOCKER: Mutex<()> = Mutex::new(());
 
-/// Destroys what the test started, even when it fails.
-pub struct Destroy<'a>(pub &'a TestEnv);
+/// An end-to-end test on docker: one at a time (the engine and the network are shared), in a
+/// fresh env whose machines are destroyed when it ends, even on failure. `None` when there is
+/// no engine (outside CI; in CI that fails).
+pub struct DockerTest {
+    env: TestEnv,
+    _serial: MutexGuard<'static, ()>,
+}
 
-impl Drop for Destroy<'_> {
+impl DockerTest {
+    pub fn start() -> Option<Self> {
+        if !docker_available() {
+            return None;
+        }
+        let serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Self {
+            env: TestEnv::new(),
+            _serial: serial,
+        })
+    }
+}
+
+impl std::ops::Deref for DockerTest {
+    type Target = TestEnv;
+    fn deref(&self) -> &TestEnv {
+        &self.env
+    }
+}
+
+impl Drop for DockerTest {
     fn drop(&mut self) {
-        let _ = self.0.run(&["destroy"]);
+        let _ = self.env.run(&["destroy"]);
     }
 }
 
@@ -29,12 +54,9 @@ pub fn containers() -> Vec<String> {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn docker_spawn_ssh_reslave_forged_key_destroy() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     let before = containers();
 
     let out = env.ok(&["--json", "spawn", "--compute-type", "docker", "--no-assimilate"]);
@@ -138,12 +160,9 @@ fn docker_spawn_ssh_reslave_forged_key_destroy() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_hung_bootstrap_ends_at_its_timeout_with_nothing_left_running() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     // A server type that only hangs; docker cannot start it, so `spawn` without
     // --server-type still picks one it can.
     env.module(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{count, docker, members, running_nodes, sh, wait_until};
-use crate::docker::{DOCKER, Destroy};
-use crate::harness::{TestEnv, docker_available, text};
+use crate::docker::DockerTest;
+use crate::harness::{TestEnv, text};
 
 fn on(id: &str, args: &[&str]) -> String {
     let mut all = vec!["exec", id, "raptiformica"];
@@ -69,12 +69,9 @@ fn leader(env: &TestEnv, ids: &[String]) -> String {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     let ids = three_nodes_with_a_kept_value(&env);
 
     // The leader off the network for 30 s: the majority elects another and writes; the
@@ -126,12 +123,9 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     let ids = three_nodes_with_a_kept_value(&env);
     let _agent = HostAgent::start(&env);
 
@@ -172,12 +166,9 @@ fn two_of_three_lost_are_rebuilt_from_the_survivor_with_the_kv_intact() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn in_five_nodes_a_lost_server_is_replaced_by_promoting_a_client() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
     env.ok(&["spawn", "--compute-type", "docker", "--count", "2"]);

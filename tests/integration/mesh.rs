@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{docker, members, node_containers};
-use crate::docker::{DOCKER, Destroy};
+use crate::docker::{DOCKER, DockerTest};
 use crate::harness::{TestEnv, docker_available, text};
 
 fn alive(members: &[Value]) -> usize {
@@ -29,12 +29,9 @@ fn wait_for_alive(env: &TestEnv, n: usize) -> Vec<Value> {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
 
     // Fewer than three nodes: `members` from the host says why there are none.
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use crate::cluster::{docker, running_nodes, sh, wait_until};
-use crate::docker::{DOCKER, Destroy};
-use crate::harness::{TestEnv, docker_available, text};
+use crate::docker::DockerTest;
+use crate::harness::text;
 
 fn get(id: &str, key: &str) -> String {
     text(&docker(&["exec", id, "raptiformica", "config", "get", key]).stdout)
@@ -23,12 +23,9 @@ fn set(id: &str, key: &str, value: &str) -> std::process::Output {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn a_big_module_seeds_every_node_a_cut_node_syncs_both_ways_and_a_pruned_node_leaves() {
-    if !docker_available() {
+    let Some(env) = DockerTest::start() else {
         return;
-    }
-    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    let env = TestEnv::new();
-    let _destroy = Destroy(&env);
+    };
     let mut module = String::from("raptiformica_api_version = \"0.1\"\n");
     for i in 0..150 {
         module.push_str(&format!(
