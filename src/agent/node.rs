@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::recover::{self, RaftPeer};
 use super::redial::Redials;
-use super::roles::{promote, voters};
+use super::roles::{promote, promotions, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
@@ -368,7 +368,24 @@ impl Tick {
             return;
         }
         let voters = voters(&self.api).await;
-        let seen = rules::seen(members, &self.failed_since, voters.as_deref(), &Default::default());
+        let alive_voters = members
+            .iter()
+            .filter(|m| m.status == 1 && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
+            .count();
+        if alive_voters >= settings.min_servers {
+            return; // the common case: no need to read the promotions
+        }
+        let promoted = match promotions(&self.api).await {
+            Ok(p) => p,
+            Err(e) => return tracing::debug!("cannot read the promotions: {e:#}"),
+        };
+        let seen = rules::seen(
+            members,
+            &self.failed_since,
+            voters.as_deref(),
+            &Default::default(),
+            &promoted,
+        );
         // Only promotions here: the shortage's age does not matter to them.
         let Decision::Promote(node) = rules::decide(
             &seen,

@@ -32,29 +32,43 @@ pub struct Seen {
     pub failed_for: Option<Duration>,
     /// Failed, and its machine is known to be gone (the compute back-end says so): no grace.
     pub gone: bool,
+    /// A client an agent promoted this long ago, not serving yet (its consul restarts as a
+    /// server: it leaves the members for a moment, then joins as a non-voter).
+    pub promoted_for: Option<Duration>,
 }
+
+/// How long a promoted client is waited for before another one is promoted in its place.
+pub const PROMOTION_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The members that count (alive or failed; left ones do not), with how long each failed one
 /// has been failed (`failed_since`: when this agent first saw it failed).
 /// `voters`: the voting servers in the raft configuration, when it could be read; a server
 /// that does not vote (yet) does not count as one. `gone`: failed members whose machines are
-/// known to be gone.
+/// known to be gone. `promoted`: the nodes agents promoted, with how long ago (a promoted
+/// client that left to restart as a server counts too).
 pub fn seen(
     members: &[AgentMember],
     failed_since: &HashMap<String, Instant>,
     voters: Option<&[String]>,
     gone: &HashSet<String>,
+    promoted: &HashMap<String, Duration>,
 ) -> Vec<Seen> {
     members
         .iter()
-        .filter(|m| m.status == 1 || m.status == 4)
-        .map(|m| Seen {
+        .map(|m| {
+            let server = m.tags.get("role").map(String::as_str) == Some("consul");
+            let promoted_for = (!server).then(|| promoted.get(&m.name).copied()).flatten();
+            (m, server, promoted_for)
+        })
+        .filter(|(m, _, promoted_for)| m.status == 1 || m.status == 4 || promoted_for.is_some())
+        .map(|(m, server, promoted_for)| Seen {
             name: m.name.clone(),
-            server: m.tags.get("role").map(String::as_str) == Some("consul"),
+            server,
             voter: voters.is_none_or(|v| v.contains(&m.name)),
             alive: m.status == 1,
             failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
             gone: m.status == 4 && gone.contains(&m.name),
+            promoted_for,
         })
         .collect()
 }
@@ -109,7 +123,21 @@ pub fn decide(
             "{alive_servers} of {min_servers} servers alive and no leader: consensus is rebuilt first"
         ));
     }
-    let mut clients: Vec<&Seen> = members.iter().filter(|m| !m.server && m.alive).collect();
+    if let Some(on_its_way) = members
+        .iter()
+        .find(|m| !m.server && m.promoted_for.is_some_and(|p| p < PROMOTION_PATIENCE))
+    {
+        return Decision::Wait(format!(
+            "client {} was promoted {}s ago and is restarting as a server",
+            on_its_way.name,
+            on_its_way.promoted_for.unwrap_or_default().as_secs()
+        ));
+    }
+    // A client promoted long ago that still does not serve is passed over.
+    let mut clients: Vec<&Seen> = members
+        .iter()
+        .filter(|m| !m.server && m.alive && m.promoted_for.is_none())
+        .collect();
     clients.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(c) = clients.first() {
         return Decision::Promote(c.name.clone());
@@ -153,6 +181,7 @@ mod tests {
             alive,
             failed_for: failed.map(Duration::from_secs),
             gone: false,
+            promoted_for: None,
         }
     }
     const G: Duration = Duration::from_secs(30);
@@ -177,6 +206,26 @@ mod tests {
             m("d", false, true, None),
         ];
         assert_eq!(decide(&ms, true, 3, G, G), Decision::Promote("d".into()));
+    }
+
+    #[test]
+    fn a_promoted_client_is_waited_for_not_doubled() {
+        let mut ms = vec![
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, false, Some(9)),
+            m("d", false, false, None),
+            m("e", false, true, None),
+        ];
+        // d was promoted and left to restart its consul as a server: e is not promoted too.
+        ms[3].promoted_for = Some(Duration::from_secs(5));
+        assert!(matches!(decide(&ms, true, 3, G, G), Decision::Wait(_)));
+        // d alive again but still a client (its consul not restarted yet): still waited for.
+        ms[3].alive = true;
+        assert!(matches!(decide(&ms, true, 3, G, G), Decision::Wait(_)));
+        // Past the patience, d is passed over and e promoted.
+        ms[3].promoted_for = Some(PROMOTION_PATIENCE);
+        assert_eq!(decide(&ms, true, 3, G, G), Decision::Promote("e".into()));
     }
 
     #[test]

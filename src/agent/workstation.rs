@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::roles::{promote, voters};
+use super::roles::{promote, promotions, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
@@ -112,7 +112,25 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
                 gone.insert(m.name.clone());
             }
         }
-        let seen = rules::seen(&members, &failed_since, voters.as_deref(), &gone);
+        let alive_voters = members
+            .iter()
+            .filter(|m| m.status == 1 && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
+            .count();
+        let promoted = if alive_voters < settings.min_servers
+            && let Some(l) = &link
+        {
+            match promotions(&l.api).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!("cannot read the promotions: {e:#}");
+                    tokio::time::sleep(TICK).await;
+                    continue;
+                }
+            }
+        } else {
+            Default::default()
+        };
+        let seen = rules::seen(&members, &failed_since, voters.as_deref(), &gone, &promoted);
         let alive_servers = seen.iter().filter(|m| m.server && m.voter && m.alive).count();
         short_since = match (alive_servers < settings.min_servers, short_since) {
             (false, _) => None,

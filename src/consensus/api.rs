@@ -214,6 +214,17 @@ impl ConsulApi {
         Ok((out, index))
     }
 
+    /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
+    pub async fn read_tree(&self, key: &str) -> anyhow::Result<Mapping> {
+        let below = format!("{key}/");
+        let (pairs, _) = self.entries(key).await?;
+        Ok(pairs
+            .into_iter()
+            .filter(|p| p.key == key || p.key.starts_with(&below))
+            .filter_map(|p| Some((p.key, p.value?)))
+            .collect())
+    }
+
     /// `key` and the keys below `key/`, each with its `ModifyIndex`.
     pub async fn tree_indexes(&self, key: &str) -> anyhow::Result<Vec<(String, u64)>> {
         let below = format!("{key}/");
