@@ -123,8 +123,50 @@ pub enum Command {
     /// Forget this machine's cached cluster state (the mutable config cache)
     ///
     /// Use it when the cache is corrupt; it is rebuilt from the modules (and the cluster's
-    /// shared config) on the next change.
-    Clean,
+    /// shared config) on the next change. --artifacts and --modules remove the downloaded
+    /// artifacts and the installed user modules too.
+    Clean(CleanArgs),
+
+    /// Make this machine (not in the cluster yet) join it through a member
+    ///
+    /// Connects to the member HOST over SSH (your key or ssh-agent; its host key is pinned on
+    /// first contact), authorizes the member's key for root here (sshd is started if it is not
+    /// running) and hands it this machine's host key, then has the member slave this machine.
+    /// No copy of the cluster's config is needed beforehand.
+    Join(JoinArgs),
+
+    /// Set up (or re-create) a whole network from an inventory file
+    ///
+    /// INVENTORY is a JSON list (the original's format) or a TOML file of `[[host]]` tables,
+    /// each with `dst` (required), `port` (default 22) and `via` (the `dst` of another entry
+    /// to reach this host through, as an SSH jump). The whole file is checked before anything
+    /// starts. Hosts are slaved N at a time; a summary table follows. Exit code 1 when any
+    /// host failed.
+    Deploy(DeployArgs),
+
+    /// Install, remove and list user modules (<cache-dir>/modules)
+    Modules {
+        #[command(subcommand)]
+        action: ModulesAction,
+    },
+
+    /// Bake a provisioned machine image, so later spawns skip provisioning
+    ///
+    /// Starts a machine of the compute type, provisions it (artifacts and the server type's
+    /// bootstrap) without meshing it, strips its identity (SSH host keys, overlay keys,
+    /// consul data), and stores it as the compute type's packaged image. Later spawns use it
+    /// unless `spawn --no-package`.
+    Package(PackageArgs),
+
+    /// Record the address other nodes should use to reach this node (run on a node)
+    ///
+    /// For a node behind NAT or a port forward: HOST and PORT replace the address it was
+    /// slaved at in its neighbour entry (kept in <cache-dir>/advertised.json).
+    Advertise(AdvertiseArgs),
+
+    /// Add a machine that is already provisioned and meshed elsewhere as a neighbour of this
+    /// node (run on a node), reading its identity over SSH
+    Inject(InjectArgs),
 
     /// Keep the cluster alive: the long-running agent (on nodes and on the spawning host)
     ///
@@ -148,6 +190,100 @@ pub enum Command {
         /// The shell to write completions for
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Also remove the downloaded artifacts (<cache-dir>/artifacts)
+    #[arg(long)]
+    pub artifacts: bool,
+
+    /// Also remove every installed user module (<cache-dir>/modules)
+    #[arg(long)]
+    pub modules: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Address or name of a cluster member
+    pub host: String,
+
+    /// The member's SSH port
+    #[arg(short, long, default_value_t = 22)]
+    pub port: u16,
+
+    /// Server type to provision this machine as [default: the member's default]
+    #[arg(long, value_name = "TYPE")]
+    pub server_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The inventory: a JSON list of {dst, port, via} or a TOML file of [[host]] tables
+    pub inventory: PathBuf,
+
+    /// How many hosts are slaved at once
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrent: u32,
+
+    /// Server type to provision the hosts as [default: the first one]
+    #[arg(long, value_name = "TYPE")]
+    pub server_type: Option<String>,
+
+    /// Upload but do not run the server type's provisioning
+    #[arg(long)]
+    pub no_provision: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModulesAction {
+    /// Install a module: a git URL, `user/repo` (a GitHub repository), or a local folder
+    ///
+    /// Every module file in it must parse (an error names the file and line, and nothing is
+    /// installed). Its server types, compute types and hooks are offered at once, and its
+    /// keys go to the shared config so that every node has them.
+    Install {
+        /// Git URL, `user/repo`, or a local folder
+        source: String,
+    },
+    /// Remove an installed module and the keys it brought (a built-in value shows again)
+    Uninstall {
+        /// The module's folder name, as `modules list` shows it
+        name: String,
+    },
+    /// List the installed modules with what they provide
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Compute back-end whose image to bake [default: the first available]
+    #[arg(long, value_name = "TYPE")]
+    pub compute_type: Option<String>,
+
+    /// Server type to provision the image as [default: the first available]
+    #[arg(long, value_name = "TYPE")]
+    pub server_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdvertiseArgs {
+    /// The address other nodes should dial
+    pub host: String,
+
+    /// The SSH port other nodes should use
+    #[arg(short, long, default_value_t = 22)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Address or name of the machine
+    pub host: String,
+
+    /// Its SSH port
+    #[arg(short, long, default_value_t = 22)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +345,10 @@ pub struct SpawnArgs {
     /// Only start the machines; slave them later with `raptiformica slave`
     #[arg(long, conflicts_with_all = ["no_provision", "no_assimilate"])]
     pub no_slave: bool,
+
+    /// Start from the plain base image even when a packaged one exists (`raptiformica package`)
+    #[arg(long)]
+    pub no_package: bool,
 
     #[command(flatten)]
     pub steps: StepFlags,

@@ -1,13 +1,19 @@
 //! One file per subcommand: each `run` turns arguments into library calls and prints.
 
+pub mod advertise;
 pub mod agent;
 pub mod artifacts;
 pub mod clean;
 pub mod config;
+pub mod deploy;
 pub mod hook;
+pub mod inject;
+pub mod join;
 pub mod instances;
 pub mod members;
 pub mod mesh;
+pub mod modules;
+pub mod package;
 pub mod slave;
 pub mod spawn;
 pub mod ssh;
