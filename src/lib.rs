@@ -6,6 +6,7 @@
 //!   `raptiformica/...` mapping;
 //! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
 //! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
+//!   [`user_modules`]: installing and removing the modules in `<cache-dir>/modules`;
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
@@ -28,6 +29,7 @@ pub mod server_type;
 pub mod slave;
 pub mod spawner;
 pub mod ssh;
+pub mod user_modules;
 
 use std::path::PathBuf;
 

@@ -34,6 +34,22 @@ pub fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<sha
     Ok(written)
 }
 
+/// Sets `set` and removes the keys `removed` (each with what lies below it) in one change of
+/// the shared config: the mutable cache and, on a node, consul's KV. A module being installed
+/// or removed (`modules`) changes its keys this way.
+pub fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyhow::Result<shared::Written> {
+    let ((), written) = shared::commit(paths, set, removed, |cached| {
+        let mut next = effective_below_cache(paths, cached);
+        for key in removed {
+            let below = format!("{key}/");
+            next.retain(|k, _| k != key && !k.starts_with(&below));
+        }
+        next.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok((next, ()))
+    })?;
+    Ok(written)
+}
+
 /// Changes the mutable cache with `change`, which sees the modules overlaid with the cache,
 /// all under one exclusive lock.
 pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> anyhow::Result<T>) -> anyhow::Result<T> {

@@ -153,6 +153,16 @@ pub fn load_over(paths: &Paths, kv: Option<shared::Snapshot>) -> Result<Config, 
     Ok(config)
 }
 
+/// The shared layer alone: consul's KV when this node has it and it answers (cached, as
+/// [`load`] does), else the mutable cache; None when there is neither. What `modules uninstall`
+/// compares a module's values with, since the module layers below it are not shared.
+pub fn shared_layer(paths: &Paths) -> anyhow::Result<Option<Mapping>> {
+    if let Some(snapshot) = shared::read(paths).filter(|(kv, _)| mapping::validate(kv).is_ok()) {
+        return Ok(Some(shared::cache_snapshot(paths, snapshot)?));
+    }
+    Ok(MutableCache::new(&paths.cache_dir).read()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,13 +64,14 @@ pub fn discover(root: &Path, found: &mut Discovery) {
         match parse(entry.path()) {
             Ok(Some(module)) => found.modules.push(module),
             Ok(None) => tracing::debug!("`{}` has no `{API_VERSION_KEY}`: not a module", entry.path().display()),
-            Err(e) => found.warnings.push(e),
+            Err(e) => found.warnings.push(format!("skipped {e}")),
         }
     }
 }
 
 /// Parses one file. `Ok(None)` when it is not a module (wrong extension, or no version key);
-/// `Err` with a message naming the file when it should be a module but does not parse.
+/// `Err` with a message naming the file (and, from the parser, the line) when it should be a
+/// module but does not parse.
 pub fn parse(path: &Path) -> Result<Option<ModuleFile>, String> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
     if ext != "json" && ext != "toml" {
@@ -78,7 +79,7 @@ pub fn parse(path: &Path) -> Result<Option<ModuleFile>, String> {
     }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) => return Err(format!("skipped module `{}`: cannot read it: {e}", path.display())),
+        Err(e) => return Err(format!("module `{}`: cannot read it: {e}", path.display())),
     };
     let parsed: Result<Value, String> = if ext == "json" {
         serde_json::from_str(&text).map_err(|e| e.to_string())
@@ -92,7 +93,7 @@ pub fn parse(path: &Path) -> Result<Option<ModuleFile>, String> {
         // A JSON/TOML file that does not parse may not be a module at all (a package.json
         // with a comment, a Cargo.toml being edited); only warn when it looks like one.
         Err(e) if text.contains(API_VERSION_KEY) => {
-            return Err(format!("skipped malformed module `{}`: {e}", path.display()));
+            return Err(format!("malformed module `{}`: {e}", path.display()));
         }
         Err(e) => {
             tracing::debug!("`{}` does not parse ({e}); not a module", path.display());
