@@ -649,7 +649,7 @@ mod tests {
         let r = removal(&module, &remaining, Some(&shared));
         assert_eq!(
             r.set,
-            m(json!({"raptiformica_api_version": "0.1", "server": {"headless": {"p": {"bootstrap": "builtin"}}}}))
+            m(json!({"server": {"headless": {"p": {"bootstrap": "builtin"}}}}))
         );
         assert_eq!(r.removed, vec!["raptiformica/server/extra/p/bootstrap".to_string()]);
         assert_eq!(r.kept, vec!["raptiformica/x/changed".to_string()]);
