@@ -1,7 +1,8 @@
 //! raptiformica: decentralized server orchestration.
 //!
 //! Map of the crate:
-//! - [`cli`]: the command line (clap derive only), [`commands`]: one thin `run` per subcommand;
+//! - [`cli`]: the command line (clap derive only), [`cli_help`]: `--help` naming the known types,
+//!   [`commands`]: one thin `run` per subcommand;
 //! - [`config`]: the layered config (modules, mutable cache, later consul's KV) and its flat
 //!   `raptiformica/...` mapping;
 //! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod cli;
+pub mod cli_help;
 pub mod commands;
 pub mod compute;
 pub mod config;
@@ -102,7 +104,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `~` and `~/x` expand to the home dir.
-fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
+pub(crate) fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
     match (path.strip_prefix('~'), home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
         _ => PathBuf::from(path),

@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = raptiformica::cli::Cli::parse();
+    // Help names the installed server and compute types; other runs parse as derived.
+    let cli = raptiformica::cli_help::parse();
     match raptiformica::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<raptiformica::ExitWith>().is_some() => {
