@@ -5,6 +5,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::SshArgs;
 use crate::compute::Instance;
 use crate::context::Context;
+use crate::mesh::neighbours::{self, Neighbour};
 use crate::process;
 use crate::ssh::Identity;
 
@@ -28,23 +29,79 @@ pub fn run(ctx: &Context, args: SshArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The machine to reach: an instance (by id prefix or host), the first instance, or a host.
+/// The machine to reach: an instance (by id prefix or host), a known node (by id prefix or
+/// host), the first instance, or something that looks like a host.
 fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16)> {
     let instances: Vec<Instance> = Instance::list(&ctx.paths.machines_dir())
         .into_iter()
         .filter(|i| i.host.is_some())
         .collect();
-    let found = match machine {
-        None => instances.first(),
-        Some(m) => instances
-            .iter()
-            .find(|i| i.id.starts_with(m) || i.host.as_deref() == Some(m)),
+    let Some(m) = machine else {
+        return match instances.first() {
+            Some(i) => Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22))),
+            None => bail!("no machine to reach: this host started none (`raptiformica spawn`); name a host instead"),
+        };
     };
-    match (found, machine) {
-        (Some(i), _) => Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22))),
-        (None, Some(host)) => Ok((host.to_string(), 22)),
-        (None, None) => {
-            bail!("no machine to reach: this host started none (`raptiformica spawn`); name a host instead")
+    if let Some(i) = instances
+        .iter()
+        .find(|i| i.id.starts_with(m) || i.host.as_deref() == Some(m))
+    {
+        return Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22)));
+    }
+    let nodes: Vec<Neighbour> = match ctx.config() {
+        Ok(config) => neighbours::all(&config.mapping)
+            .into_iter()
+            .filter(|n| n.host.is_some())
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot read the known nodes: {e:#}");
+            Vec::new()
         }
+    };
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| n.id.starts_with(m) || n.host.as_deref() == Some(m))
+    {
+        return Ok((n.host.clone().expect("filtered"), n.ssh_port));
+    }
+    if looks_like_host(m) {
+        return Ok((m.to_string(), 22));
+    }
+    let known: Vec<String> = instances
+        .iter()
+        .map(|i| format!("  instance {} ({})", i.id, i.host.as_deref().unwrap_or_default()))
+        .chain(
+            nodes
+                .iter()
+                .map(|n| format!("  node {} ({}:{})", n.id, n.host.as_deref().unwrap_or_default(), n.ssh_port)),
+        )
+        .collect();
+    bail!(
+        "no instance or known node matches `{m}`, and it is not a host name that resolves; {}",
+        if known.is_empty() {
+            "this machine knows no machines (`raptiformica spawn` or `slave` one)".to_string()
+        } else {
+            format!("known machines:\n{}", known.join("\n"))
+        }
+    )
+}
+
+/// An address or a name that resolves: it may be used as a host. Names without a dot or a
+/// colon are looked up (`localhost`, a name from /etc/hosts).
+fn looks_like_host(m: &str) -> bool {
+    use std::net::ToSocketAddrs as _;
+    m.contains(['.', ':']) || (m, 22).to_socket_addrs().is_ok_and(|mut a| a.next().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_resolving_names_look_like_hosts() {
+        for host in ["10.0.0.1", "example.org", "fe80::1", "localhost"] {
+            assert!(looks_like_host(host), "{host}");
+        }
+        assert!(!looks_like_host("nosuch-raptiformica-machine"));
     }
 }
