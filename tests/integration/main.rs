@@ -10,4 +10,5 @@ mod config;
 mod docker;
 mod healing;
 mod mesh;
+mod modules;
 mod shared_config;
