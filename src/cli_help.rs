@@ -183,7 +183,10 @@ mod tests {
         assert!(help_of(&mut command, "slave").contains("Server type to provision it as"));
         let mut plain = with_known_types(Cli::command(), &Known::default());
         let help = help_of(&mut plain, "slave");
-        assert!(help.contains("[known: none]") && !help.contains("acceptworker"), "{help}");
+        assert!(
+            help.contains("[known: none]") && !help.contains("acceptworker"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err("`var` folders are not read (they hold instance state)".into());
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(format!("`{}` has whitespace or a control character", name.escape_debug()));
+        return Err(format!(
+            "`{}` has whitespace or a control character",
+            name.escape_debug()
+        ));
     }
     Ok(())
 }
@@ -418,7 +421,11 @@ fn fetch(ctx: &Context, source: &Source, into: &Path) -> anyhow::Result<()> {
             copy_tree(from, into).with_context(|| format!("cannot copy `{}`", from.display()))
         }
         Origin::Git(url) => {
-            let script = format!("git clone --quiet --depth 1 -- {} {}", quote(url), quote(&into.display().to_string()));
+            let script = format!(
+                "git clone --quiet --depth 1 -- {} {}",
+                quote(url),
+                quote(&into.display().to_string())
+            );
             ctx.shell(format!("clone of module `{}`", source.name), script)
                 .env("GIT_TERMINAL_PROMPT", "0")
                 .timeout(std::time::Duration::from_secs(600))
@@ -449,8 +456,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
             std::os::unix::fs::symlink(&link, &dest)
                 .with_context(|| format!("cannot create the symlink `{}`", dest.display()))?;
         } else {
-            std::fs::copy(entry.path(), &dest)
-                .with_context(|| format!("cannot copy `{}`", entry.path().display()))?;
+            std::fs::copy(entry.path(), &dest).with_context(|| format!("cannot copy `{}`", entry.path().display()))?;
         }
     }
     Ok(())
@@ -542,7 +548,8 @@ fn lock(dir: &Path) -> anyhow::Result<File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file `{}`", path.display()))?;
-    file.lock().with_context(|| format!("cannot lock `{}`", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock `{}`", path.display()))?;
     Ok(file)
 }
 
@@ -617,7 +624,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "package.json", r#"{"name": "x"}"#);
         assert!(validate(d.path()).unwrap_err().contains("no module file"));
-        write(d.path(), "m.json", r#"{"raptiformica_api_version": "0.1", "a": {"..": 1}}"#);
+        write(
+            d.path(),
+            "m.json",
+            r#"{"raptiformica_api_version": "0.1", "a": {"..": 1}}"#,
+        );
         let err = validate(d.path()).unwrap_err();
         assert!(err.contains("m.json") && err.contains("`..`"), "{err}");
     }
@@ -674,8 +685,14 @@ mod tests {
     fn cluster_script_quotes_keys_and_json_values() {
         let set = m(json!({"a": "it's", "n": 3}));
         let script = cluster_script(&set, &["raptiformica/gone".into()]);
-        assert!(script.contains(r#"config set 'raptiformica/a' '"it'\''s"' --json-value"#), "{script}");
-        assert!(script.contains("config set 'raptiformica/n' '3' --json-value"), "{script}");
+        assert!(
+            script.contains(r#"config set 'raptiformica/a' '"it'\''s"' --json-value"#),
+            "{script}"
+        );
+        assert!(
+            script.contains("config set 'raptiformica/n' '3' --json-value"),
+            "{script}"
+        );
         assert!(script.contains("config unset 'raptiformica/gone'"), "{script}");
     }
 }

@@ -31,7 +31,11 @@ pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
                  cluster's consul KV keeps them (`raptiformica modules uninstall` takes them out)",
                 ctx.paths.user_modules_dir().display(),
                 names.len(),
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             );
         }
     }

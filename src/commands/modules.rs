@@ -33,8 +33,12 @@ fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
         i.hooks
     );
     report_written(&done.written, done.set.len() + done.removed.len());
-    push_to_cluster(ctx, &done.written, &done.set, &done.removed)
-        .with_context(|| format!("`{}` is installed here, but not in the cluster yet; run the install again", i.name))
+    push_to_cluster(ctx, &done.written, &done.set, &done.removed).with_context(|| {
+        format!(
+            "`{}` is installed here, but not in the cluster yet; run the install again",
+            i.name
+        )
+    })
 }
 
 fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<()> {

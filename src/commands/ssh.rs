@@ -70,11 +70,14 @@ fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16)>
     let known: Vec<String> = instances
         .iter()
         .map(|i| format!("  instance {} ({})", i.id, i.host.as_deref().unwrap_or_default()))
-        .chain(
-            nodes
-                .iter()
-                .map(|n| format!("  node {} ({}:{})", n.id, n.host.as_deref().unwrap_or_default(), n.ssh_port)),
-        )
+        .chain(nodes.iter().map(|n| {
+            format!(
+                "  node {} ({}:{})",
+                n.id,
+                n.host.as_deref().unwrap_or_default(),
+                n.ssh_port
+            )
+        }))
         .collect();
     bail!(
         "no instance or known node matches `{m}`, and it is not a host name that resolves; {}",

@@ -48,7 +48,10 @@ fn install_list_help_and_uninstall_restore_the_builtin_value() {
     assert!(row.contains(arg(&src)) && row.contains("acceptworker"), "{table}");
     let listed: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "modules", "list"])).unwrap();
     assert_eq!(listed[0]["name"], "mymod");
-    assert_eq!(listed[0]["server_types"], serde_json::json!(["acceptworker", "headless"]));
+    assert_eq!(
+        listed[0]["server_types"],
+        serde_json::json!(["acceptworker", "headless"])
+    );
     for sub in ["slave", "spawn", "deploy"] {
         assert!(env.ok(&[sub, "--help"]).contains("acceptworker"), "{sub} --help");
     }
@@ -58,7 +61,10 @@ fn install_list_help_and_uninstall_restore_the_builtin_value() {
     assert_eq!(visible_and_hidden(&env.modules()), vec![".lock", "mymod"]);
 
     let err = env.fails(&["modules", "uninstall", "nosuch"]);
-    assert!(err.contains("no module `nosuch`") && err.contains("installed: mymod"), "{err}");
+    assert!(
+        err.contains("no module `nosuch`") && err.contains("installed: mymod"),
+        "{err}"
+    );
     env.ok(&["modules", "uninstall", "mymod"]);
     let m = env.mapping();
     assert_eq!(m[HEADLESS_BOOTSTRAP], builtin, "the built-in value is back");
@@ -77,7 +83,10 @@ fn uninstall_keeps_a_key_changed_after_the_install() {
     let out = env.run(&["modules", "uninstall", "mymod"]);
     assert!(out.status.success());
     assert!(text(&out.stderr).contains("kept `raptiformica/server/acceptworker/acceptprov/bootstrap`"));
-    assert_eq!(env.mapping()["raptiformica/server/acceptworker/acceptprov/bootstrap"], "mine");
+    assert_eq!(
+        env.mapping()["raptiformica/server/acceptworker/acceptprov/bootstrap"],
+        "mine"
+    );
 }
 
 #[test]
@@ -134,7 +143,14 @@ fn installs_from_a_git_url() {
     let git = |dir: &Path, args: &[&str]| {
         let out = Command::new("git")
             .current_dir(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args)
             .output()
             .expect("git runs");
@@ -152,7 +168,10 @@ fn installs_from_a_git_url() {
     let listed: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "modules", "list"])).unwrap();
     assert_eq!(listed[0]["source"], url.as_str());
     let err = env.fails(&["modules", "install", "file:///nonexistent/repo.git"]);
-    assert!(err.contains("cannot clone") && err.contains("file:///nonexistent/repo.git"), "{err}");
+    assert!(
+        err.contains("cannot clone") && err.contains("file:///nonexistent/repo.git"),
+        "{err}"
+    );
     assert_eq!(visible_and_hidden(&env.modules()), vec![".lock", "gitmod"]);
 }
 
@@ -180,7 +199,10 @@ fn clean_modules_and_artifacts() {
 fn ssh_to_an_unknown_machine_and_dot_dot_keys_are_refused() {
     let env = TestEnv::new();
     let err = env.fails(&["ssh", "nosuch-machine", "--", "true"]);
-    assert!(err.contains("no instance or known node matches `nosuch-machine`"), "{err}");
+    assert!(
+        err.contains("no instance or known node matches `nosuch-machine`"),
+        "{err}"
+    );
     let err = env.fails(&["config", "set", "a/../b", "1"]);
     assert!(err.contains("`..` segment"), "{err}");
 }
@@ -234,4 +256,18 @@ fn docker_a_module_server_type_provisions_and_its_hook_fires() {
         "/root/.raptiformica.d/modules/acceptmodule/raptiformica.json",
     ]);
     assert_eq!(on_node.lines().count(), 3, "{on_node}");
+
+    // This host is not a node but knows one: a module installed now reaches the cluster
+    // through it, and so does its removal.
+    let src = env.write(
+        "src/pushed/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "extra": {"pushed": "yes"}}"#,
+    );
+    let out = env.run(&["modules", "install", arg(src.parent().unwrap())]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("through node"), "{}", text(&out.stderr));
+    let get = ["ssh", &id, "--", "raptiformica", "config", "get", "extra/pushed"];
+    assert!(env.ok(&get).contains("yes"));
+    env.ok(&["modules", "uninstall", "pushed"]);
+    env.fails(&get);
 }
