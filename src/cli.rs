@@ -198,7 +198,8 @@ pub struct CleanArgs {
     #[arg(long)]
     pub artifacts: bool,
 
-    /// Also remove every installed user module (<cache-dir>/modules)
+    /// Also remove every installed user module (<cache-dir>/modules); a cluster's shared
+    /// config keeps their keys (`modules uninstall` takes them out)
     #[arg(long)]
     pub modules: bool,
 }
@@ -239,14 +240,20 @@ pub struct DeployArgs {
 pub enum ModulesAction {
     /// Install a module: a git URL, `user/repo` (a GitHub repository), or a local folder
     ///
-    /// Every module file in it must parse (an error names the file and line, and nothing is
-    /// installed). Its server types, compute types and hooks are offered at once, and its
-    /// keys go to the shared config so that every node has them.
+    /// The module goes to <cache-dir>/modules/<name> (the folder's or repository's last path
+    /// part, without `.git`), replacing an earlier install of that name. Every module file in
+    /// it must parse (an error names the file and line, and nothing is installed). Its server
+    /// types, compute types and hooks are offered at once, and its keys go to the shared
+    /// config so that every node has them (from a machine that is not a node but knows nodes,
+    /// through one of them over SSH). Machines slaved later get the module's folder too.
     Install {
         /// Git URL, `user/repo`, or a local folder
         source: String,
     },
     /// Remove an installed module and the keys it brought (a built-in value shows again)
+    ///
+    /// A key whose value was changed after the install is kept. The value another module
+    /// (built-in or user) gives a removed key is written back.
     Uninstall {
         /// The module's folder name, as `modules list` shows it
         name: String,
