@@ -5,6 +5,7 @@
 //! - [`config`]: the layered config (modules, mutable cache, later consul's KV) and its flat
 //!   `raptiformica/...` mapping;
 //! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
+//! - [`deploy`]: the inventory `raptiformica deploy` reads (hosts, ports, jump hosts);
 //! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod consensus;
 pub mod context;
 pub mod daemon;
+pub mod deploy;
 pub mod hooks;
 pub mod mesh;
 pub mod paths;
