@@ -233,6 +233,10 @@ pub struct DeployArgs {
     /// Upload but do not run the server type's provisioning
     #[arg(long)]
     pub no_provision: bool,
+
+    /// How long a host may take to answer SSH (a machine still booting), in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub ssh_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -378,6 +382,16 @@ pub struct SlaveArgs {
     /// Server type to provision it as [default: the first one]
     #[arg(long, value_name = "TYPE")]
     pub server_type: Option<String>,
+
+    /// Reach the machine through this jump host (`host` or `host:port`, `[v6]:port`; repeat
+    /// for a chain, outermost first). Recorded, so every later contact takes the same way
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub via: Vec<String>,
+
+    /// The machine's host key (`ssh-ed25519 AAAA...`), read there by someone you trust: pinned
+    /// before the first contact instead of trusted on first use (`join` passes it)
+    #[arg(long, value_name = "KEY")]
+    pub host_key: Option<String>,
 
     #[command(flatten)]
     pub steps: StepFlags,

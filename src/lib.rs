@@ -10,6 +10,7 @@
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
+pub mod advertise;
 pub mod agent;
 pub mod artifacts;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod context;
 pub mod daemon;
 pub mod deploy;
 pub mod hooks;
+pub mod join;
 pub mod mesh;
 pub mod paths;
 pub mod process;

@@ -20,7 +20,7 @@ use crate::mesh::{self, OverlayIdentity, neighbours};
 use crate::paths::{BUILTIN_FOLDERS, INSTALL_PREFIX};
 use crate::progress::Progress;
 use crate::server_type;
-use crate::ssh::{Identity, Remote};
+use crate::ssh::{Identity, Remote, RemoteOutput};
 
 /// The cache dir of root on a slaved machine.
 pub const REMOTE_CACHE: &str = "/root/.raptiformica.d";
@@ -38,6 +38,33 @@ pub struct SlaveOptions {
     pub assimilate: bool,
     /// How long to keep retrying the first SSH contact (a machine still booting).
     pub patience: Duration,
+    /// Jump hosts to reach the machine through (`host:port`, outermost first); recorded in
+    /// its neighbour entry so that every later contact takes the same way.
+    pub via: Vec<String>,
+    /// The machine's host key (`type base64`), vouched for by someone who read it there
+    /// (`join`): pinned before the first contact instead of trusted on first use.
+    pub host_key: Option<String>,
+    /// Leave a machine alone that needs nothing (no file to upload, nothing to provision)
+    /// and is an alive member already: no re-mesh (`deploy` re-run on a healthy network).
+    pub skip_if_healthy: bool,
+}
+
+/// What slaving did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SlaveReport {
+    /// Files uploaded (0: everything was there).
+    pub uploaded: usize,
+    /// Provisioners that ran.
+    pub provisioned: usize,
+    /// Whether it was (re-)meshed.
+    pub meshed: bool,
+}
+
+impl SlaveReport {
+    /// Nothing was done: the machine was complete and a healthy member.
+    pub fn unchanged(&self) -> bool {
+        self.uploaded == 0 && self.provisioned == 0 && !self.meshed
+    }
 }
 
 /// Slaves `host:port`.
@@ -49,7 +76,7 @@ pub async fn slave(
     host: &str,
     port: u16,
     opts: &SlaveOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SlaveReport> {
     let who = format!("{host}:{port}");
     let server = match &opts.server_type {
         Some(s) => s.clone(),
@@ -63,16 +90,21 @@ pub async fn slave(
         .with_context(|| format!("there is no server type `{server}` (see `raptiformica config get server`)"))?;
 
     let step = progress.step(&who, "connect");
-    let remote = Remote::connect_patiently(identity, host, port, opts.patience)
+    if let Some(key) = &opts.host_key {
+        identity.pin(host, port, key)?;
+    }
+    let remote = Remote::connect_patiently(identity, host, port, &opts.via, opts.patience)
         .await
         .with_context(|| format!("slaving {who} failed at step `connect`"))?;
     step.done("host key pinned");
 
     let result = async {
+        let mut report = SlaveReport::default();
         let step = progress.step(&who, "upload");
-        let summary = upload(ctx, &remote)
+        let (summary, uploaded) = upload(ctx, &remote)
             .await
             .with_context(|| format!("slaving {who} failed at step `upload`"))?;
+        report.uploaded = uploaded;
         step.done(&summary);
 
         if opts.provision {
@@ -81,8 +113,17 @@ pub async fn slave(
                 provision(ctx, &remote, &server, p)
                     .await
                     .with_context(|| format!("slaving {who} failed at step `provision` ({server}/{})", p.name))?;
+                report.provisioned += 1;
                 step.done("");
             }
+        }
+        if opts.skip_if_healthy && report.uploaded == 0 && report.provisioned == 0 && opts.assimilate {
+            let step = progress.step(&who, "check membership");
+            if let Some(id) = alive_member(ctx, &remote).await {
+                step.done(&format!("node {id} is an alive member: unchanged"));
+                return Ok(report);
+            }
+            step.done("not an alive member: meshing");
         }
         let fired = crate::process::blocking(|| hooks::fire(ctx, config, "after_slave"));
         tracing::info!("after_slave: {} handler(s) ran", fired.ran);
@@ -93,9 +134,39 @@ pub async fn slave(
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             crate::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
+            report.meshed = true;
             step.done(&summary);
         }
-        anyhow::Ok(())
+        anyhow::Ok(report)
+    }
+    .await;
+    remote.close().await;
+    result
+}
+
+/// Registers a machine that runs raptiformica already (slaved before, by another cluster or
+/// by hand) as a neighbour and meshes it, without uploading or provisioning anything:
+/// `inject`. Returns the assimilation summary.
+pub async fn inject(
+    ctx: &Context,
+    identity: &Identity,
+    progress: &Progress,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<String> {
+    let who = format!("{host}:{port}");
+    let step = progress.step(&who, "connect");
+    let remote = Remote::connect(identity, host, port).await?;
+    step.done("");
+    let result = async {
+        let out = remote.sh(&on_node("raptiformica --version"), None).await?;
+        if !out.success() {
+            bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
+        }
+        let step = progress.step(&who, "assimilate and mesh");
+        let summary = assimilate(ctx, identity, &remote).await?;
+        step.done(&summary);
+        Ok(summary)
     }
     .await;
     remote.close().await;
@@ -223,8 +294,43 @@ fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
     }
 }
 
-/// Uploads what differs on the target, then links the binaries onto its PATH.
-async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
+/// The machine's node id when it is an alive member of the cluster as its own consul agent
+/// sees it, and this machine's config records it as reached the way we reached it now.
+async fn alive_member(ctx: &Context, remote: &Remote) -> Option<String> {
+    let out = remote
+        .sh(
+            &on_node(&format!(
+                "cat /etc/ssh/ssh_host_ed25519_key.pub && cat {REMOTE_CACHE}/{} 2>/dev/null | tr -d '\\n'; echo; \
+                 raptiformica --json members",
+                crate::advertise::FILE
+            )),
+            None,
+        )
+        .await
+        .ok()
+        .filter(RemoteOutput::success)?;
+    let mut lines = out.stdout.splitn(3, '\n');
+    let (first, advertised, rest) = (lines.next()?, lines.next()?, lines.next()?);
+    let id = node_id(&first.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(advertised) {
+        Ok(a) => (a.host, a.port),
+        Err(_) => (remote.host.clone(), remote.port),
+    };
+    let members: Value = serde_json::from_str(rest).ok()?;
+    let alive = members
+        .as_array()?
+        .iter()
+        .any(|m| m["node"] == id.as_str() && m["status"] == "alive");
+    let config = ctx.config().ok()?;
+    let recorded = neighbours::all(&config.mapping).into_iter().find(|n| n.id == id)?;
+    let same_way =
+        recorded.host.as_deref() == Some(host.as_str()) && recorded.ssh_port == port && recorded.ssh_via == remote.via;
+    (alive && same_way).then_some(id)
+}
+
+/// Uploads what differs on the target, then links the binaries onto its PATH. Returns a
+/// summary and how many files went up.
+async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize)> {
     // Hashing and packing are local blocking work: off the async workers.
     let (set, _snapshot) = crate::process::blocking(|| upload_set(ctx))?;
     // Which files does the target lack, or hold another version of?
@@ -288,11 +394,12 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
             ),
         )
         .await?;
-    Ok(if needed.is_empty() {
+    let summary = if needed.is_empty() {
         format!("all {} files already there", set.len())
     } else {
         format!("{} of {} files, {:.1} MB", needed.len(), set.len(), bytes as f64 / 1e6)
-    })
+    };
+    Ok((summary, needed.len()))
 }
 
 /// Runs one provisioner on the target: its `source` checked out (if set), then `bootstrap`.
@@ -335,10 +442,22 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
 /// the new neighbour, concurrently. Returns a summary.
 async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyhow::Result<String> {
     let out = remote
-        .run("reading the host key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
+        .run(
+            "reading the host key",
+            &format!(
+                "cat /etc/ssh/ssh_host_ed25519_key.pub; cat {REMOTE_CACHE}/{} 2>/dev/null || true",
+                crate::advertise::FILE
+            ),
+        )
         .await?;
-    let host_key = out.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let (first, rest) = out.stdout.split_once('\n').unwrap_or((&out.stdout, ""));
+    let host_key = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     let id = node_id(&host_key);
+    // The address the node advertises (NAT, a port forward) wins over the one we used.
+    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(rest) {
+        Ok(a) => (a.host, a.port),
+        Err(_) => (remote.host.clone(), remote.port),
+    };
     let out = remote
         .run(
             "reading the overlay identity",
@@ -355,7 +474,7 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
     let payload = crate::config::edit::update(&ctx.paths, |mapping| {
         // A machine re-created at the same address has a new key: drop its old entry.
         neighbours::remove_where(mapping, |n| {
-            n.id != id && n.host.as_deref() == Some(remote.host.as_str()) && n.ssh_port == remote.port
+            n.id != id && n.host.as_deref() == Some(host.as_str()) && n.ssh_port == port
         });
         let role = match mapping
             .get(&neighbours::key(&id, "consul_role"))
@@ -367,8 +486,8 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
                 .to_string(),
         };
         let fields = [
-            ("host", remote.host.clone()),
-            ("ssh_port", remote.port.to_string()),
+            ("host", host.clone()),
+            ("ssh_port", port.to_string()),
             ("ssh_host_key", host_key.clone()),
             ("yggdrasil_public_key", overlay.public_key.clone()),
             ("yggdrasil_address", overlay.address.to_string()),
@@ -377,6 +496,12 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
         ];
         for (field, value) in fields {
             mapping.insert(neighbours::key(&id, field), Value::from(value));
+        }
+        let via = neighbours::key(&id, "ssh_via");
+        if remote.via.is_empty() {
+            mapping.remove(&via);
+        } else {
+            mapping.insert(via, Value::from(remote.via.join(",")));
         }
         // What every node must learn: the whole neighbour list.
         let below = format!("{}/", neighbours::NEIGHBOURS);
@@ -456,7 +581,7 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
 /// `mesh` on another known node with the new neighbour list.
 async fn remesh_one(identity: &Identity, n: &neighbours::Neighbour, bytes: &[u8]) -> anyhow::Result<String> {
     let host = n.host.clone().expect("filtered");
-    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
+    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
     let result = mesh_on(&other, bytes).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))

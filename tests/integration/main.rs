@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod compute;
 mod config;
+mod deploy;
 mod docker;
 mod healing;
 mod mesh;
