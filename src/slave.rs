@@ -399,7 +399,10 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize
     } else {
         format!("{} of {} files, {:.1} MB", needed.len(), set.len(), bytes as f64 / 1e6)
     };
-    Ok((summary, needed.len()))
+    // The config snapshot goes up every time (the target renames it into place): it is not a
+    // change of what the machine runs.
+    let changed = needed.iter().filter(|u| !u.remote.ends_with(".incoming")).count();
+    Ok((summary, changed))
 }
 
 /// Runs one provisioner on the target: its `source` checked out (if set), then `bootstrap`.
