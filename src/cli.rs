@@ -154,8 +154,12 @@ pub enum Command {
     ///
     /// Starts a machine of the compute type, provisions it (artifacts and the server type's
     /// bootstrap) without meshing it, strips its identity (SSH host keys, overlay keys,
-    /// consul data), and stores it as the compute type's packaged image. Later spawns use it
-    /// unless `spawn --no-package`.
+    /// consul data, secrets), stores it as the compute type's packaged image, and removes the
+    /// machine. Later spawns use the image unless `spawn --no-package`; run `package` again
+    /// after an upgrade. Prints the image's name.
+    ///
+    /// For docker the image is `raptiformica-packaged:<server type>`. `destroy` and `clean`
+    /// keep it; remove it with `docker image rm raptiformica-packaged:<server type>`.
     Package(PackageArgs),
 
     /// Record the address other nodes should use to reach this node (run on a node)

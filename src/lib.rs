@@ -7,6 +7,7 @@
 //! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
 //! - [`deploy`]: the inventory `raptiformica deploy` reads (hosts, ports, jump hosts);
 //! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
+//! - [`spawner`], [`slave`], [`package`]: starting machines, making them nodes, baking images;
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
@@ -24,6 +25,7 @@ pub mod deploy;
 pub mod hooks;
 pub mod join;
 pub mod mesh;
+pub mod package;
 pub mod paths;
 pub mod process;
 pub mod progress;
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         verbose: cli.verbose,
         json: cli.json,
         public_key_file: None,
+        no_package: false,
     };
     if let Some(token) = consensus::acl::read_token(&ctx.paths) {
         consensus::api::use_token(token);

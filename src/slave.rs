@@ -101,20 +101,22 @@ pub async fn slave(
     let result = async {
         let mut report = SlaveReport::default();
         let step = progress.step(&who, "upload");
-        let (summary, uploaded) = upload(ctx, &remote)
+        let (summary, changed, uploaded) = upload(ctx, &remote)
             .await
             .with_context(|| format!("slaving {who} failed at step `upload`"))?;
-        report.uploaded = uploaded;
+        report.uploaded = changed;
         step.done(&summary);
 
         if opts.provision {
             for p in &provisioners {
                 let step = progress.step(&who, &format!("provision {server}/{}", p.name));
-                provision(ctx, &remote, &server, p)
+                let ran = provision(ctx, &remote, &server, p, &uploaded)
                     .await
                     .with_context(|| format!("slaving {who} failed at step `provision` ({server}/{})", p.name))?;
-                report.provisioned += 1;
-                step.done("");
+                if ran {
+                    report.provisioned += 1;
+                }
+                step.done(if ran { "" } else { "already provisioned" });
             }
         }
         if opts.skip_if_healthy && report.uploaded == 0 && report.provisioned == 0 && opts.assimilate {
@@ -329,10 +331,12 @@ async fn alive_member(ctx: &Context, remote: &Remote) -> Option<String> {
 }
 
 /// Uploads what differs on the target, then links the binaries onto its PATH. Returns a
-/// summary and how many files went up.
-async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize)> {
+/// summary, how many files went up, and a digest of what the provisioners run from (see
+/// [`provisioned_digest`]).
+async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize, String)> {
     // Hashing and packing are local blocking work: off the async workers.
     let (set, _snapshot) = crate::process::blocking(|| upload_set(ctx))?;
+    let digest = provisioned_digest(set.iter().map(|u| (u.sum.as_str(), u.remote.as_str())));
     // Which files does the target lack, or hold another version of?
     let mut manifest = tempfile::tempfile()?;
     for u in &set {
@@ -402,11 +406,42 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize
     // The config snapshot goes up every time (the target renames it into place): it is not a
     // change of what the machine runs.
     let changed = needed.iter().filter(|u| !u.remote.ends_with(".incoming")).count();
-    Ok((summary, changed))
+    Ok((summary, changed, digest))
+}
+
+/// Where a target records the provisioners that ran to completion, one file each
+/// (`<server>/<provisioner>`) holding the digest they ran with. Delete it to force a re-run.
+pub const PROVISIONED_DIR: &str = "var/provisioned";
+
+/// A digest of the uploaded files a provisioner runs from (path and checksum of each; not the
+/// mutable config or the ACL token, which change without changing what gets installed).
+/// A machine started from a packaged image holds the same files, so its provisioners are
+/// skipped (issue 9); a new binary, artifact or module file makes them run again.
+fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut lines: Vec<String> = files
+        .filter(|(_, path)| !path.ends_with(".incoming") && !path.ends_with(crate::consensus::acl::TOKEN_FILE))
+        .map(|(sum, path)| format!("{sum} {path}\n"))
+        .collect();
+    lines.sort();
+    sha256_hex(lines.concat().as_bytes())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs one provisioner on the target: its `source` checked out (if set), then `bootstrap`.
-async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type::Provisioner) -> anyhow::Result<()> {
+/// Skipped (returns false) when the target's record says it already ran with the same
+/// bootstrap and uploaded files; a provisioner with a `source` always runs (its checkout
+/// may have moved on).
+async fn provision(
+    ctx: &Context,
+    remote: &Remote,
+    server: &str,
+    p: &server_type::Provisioner,
+    uploaded: &str,
+) -> anyhow::Result<bool> {
     let Some(bootstrap) = &p.bootstrap else {
         bail!(
             "provisioner `{server}/{}` has no `bootstrap` command (`{PREFIX}/server/{server}/{}/bootstrap`)",
@@ -428,16 +463,34 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
     let script = format!(
         "set -e\nexport PATH={REMOTE_BIN}:$PATH RAPTIFORMICA_INSTALL_DIR={INSTALL_PREFIX} RAPTIFORMICA_CACHE_DIR={REMOTE_CACHE}\n{checkout}{bootstrap}\n"
     );
+    let record = quote(&format!("{REMOTE_CACHE}/{PROVISIONED_DIR}/{server}/{}", p.name));
+    let digest = sha256_hex(format!("{script}\n{uploaded}").as_bytes());
+    // One round trip: compare the record, else run the bootstrap in a subshell (its `exit`
+    // ends only that) and record it once it succeeded.
+    let skip = if p.source.is_none() {
+        format!("if [ \"$(cat {record} 2>/dev/null)\" = {digest} ]; then echo {ALREADY}; exit 0; fi\n")
+    } else {
+        String::new()
+    };
+    let wrapped = format!(
+        "{skip}rm -f {record}\n(\n{script})\nrc=$?\n[ $rc -eq 0 ] || exit $rc\nmkdir -p \"$(dirname {record})\"\necho {digest} > {record}\n"
+    );
     let out = remote
-        .run_limited(&format!("`{server}/{}` bootstrap", p.name), &script, None, p.timeout)
+        .run_limited(&format!("`{server}/{}` bootstrap", p.name), &wrapped, None, p.timeout)
         .await?;
+    if out.stdout.trim() == ALREADY {
+        return Ok(false);
+    }
     if ctx.verbose > 0 {
         for line in out.stdout.lines().chain(out.stderr.lines()) {
             eprintln!("  | {line}");
         }
     }
-    Ok(())
+    Ok(true)
 }
+
+/// What the provision script prints when its record matches.
+const ALREADY: &str = "raptiformica:already-provisioned";
 
 /// Records the node as a neighbour in the shared config (its SSH address, pinned host key,
 /// overlay identity and consul role, under an id derived from its host key, stable across
@@ -641,6 +694,19 @@ mod tests {
     #[test]
     fn quoting_survives_quotes() {
         assert_eq!(quote("a'b c"), r"'a'\''b c'");
+    }
+
+    #[test]
+    fn provisioned_digest_ignores_order_config_and_token() {
+        let base = [("aa", "/root/.raptiformica.d/artifacts/consul"), ("bb", "/usr/etc/raptiformica/x")];
+        let d = provisioned_digest(base.into_iter());
+        assert_eq!(d, provisioned_digest(base.into_iter().rev()));
+        let with_config = base
+            .into_iter()
+            .chain([("cc", "/root/.raptiformica.d/mutable_config.json.incoming"), ("dd", "/root/.raptiformica.d/consul_token")]);
+        assert_eq!(d, provisioned_digest(with_config));
+        let changed = [("ab", "/root/.raptiformica.d/artifacts/consul"), ("bb", "/usr/etc/raptiformica/x")];
+        assert_ne!(d, provisioned_digest(changed.into_iter()));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let identity = Identity::ensure(ctx)?;
     let ctx = Context {
         public_key_file: Some(identity.public_key_file.clone()),
+        no_package: args.no_package,
         ..ctx.clone()
     };
     let config = Arc::new(ctx.config()?);

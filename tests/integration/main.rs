@@ -11,4 +11,5 @@ mod deploy;
 mod docker;
 mod healing;
 mod mesh;
+mod package;
 mod shared_config;
