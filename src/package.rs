@@ -61,9 +61,13 @@ pub async fn package(
     step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
 
     let work = provision_and_package(ctx, config, ty, identity, progress, &instance);
+    let mut interrupted = false;
     let outcome = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        _ = tokio::signal::ctrl_c() => {
+            interrupted = true;
+            Err(anyhow!("interrupted"))
+        }
     };
     // Whatever happened, the packaging machine goes: nothing is left running.
     let step = progress.step(WHO, "clean up the packaging machine");
@@ -79,6 +83,11 @@ pub async fn package(
                 server_type: ty.server.clone(),
                 image,
             })
+        }
+        (Err(_), Ok(())) if interrupted => {
+            step.done("");
+            eprintln!("packaging `{}` interrupted; its machine was removed", ty.name());
+            Err(crate::ExitWith(130).into())
         }
         (Err(e), Ok(())) => {
             step.done("");
@@ -122,7 +131,10 @@ async fn provision_and_package(
     };
     slave::slave(ctx, config, identity, progress, &host, port, &opts).await?;
 
-    let step = progress.step(WHO, &format!("strip the node's identity and save the image ({})", ty.name()));
+    let step = progress.step(
+        WHO,
+        &format!("strip the node's identity and save the image ({})", ty.name()),
+    );
     let out = {
         let (ctx, ty, instance) = (ctx.clone(), ty.clone(), instance.clone());
         tokio::task::spawn_blocking(move || {

@@ -698,14 +698,21 @@ mod tests {
 
     #[test]
     fn provisioned_digest_ignores_order_config_and_token() {
-        let base = [("aa", "/root/.raptiformica.d/artifacts/consul"), ("bb", "/usr/etc/raptiformica/x")];
+        let base = [
+            ("aa", "/root/.raptiformica.d/artifacts/consul"),
+            ("bb", "/usr/etc/raptiformica/x"),
+        ];
         let d = provisioned_digest(base.into_iter());
         assert_eq!(d, provisioned_digest(base.into_iter().rev()));
-        let with_config = base
-            .into_iter()
-            .chain([("cc", "/root/.raptiformica.d/mutable_config.json.incoming"), ("dd", "/root/.raptiformica.d/consul_token")]);
+        let with_config = base.into_iter().chain([
+            ("cc", "/root/.raptiformica.d/mutable_config.json.incoming"),
+            ("dd", "/root/.raptiformica.d/consul_token"),
+        ]);
         assert_eq!(d, provisioned_digest(with_config));
-        let changed = [("ab", "/root/.raptiformica.d/artifacts/consul"), ("bb", "/usr/etc/raptiformica/x")];
+        let changed = [
+            ("ab", "/root/.raptiformica.d/artifacts/consul"),
+            ("bb", "/usr/etc/raptiformica/x"),
+        ];
         assert_ne!(d, provisioned_digest(changed.into_iter()));
     }
 
