@@ -124,6 +124,9 @@ async fn provision_and_package(
         None => identity.forget(&host, port)?,
     }
     let opts = SlaveOptions {
+        via: Vec::new(),
+        host_key: None,
+        skip_if_healthy: false,
         server_type: Some(ty.server.clone()),
         provision: true,
         assimilate: false,
