@@ -154,8 +154,12 @@ pub enum Command {
     ///
     /// Starts a machine of the compute type, provisions it (artifacts and the server type's
     /// bootstrap) without meshing it, strips its identity (SSH host keys, overlay keys,
-    /// consul data), and stores it as the compute type's packaged image. Later spawns use it
-    /// unless `spawn --no-package`.
+    /// consul data, secrets), stores it as the compute type's packaged image, and removes the
+    /// machine. Later spawns use the image unless `spawn --no-package`; run `package` again
+    /// after an upgrade. Prints the image's name.
+    ///
+    /// For docker the image is `raptiformica-packaged:<server type>`. `destroy` and `clean`
+    /// keep it; remove it with `docker image rm raptiformica-packaged:<server type>`.
     Package(PackageArgs),
 
     /// Record the address other nodes should use to reach this node (run on a node)
@@ -234,6 +238,10 @@ pub struct DeployArgs {
     /// Upload but do not run the server type's provisioning
     #[arg(long)]
     pub no_provision: bool,
+
+    /// How long a host may take to answer SSH (a machine still booting), in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub ssh_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +393,16 @@ pub struct SlaveArgs {
     /// Server type to provision it as [default: the first one]
     #[arg(long, value_name = "TYPE")]
     pub server_type: Option<String>,
+
+    /// Reach the machine through this jump host (`host` or `host:port`, `[v6]:port`; repeat
+    /// for a chain, outermost first). Recorded, so every later contact takes the same way
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub via: Vec<String>,
+
+    /// The machine's host key (`ssh-ed25519 AAAA...`), read there by someone you trust: pinned
+    /// before the first contact instead of trusted on first use (`join` passes it)
+    #[arg(long, value_name = "KEY")]
+    pub host_key: Option<String>,
 
     #[command(flatten)]
     pub steps: StepFlags,

@@ -14,6 +14,9 @@ pub struct Context {
     pub json: bool,
     /// The public key(s) new instances authorize for root, once the SSH identity is known.
     pub public_key_file: Option<std::path::PathBuf>,
+    /// `spawn --no-package`: compute commands get `RAPTIFORMICA_NO_PACKAGE=1` and start from
+    /// the plain base image even when a packaged one exists.
+    pub no_package: bool,
 }
 
 impl Context {

@@ -6,11 +6,14 @@
 //! - [`config`]: the layered config (modules, mutable cache, later consul's KV) and its flat
 //!   `raptiformica/...` mapping;
 //! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
+//! - [`deploy`]: the inventory `raptiformica deploy` reads (hosts, ports, jump hosts);
 //! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
 //!   [`user_modules`]: installing and removing the modules in `<cache-dir>/modules`;
+//! - [`spawner`], [`slave`], [`package`]: starting machines, making them nodes, baking images;
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
 
+pub mod advertise;
 pub mod agent;
 pub mod artifacts;
 pub mod cli;
@@ -21,8 +24,11 @@ pub mod config;
 pub mod consensus;
 pub mod context;
 pub mod daemon;
+pub mod deploy;
 pub mod hooks;
+pub mod join;
 pub mod mesh;
+pub mod package;
 pub mod paths;
 pub mod process;
 pub mod progress;
@@ -59,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         verbose: cli.verbose,
         json: cli.json,
         public_key_file: None,
+        no_package: false,
     };
     if let Some(token) = consensus::acl::read_token(&ctx.paths) {
         consensus::api::use_token(token);

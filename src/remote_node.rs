@@ -29,7 +29,8 @@ pub async fn on_a_node(
     {
         let host = n.host.clone().expect("filtered");
         let result = async {
-            let remote = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
+            let remote =
+                Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
             let out = remote.run(what, &slave::on_node(command)).await;
             remote.close().await;
             out

@@ -20,7 +20,7 @@ use crate::mesh::{self, OverlayIdentity, neighbours};
 use crate::paths::{BUILTIN_FOLDERS, INSTALL_PREFIX};
 use crate::progress::Progress;
 use crate::server_type;
-use crate::ssh::{Identity, Remote};
+use crate::ssh::{Identity, Remote, RemoteOutput};
 
 /// The cache dir of root on a slaved machine.
 pub const REMOTE_CACHE: &str = "/root/.raptiformica.d";
@@ -38,6 +38,33 @@ pub struct SlaveOptions {
     pub assimilate: bool,
     /// How long to keep retrying the first SSH contact (a machine still booting).
     pub patience: Duration,
+    /// Jump hosts to reach the machine through (`host:port`, outermost first); recorded in
+    /// its neighbour entry so that every later contact takes the same way.
+    pub via: Vec<String>,
+    /// The machine's host key (`type base64`), vouched for by someone who read it there
+    /// (`join`): pinned before the first contact instead of trusted on first use.
+    pub host_key: Option<String>,
+    /// Leave a machine alone that needs nothing (no file to upload, nothing to provision)
+    /// and is an alive member already: no re-mesh (`deploy` re-run on a healthy network).
+    pub skip_if_healthy: bool,
+}
+
+/// What slaving did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SlaveReport {
+    /// Files uploaded (0: everything was there).
+    pub uploaded: usize,
+    /// Provisioners that ran.
+    pub provisioned: usize,
+    /// Whether it was (re-)meshed.
+    pub meshed: bool,
+}
+
+impl SlaveReport {
+    /// Nothing was done: the machine was complete and a healthy member.
+    pub fn unchanged(&self) -> bool {
+        self.uploaded == 0 && self.provisioned == 0 && !self.meshed
+    }
 }
 
 /// Slaves `host:port`.
@@ -49,7 +76,7 @@ pub async fn slave(
     host: &str,
     port: u16,
     opts: &SlaveOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SlaveReport> {
     let who = format!("{host}:{port}");
     let server = match &opts.server_type {
         Some(s) => s.clone(),
@@ -63,26 +90,42 @@ pub async fn slave(
         .with_context(|| format!("there is no server type `{server}` (see `raptiformica config get server`)"))?;
 
     let step = progress.step(&who, "connect");
-    let remote = Remote::connect_patiently(identity, host, port, opts.patience)
+    if let Some(key) = &opts.host_key {
+        identity.pin(host, port, key)?;
+    }
+    let remote = Remote::connect_patiently(identity, host, port, &opts.via, opts.patience)
         .await
         .with_context(|| format!("slaving {who} failed at step `connect`"))?;
     step.done("host key pinned");
 
     let result = async {
+        let mut report = SlaveReport::default();
         let step = progress.step(&who, "upload");
-        let summary = upload(ctx, &remote)
+        let (summary, changed, uploaded) = upload(ctx, &remote)
             .await
             .with_context(|| format!("slaving {who} failed at step `upload`"))?;
+        report.uploaded = changed;
         step.done(&summary);
 
         if opts.provision {
             for p in &provisioners {
                 let step = progress.step(&who, &format!("provision {server}/{}", p.name));
-                provision(ctx, &remote, &server, p)
+                let ran = provision(ctx, &remote, &server, p, &uploaded)
                     .await
                     .with_context(|| format!("slaving {who} failed at step `provision` ({server}/{})", p.name))?;
-                step.done("");
+                if ran {
+                    report.provisioned += 1;
+                }
+                step.done(if ran { "" } else { "already provisioned" });
             }
+        }
+        if opts.skip_if_healthy && report.uploaded == 0 && report.provisioned == 0 && opts.assimilate {
+            let step = progress.step(&who, "check membership");
+            if let Some(id) = alive_member(ctx, &remote).await {
+                step.done(&format!("node {id} is an alive member: unchanged"));
+                return Ok(report);
+            }
+            step.done("not an alive member: meshing");
         }
         let fired = crate::process::blocking(|| hooks::fire(ctx, config, "after_slave"));
         tracing::info!("after_slave: {} handler(s) ran", fired.ran);
@@ -93,9 +136,39 @@ pub async fn slave(
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             crate::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
+            report.meshed = true;
             step.done(&summary);
         }
-        anyhow::Ok(())
+        anyhow::Ok(report)
+    }
+    .await;
+    remote.close().await;
+    result
+}
+
+/// Registers a machine that runs raptiformica already (slaved before, by another cluster or
+/// by hand) as a neighbour and meshes it, without uploading or provisioning anything:
+/// `inject`. Returns the assimilation summary.
+pub async fn inject(
+    ctx: &Context,
+    identity: &Identity,
+    progress: &Progress,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<String> {
+    let who = format!("{host}:{port}");
+    let step = progress.step(&who, "connect");
+    let remote = Remote::connect(identity, host, port).await?;
+    step.done("");
+    let result = async {
+        let out = remote.sh(&on_node("raptiformica --version"), None).await?;
+        if !out.success() {
+            bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
+        }
+        let step = progress.step(&who, "assimilate and mesh");
+        let summary = assimilate(ctx, identity, &remote).await?;
+        step.done(&summary);
+        Ok(summary)
     }
     .await;
     remote.close().await;
@@ -223,10 +296,47 @@ fn walk(dir: &Path, remote: &str, out: &mut Vec<(PathBuf, String)>) {
     }
 }
 
-/// Uploads what differs on the target, then links the binaries onto its PATH.
-async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
+/// The machine's node id when it is an alive member of the cluster as its own consul agent
+/// sees it, and this machine's config records it as reached the way we reached it now.
+async fn alive_member(ctx: &Context, remote: &Remote) -> Option<String> {
+    let out = remote
+        .sh(
+            &on_node(&format!(
+                "cat /etc/ssh/ssh_host_ed25519_key.pub && cat {REMOTE_CACHE}/{} 2>/dev/null | tr -d '\\n'; echo; \
+                 raptiformica --json members",
+                crate::advertise::FILE
+            )),
+            None,
+        )
+        .await
+        .ok()
+        .filter(RemoteOutput::success)?;
+    let mut lines = out.stdout.splitn(3, '\n');
+    let (first, advertised, rest) = (lines.next()?, lines.next()?, lines.next()?);
+    let id = node_id(&first.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(advertised) {
+        Ok(a) => (a.host, a.port),
+        Err(_) => (remote.host.clone(), remote.port),
+    };
+    let members: Value = serde_json::from_str(rest).ok()?;
+    let alive = members
+        .as_array()?
+        .iter()
+        .any(|m| m["node"] == id.as_str() && m["status"] == "alive");
+    let config = ctx.config().ok()?;
+    let recorded = neighbours::all(&config.mapping).into_iter().find(|n| n.id == id)?;
+    let same_way =
+        recorded.host.as_deref() == Some(host.as_str()) && recorded.ssh_port == port && recorded.ssh_via == remote.via;
+    (alive && same_way).then_some(id)
+}
+
+/// Uploads what differs on the target, then links the binaries onto its PATH. Returns a
+/// summary, how many files went up, and a digest of what the provisioners run from (see
+/// [`provisioned_digest`]).
+async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize, String)> {
     // Hashing and packing are local blocking work: off the async workers.
     let (set, _snapshot) = crate::process::blocking(|| upload_set(ctx))?;
+    let digest = provisioned_digest(set.iter().map(|u| (u.sum.as_str(), u.remote.as_str())));
     // Which files does the target lack, or hold another version of?
     let mut manifest = tempfile::tempfile()?;
     for u in &set {
@@ -288,15 +398,50 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<String> {
             ),
         )
         .await?;
-    Ok(if needed.is_empty() {
+    let summary = if needed.is_empty() {
         format!("all {} files already there", set.len())
     } else {
         format!("{} of {} files, {:.1} MB", needed.len(), set.len(), bytes as f64 / 1e6)
-    })
+    };
+    // The config snapshot goes up every time (the target renames it into place): it is not a
+    // change of what the machine runs.
+    let changed = needed.iter().filter(|u| !u.remote.ends_with(".incoming")).count();
+    Ok((summary, changed, digest))
+}
+
+/// Where a target records the provisioners that ran to completion, one file each
+/// (`<server>/<provisioner>`) holding the digest they ran with. Delete it to force a re-run.
+pub const PROVISIONED_DIR: &str = "var/provisioned";
+
+/// A digest of the uploaded files a provisioner runs from (path and checksum of each; not the
+/// mutable config or the ACL token, which change without changing what gets installed).
+/// A machine started from a packaged image holds the same files, so its provisioners are
+/// skipped (issue 9); a new binary, artifact or module file makes them run again.
+fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut lines: Vec<String> = files
+        .filter(|(_, path)| !path.ends_with(".incoming") && !path.ends_with(crate::consensus::acl::TOKEN_FILE))
+        .map(|(sum, path)| format!("{sum} {path}\n"))
+        .collect();
+    lines.sort();
+    sha256_hex(lines.concat().as_bytes())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs one provisioner on the target: its `source` checked out (if set), then `bootstrap`.
-async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type::Provisioner) -> anyhow::Result<()> {
+/// Skipped (returns false) when the target's record says it already ran with the same
+/// bootstrap and uploaded files; a provisioner with a `source` always runs (its checkout
+/// may have moved on).
+async fn provision(
+    ctx: &Context,
+    remote: &Remote,
+    server: &str,
+    p: &server_type::Provisioner,
+    uploaded: &str,
+) -> anyhow::Result<bool> {
     let Some(bootstrap) = &p.bootstrap else {
         bail!(
             "provisioner `{server}/{}` has no `bootstrap` command (`{PREFIX}/server/{server}/{}/bootstrap`)",
@@ -318,16 +463,34 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
     let script = format!(
         "set -e\nexport PATH={REMOTE_BIN}:$PATH RAPTIFORMICA_INSTALL_DIR={INSTALL_PREFIX} RAPTIFORMICA_CACHE_DIR={REMOTE_CACHE}\n{checkout}{bootstrap}\n"
     );
+    let record = quote(&format!("{REMOTE_CACHE}/{PROVISIONED_DIR}/{server}/{}", p.name));
+    let digest = sha256_hex(format!("{script}\n{uploaded}").as_bytes());
+    // One round trip: compare the record, else run the bootstrap in a subshell (its `exit`
+    // ends only that) and record it once it succeeded.
+    let skip = if p.source.is_none() {
+        format!("if [ \"$(cat {record} 2>/dev/null)\" = {digest} ]; then echo {ALREADY}; exit 0; fi\n")
+    } else {
+        String::new()
+    };
+    let wrapped = format!(
+        "{skip}rm -f {record}\n(\n{script})\nrc=$?\n[ $rc -eq 0 ] || exit $rc\nmkdir -p \"$(dirname {record})\"\necho {digest} > {record}\n"
+    );
     let out = remote
-        .run_limited(&format!("`{server}/{}` bootstrap", p.name), &script, None, p.timeout)
+        .run_limited(&format!("`{server}/{}` bootstrap", p.name), &wrapped, None, p.timeout)
         .await?;
+    if out.stdout.trim() == ALREADY {
+        return Ok(false);
+    }
     if ctx.verbose > 0 {
         for line in out.stdout.lines().chain(out.stderr.lines()) {
             eprintln!("  | {line}");
         }
     }
-    Ok(())
+    Ok(true)
 }
+
+/// What the provision script prints when its record matches.
+const ALREADY: &str = "raptiformica:already-provisioned";
 
 /// Records the node as a neighbour in the shared config (its SSH address, pinned host key,
 /// overlay identity and consul role, under an id derived from its host key, stable across
@@ -335,10 +498,22 @@ async fn provision(ctx: &Context, remote: &Remote, server: &str, p: &server_type
 /// the new neighbour, concurrently. Returns a summary.
 async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyhow::Result<String> {
     let out = remote
-        .run("reading the host key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
+        .run(
+            "reading the host key",
+            &format!(
+                "cat /etc/ssh/ssh_host_ed25519_key.pub; cat {REMOTE_CACHE}/{} 2>/dev/null || true",
+                crate::advertise::FILE
+            ),
+        )
         .await?;
-    let host_key = out.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let (first, rest) = out.stdout.split_once('\n').unwrap_or((&out.stdout, ""));
+    let host_key = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     let id = node_id(&host_key);
+    // The address the node advertises (NAT, a port forward) wins over the one we used.
+    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(rest) {
+        Ok(a) => (a.host, a.port),
+        Err(_) => (remote.host.clone(), remote.port),
+    };
     let out = remote
         .run(
             "reading the overlay identity",
@@ -355,7 +530,7 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
     let payload = crate::config::edit::update(&ctx.paths, |mapping| {
         // A machine re-created at the same address has a new key: drop its old entry.
         neighbours::remove_where(mapping, |n| {
-            n.id != id && n.host.as_deref() == Some(remote.host.as_str()) && n.ssh_port == remote.port
+            n.id != id && n.host.as_deref() == Some(host.as_str()) && n.ssh_port == port
         });
         let role = match mapping
             .get(&neighbours::key(&id, "consul_role"))
@@ -367,8 +542,8 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
                 .to_string(),
         };
         let fields = [
-            ("host", remote.host.clone()),
-            ("ssh_port", remote.port.to_string()),
+            ("host", host.clone()),
+            ("ssh_port", port.to_string()),
             ("ssh_host_key", host_key.clone()),
             ("yggdrasil_public_key", overlay.public_key.clone()),
             ("yggdrasil_address", overlay.address.to_string()),
@@ -377,6 +552,12 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
         ];
         for (field, value) in fields {
             mapping.insert(neighbours::key(&id, field), Value::from(value));
+        }
+        let via = neighbours::key(&id, "ssh_via");
+        if remote.via.is_empty() {
+            mapping.remove(&via);
+        } else {
+            mapping.insert(via, Value::from(remote.via.join(",")));
         }
         // What every node must learn: the whole neighbour list.
         let below = format!("{}/", neighbours::NEIGHBOURS);
@@ -456,7 +637,7 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
 /// `mesh` on another known node with the new neighbour list.
 async fn remesh_one(identity: &Identity, n: &neighbours::Neighbour, bytes: &[u8]) -> anyhow::Result<String> {
     let host = n.host.clone().expect("filtered");
-    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
+    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
     let result = mesh_on(&other, bytes).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))
@@ -513,6 +694,26 @@ mod tests {
     #[test]
     fn quoting_survives_quotes() {
         assert_eq!(quote("a'b c"), r"'a'\''b c'");
+    }
+
+    #[test]
+    fn provisioned_digest_ignores_order_config_and_token() {
+        let base = [
+            ("aa", "/root/.raptiformica.d/artifacts/consul"),
+            ("bb", "/usr/etc/raptiformica/x"),
+        ];
+        let d = provisioned_digest(base.into_iter());
+        assert_eq!(d, provisioned_digest(base.into_iter().rev()));
+        let with_config = base.into_iter().chain([
+            ("cc", "/root/.raptiformica.d/mutable_config.json.incoming"),
+            ("dd", "/root/.raptiformica.d/consul_token"),
+        ]);
+        assert_eq!(d, provisioned_digest(with_config));
+        let changed = [
+            ("ab", "/root/.raptiformica.d/artifacts/consul"),
+            ("bb", "/usr/etc/raptiformica/x"),
+        ];
+        assert_ne!(d, provisioned_digest(changed.into_iter()));
     }
 
     #[test]

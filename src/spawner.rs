@@ -41,7 +41,9 @@ pub async fn spawn_one(
         let (c, cfg) = (ctx.clone(), config.clone());
         tokio::task::spawn_blocking(move || hooks::fire(&c, &cfg, "after_start_instance")).await?;
         match opts {
-            Some(opts) => slave::slave(ctx, config, identity, progress, &host, port, opts).await,
+            Some(opts) => slave::slave(ctx, config, identity, progress, &host, port, opts)
+                .await
+                .map(|_| ()),
             None => Ok(()),
         }
     }

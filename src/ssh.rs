@@ -166,6 +166,8 @@ impl Identity {
 pub struct Remote {
     pub host: String,
     pub port: u16,
+    /// The jump hosts it was reached through, outermost first (`host:port` each, see [`hop`]).
+    pub via: Vec<String>,
     session: Session,
 }
 
@@ -183,10 +185,36 @@ impl RemoteOutput {
     }
 }
 
+/// `host:port` as ssh's `-J` takes it (an IPv6 literal in brackets).
+pub fn hop(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The hops of a recorded jump chain (`ssh_via`: comma-separated, outermost first).
+pub fn hops(recorded: Option<&str>) -> Vec<String> {
+    recorded
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 impl Remote {
     /// Connects to `root@host:port`. A host key that differs from the pinned one, a refused
     /// login or an unreachable host each give an error that says which, and what to do.
     pub async fn connect(identity: &Identity, host: &str, port: u16) -> anyhow::Result<Self> {
+        Self::connect_via(identity, host, port, &[]).await
+    }
+
+    /// Connects to `root@host:port` through the jump hosts `via` (outermost first, each
+    /// `host:port`): ssh's ProxyJump, with our ssh config, key and pins for every hop.
+    pub async fn connect_via(identity: &Identity, host: &str, port: u16, via: &[String]) -> anyhow::Result<Self> {
         let mut builder = SessionBuilder::default();
         builder
             .config_file(&identity.config)
@@ -197,37 +225,90 @@ impl Remote {
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
             .control_directory(std::env::temp_dir());
+        if !via.is_empty() {
+            builder.jump_hosts(via.iter().map(|h| format!("root@{h}")));
+        }
         match builder.connect(host).await {
             Ok(session) => Ok(Self {
                 host: host.into(),
                 port,
+                via: via.to_vec(),
                 session,
             }),
             Err(e) => {
-                let probe = probe_tcp(host, port).await;
-                Err(explain_connect_error(
-                    identity,
-                    host,
-                    port,
-                    &format!("{e:#} ({e:?})"),
-                    probe,
-                ))
+                // Through a jump host, whether this machine reaches the target says nothing.
+                let probe = if via.is_empty() {
+                    probe_tcp(host, port).await
+                } else {
+                    None
+                };
+                let err = explain_connect_error(identity, host, port, &format!("{e:#} ({e:?})"), probe);
+                if via.is_empty() {
+                    Err(err)
+                } else {
+                    Err(err.context(format!("through the jump host(s) {}", via.join(", "))))
+                }
+            }
+        }
+    }
+
+    /// Connects to `root@host:port` as the user would with plain `ssh`: the user's own ssh
+    /// config, keys and agent (not our instance key), the host key pinned in our
+    /// `known_hosts` on first contact and checked on every later one (`join`, from a machine
+    /// that is not a node yet).
+    pub async fn connect_as_user(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<Self> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(KnownHosts::Add)
+            .user_known_hosts_file(known_hosts)
+            .user("root".into())
+            .port(port)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .control_directory(std::env::temp_dir());
+        match builder.connect(host).await {
+            Ok(session) => Ok(Self {
+                host: host.into(),
+                port,
+                via: Vec::new(),
+                session,
+            }),
+            Err(e) => {
+                let cause = format!("{e:#} ({e:?})");
+                let what = if cause.contains("IDENTIFICATION HAS CHANGED")
+                    || cause.contains("Host key verification failed")
+                {
+                    format!(
+                        "the host key of {host}:{port} does not match the key pinned in `{}`: refusing to connect",
+                        known_hosts.display()
+                    )
+                } else if cause.contains("Permission denied") {
+                    format!(
+                        "root@{host}:{port} refused your keys\nhint: `ssh root@{host} -p {port}` must work with your \
+                         keys or ssh-agent (authorize your public key in its /root/.ssh/authorized_keys)"
+                    )
+                } else if let Some(problem) = probe_tcp(host, port).await {
+                    format!("cannot reach {host}:{port}: {problem}\nhint: check the address and the port")
+                } else {
+                    format!("ssh to {host}:{port} failed")
+                };
+                Err(anyhow::anyhow!("{what}\ncause: {}", cause.trim()))
             }
         }
     }
 
     /// Connects to a known node, checking the host key the cluster recorded for it (pinned
-    /// first), not trusting whatever key answers.
+    /// first), not trusting whatever key answers; through its recorded jump hosts, if any.
     pub async fn connect_known(
         identity: &Identity,
         host: &str,
         port: u16,
         host_key: Option<&str>,
+        via: &[String],
     ) -> anyhow::Result<Self> {
         if let Some(key) = host_key {
             identity.pin_recorded(host, port, key)?;
         }
-        Self::connect(identity, host, port).await
+        Self::connect_via(identity, host, port, via).await
     }
 
     /// Connects, retrying for up to `patience` (a machine that is still booting).
@@ -235,14 +316,15 @@ impl Remote {
         identity: &Identity,
         host: &str,
         port: u16,
+        via: &[String],
         patience: Duration,
     ) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            match Self::connect(identity, host, port).await {
+            match Self::connect_via(identity, host, port, via).await {
                 Ok(r) => return Ok(r),
                 // A wrong host key will not fix itself: fail at once.
-                Err(e) if tokio::time::Instant::now() >= deadline || e.to_string().contains("host key") => {
+                Err(e) if tokio::time::Instant::now() >= deadline || format!("{e:#}").contains("host key") => {
                     return Err(e);
                 }
                 Err(e) => {

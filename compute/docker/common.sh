@@ -9,8 +9,12 @@
 #   RAPTIFORMICA_DEBIAN_MIRROR  overrides the Debian mirror read from apt
 #   RAPTIFORMICA_DOCKER_IMAGE   overrides the base image name
 #   RAPTIFORMICA_DOCKER_NETWORK overrides the docker network name
+#   RAPTIFORMICA_DOCKER_PACKAGED_REPO overrides the repository of packaged images
+#   RAPTIFORMICA_SERVER_TYPE    the server type (tag of its packaged image)
+#   RAPTIFORMICA_NO_PACKAGE     1: start from the base image even when a packaged one exists
 
 RAPTIFORMICA_DOCKER_IMAGE="${RAPTIFORMICA_DOCKER_IMAGE:-raptiformica-base:bookworm}"
+RAPTIFORMICA_DOCKER_PACKAGED_REPO="${RAPTIFORMICA_DOCKER_PACKAGED_REPO:-raptiformica-packaged}"
 RAPTIFORMICA_DOCKER_NETWORK="${RAPTIFORMICA_DOCKER_NETWORK:-raptiformica}"
 RAPTIFORMICA_INSTANCE_DIR="${RAPTIFORMICA_INSTANCE_DIR:-$(pwd)}"
 
@@ -54,4 +58,26 @@ required_container_id() {
 labelled_container_ids() {
     docker ps -a -q --no-trunc \
         --filter "label=raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR" 2>/dev/null || true
+}
+
+# The first 16 hex digits of the entrypoint's SHA-256: images are labelled with the one
+# they were made with (raptiformica.entrypoint), so a changed entrypoint invalidates them.
+entrypoint_sum() {
+    sha256sum "$SCRIPT_DIR/entrypoint.sh" | cut -c1-16
+}
+
+# The packaged image of a server type (`package.sh` makes it): <repo>:<server type>, the
+# server type made a valid docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}).
+packaged_image() {
+    _tag=$(printf '%s' "$1" | tr -c 'a-zA-Z0-9_.-' '-' | cut -c1-127)
+    case "$_tag" in
+        [a-zA-Z0-9_]*) ;;
+        *) _tag="_$_tag" ;;
+    esac
+    printf '%s:%s\n' "$RAPTIFORMICA_DOCKER_PACKAGED_REPO" "$_tag"
+}
+
+# The value of an image's label, or nothing (also when the image does not exist).
+image_label() {
+    docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
 }

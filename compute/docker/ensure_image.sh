@@ -34,7 +34,7 @@ for arg in "$@"; do
 done
 
 # The entrypoint is baked into the image: an image made from another version of it is rebuilt.
-ENTRYPOINT_SUM=$(sha256sum "$SCRIPT_DIR/entrypoint.sh" | cut -c1-16)
+ENTRYPOINT_SUM=$(entrypoint_sum)
 
 image_is_current() {
     [ "$(docker image inspect --format '{{index .Config.Labels "raptiformica.entrypoint"}}' "$RAPTIFORMICA_DOCKER_IMAGE" 2>/dev/null)" = "$ENTRYPOINT_SUM" ]

@@ -3,6 +3,9 @@
 # headless) for the instance directory (cwd / RAPTIFORMICA_INSTANCE_DIR).
 #
 # - makes sure the base image and the docker network "raptiformica" exist;
+# - starts from the server type's packaged image (package.sh) when there is one
+#   made from the current base (its raptiformica.entrypoint label), unless
+#   RAPTIFORMICA_NO_PACKAGE=1; says on stderr which image it used;
 # - runs a detached container on that network with NET_ADMIN, /dev/net/tun and
 #   IPv6 enabled (the overlay needs all three), under docker's init (it reaps
 #   the daemons raptiformica starts),
@@ -36,6 +39,20 @@ if [ -n "$existing" ] && docker container inspect "$existing" >/dev/null 2>&1; t
 fi
 
 sh "$SCRIPT_DIR/ensure_image.sh" || die "the base image $RAPTIFORMICA_DOCKER_IMAGE is not available"
+server_type="${RAPTIFORMICA_SERVER_TYPE:-headless}"
+
+image=$RAPTIFORMICA_DOCKER_IMAGE
+packaged=$(packaged_image "$server_type")
+if [ "${RAPTIFORMICA_NO_PACKAGE:-0}" = 1 ]; then
+    log "using base image $image (packaged images ignored: --no-package)"
+elif [ "$(image_label "$packaged" raptiformica.packaged)" != 1 ]; then
+    log "using base image $image (no packaged image $packaged)"
+elif [ "$(image_label "$packaged" raptiformica.entrypoint)" != "$(entrypoint_sum)" ]; then
+    log "using base image $image (packaged image $packaged was made from an older base image; run \`raptiformica package\` again)"
+else
+    image=$packaged
+    log "using packaged image $image"
+fi
 
 # The network; concurrent starts are serialized so that no two networks of
 # the same name get created (docker allows duplicate names in a race).
@@ -60,7 +77,6 @@ fi
 base=$(basename -- "$RAPTIFORMICA_INSTANCE_DIR" | tr -c 'a-zA-Z0-9-\n' '-' | tr -d '\n' | cut -c1-36)
 base=${base#-}
 [ -n "$base" ] || base="$(date +%s)-$$"
-server_type="${RAPTIFORMICA_SERVER_TYPE:-headless}"
 name="raptiformica-docker-$(printf '%s' "$server_type" | tr -c 'a-zA-Z0-9-' '-')-$base"
 if docker container inspect "$name" >/dev/null 2>&1; then
     name="$name-$(date +%s)-$$"
@@ -100,7 +116,7 @@ if ! cid=$(docker create \
         --sysctl net.ipv6.conf.all.disable_ipv6=0 \
         --sysctl net.ipv6.conf.default.disable_ipv6=0 \
         --env "RAPTIFORMICA_AUTHORIZED_KEYS=$authorized_keys" \
-        "$RAPTIFORMICA_DOCKER_IMAGE"); then
+        "$image"); then
     cid=""
     die "docker create failed"
 fi

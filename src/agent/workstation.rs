@@ -205,7 +205,8 @@ async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>) -
         let links = futures_util::future::join_all(wave.iter().map(|n| async move {
             let host = n.host.clone().expect("filtered");
             let link = async {
-                let remote = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
+                let remote =
+                    Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
                 let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
                 let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
                 let leads = matches!(api.leader().await, Ok(Some(_)));
@@ -462,6 +463,9 @@ async fn replace(
     };
     let config = Arc::new(ctx.config()?);
     let opts = Some(SlaveOptions {
+        via: Vec::new(),
+        host_key: None,
+        skip_if_healthy: false,
         server_type: Some(ty.server.clone()),
         provision: true,
         assimilate: true,

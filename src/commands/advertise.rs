@@ -1,8 +1,20 @@
-//! `raptiformica advertise`.
+//! `raptiformica advertise HOST [-p PORT]` (on a node): the address other nodes should use.
+
+use anyhow::Context as _;
 
 use crate::cli::AdvertiseArgs;
 use crate::context::Context;
 
-pub fn run(_ctx: &Context, _args: AdvertiseArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`advertise` is not built yet")
+pub fn run(ctx: &Context, args: AdvertiseArgs) -> anyhow::Result<()> {
+    let key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
+        .context("cannot read this machine's host key (/etc/ssh/ssh_host_ed25519_key.pub): is it a node?")?;
+    let id = crate::slave::node_id(&key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let written = crate::advertise::advertise(&ctx.paths, &id, &args.host, args.port)?;
+    let how = match written {
+        crate::config::shared::Written::Consul => "in the shared config",
+        crate::config::shared::Written::CacheOnly => "cached; it reaches the shared config once consul answers",
+        crate::config::shared::Written::Local => "cached; this machine is not in a cluster",
+    };
+    eprintln!("node {id} is advertised at {}:{} ({how})", args.host, args.port);
+    Ok(())
 }

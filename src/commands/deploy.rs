@@ -1,8 +1,71 @@
-//! `raptiformica deploy`.
+//! `raptiformica deploy INVENTORY`: slave every host of a file, N at a time, then a summary.
 
+use std::sync::Arc;
+
+use super::{print_json, print_table};
 use crate::cli::DeployArgs;
 use crate::context::Context;
+use crate::deploy::inventory::Inventory;
+use crate::deploy::rollout::{self, Plan, Result};
+use crate::progress::Progress;
+use crate::slave;
+use crate::ssh::Identity;
 
-pub fn run(_ctx: &Context, _args: DeployArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`deploy` is not built yet")
+pub fn run(ctx: &Context, args: DeployArgs) -> anyhow::Result<()> {
+    // The whole file is checked before anything starts.
+    let inventory = Inventory::load(&args.inventory)?;
+    let config = ctx.config()?;
+    if let Some(s) = &args.server_type
+        && !crate::server_type::server_types(&config).contains_key(s)
+    {
+        anyhow::bail!("there is no server type `{s}` (see `raptiformica config get server`)");
+    }
+    let progress = Progress::new(ctx.json);
+    slave::prepare(ctx, &progress)?;
+    let identity = Identity::ensure(ctx)?;
+    let config = Arc::new(ctx.config()?);
+    let plan = Plan {
+        concurrent: args.concurrent as usize,
+        server_type: args.server_type,
+        provision: !args.no_provision,
+        patience: std::time::Duration::from_secs(args.ssh_wait),
+    };
+    let outcomes = crate::runtime()?.block_on(rollout::rollout(ctx, &config, &identity, &progress, &inventory, &plan));
+    if ctx.json {
+        print_json(&outcomes);
+    } else {
+        let rows: Vec<Vec<String>> = outcomes
+            .iter()
+            .map(|o| {
+                let (result, detail) = match &o.result {
+                    Result::Slaved => ("slaved", String::new()),
+                    Result::Unchanged => ("unchanged", String::new()),
+                    Result::Skipped(why) => ("skipped", why.clone()),
+                    Result::Failed(why) => ("FAILED", why.lines().next().unwrap_or_default().to_string()),
+                };
+                vec![
+                    o.host.clone(),
+                    result.into(),
+                    format!("{:.1}s", o.took.as_secs_f64()),
+                    detail,
+                ]
+            })
+            .collect();
+        print_table(&["HOST", "RESULT", "TIME", "DETAIL"], &rows);
+    }
+    let failed: Vec<&rollout::Outcome> = outcomes.iter().filter(|o| o.result.is_failure()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for o in &failed {
+        if let Result::Failed(why) | Result::Skipped(why) = &o.result {
+            eprintln!("{}: {why}", o.host);
+        }
+    }
+    anyhow::bail!(
+        "{} of {} host(s) failed: {}",
+        failed.len(),
+        outcomes.len(),
+        failed.iter().map(|o| o.host.as_str()).collect::<Vec<_>>().join(", ")
+    )
 }

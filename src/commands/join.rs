@@ -1,8 +1,16 @@
-//! `raptiformica join`.
+//! `raptiformica join HOST`: this machine asks the member HOST to slave it.
 
 use crate::cli::JoinArgs;
 use crate::context::Context;
+use crate::join::{JoinOptions, join};
+use crate::progress::Progress;
 
-pub fn run(_ctx: &Context, _args: JoinArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`join` is not built yet")
+pub fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<()> {
+    let progress = Progress::new(ctx.json);
+    let opts = JoinOptions {
+        server_type: args.server_type,
+    };
+    crate::runtime()?.block_on(join(ctx, &progress, &args.host, args.port, &opts))?;
+    eprintln!("joined the cluster through {}", args.host);
+    Ok(())
 }

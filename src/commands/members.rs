@@ -70,7 +70,8 @@ fn through_a_node(ctx: &Context, json: bool) -> anyhow::Result<Vec<Member>> {
                     let host = n.host.as_deref().expect("filtered");
                     let answer = async {
                         let remote =
-                            Remote::connect_known(identity, host, n.ssh_port, n.ssh_host_key.as_deref()).await?;
+                            Remote::connect_known(identity, host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via)
+                                .await?;
                         let out = remote
                             .run("raptiformica members", &slave::on_node("raptiformica members --json"))
                             .await;

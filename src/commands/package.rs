@@ -1,8 +1,27 @@
-//! `raptiformica package`.
+//! `raptiformica package`: bake a provisioned machine image (see `crate::package`).
 
+use super::print_json;
 use crate::cli::PackageArgs;
 use crate::context::Context;
+use crate::progress::Progress;
+use crate::ssh::Identity;
+use crate::{package, slave, spawner};
 
-pub fn run(_ctx: &Context, _args: PackageArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`package` is not built yet")
+pub fn run(ctx: &Context, args: PackageArgs) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
+    let progress = Progress::new(ctx.json);
+    slave::prepare(ctx, &progress)?;
+    let identity = Identity::ensure(ctx)?;
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        ..ctx.clone()
+    };
+    let packaged = package::run(&ctx, &ty, &identity, &progress)?;
+    if ctx.json {
+        print_json(&packaged);
+    } else {
+        println!("{}", packaged.image);
+    }
+    Ok(())
 }

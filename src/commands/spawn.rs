@@ -36,10 +36,14 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let identity = Identity::ensure(ctx)?;
     let ctx = Context {
         public_key_file: Some(identity.public_key_file.clone()),
+        no_package: args.no_package,
         ..ctx.clone()
     };
     let config = Arc::new(ctx.config()?);
     let opts = (!args.no_slave).then(|| SlaveOptions {
+        via: Vec::new(),
+        host_key: None,
+        skip_if_healthy: false,
         server_type: Some(ty.server.clone()),
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,

@@ -33,6 +33,8 @@ pub const REQUIRED_COMMANDS: [&str; 5] = [
 pub const PREDICATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `start_instance` may take (a first image build takes minutes).
 pub const START_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long `package` may take (it provisions nothing itself, but saving an image can be slow).
+pub const PACKAGE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long the short commands (hostname, port, stale check, clean-up) may take.
 pub const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -204,7 +206,8 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .log_to(instance.dir.join(instance::LOG_FILE))
         .env("RAPTIFORMICA_INSTANCE_DIR", instance.dir.display().to_string())
         .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
-        .env("RAPTIFORMICA_SERVER_TYPE", &ty.server))
+        .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
+        .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" }))
 }
 
 /// True when `detect_stale_instance` says the instance is gone (it exits nonzero).

@@ -49,6 +49,9 @@ pub struct Neighbour {
     /// The ids whose keys its running overlay admits (`yggdrasil_admits`, comma-separated),
     /// as its agent published them; None when it published none.
     pub overlay_admits: Option<std::collections::BTreeSet<String>>,
+    /// The jump hosts to reach it over SSH (`ssh_via`: `host:port`, comma-separated, outermost
+    /// first), for a machine only another one reaches.
+    pub ssh_via: Vec<String>,
 }
 
 impl Neighbour {
@@ -83,6 +86,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
                 overlay_port: None,
                 consul_role: None,
                 overlay_admits: None,
+                ssh_via: Vec::new(),
             });
         }
         let n = out.last_mut().expect("pushed above");
@@ -97,6 +101,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "yggdrasil_public_key" => n.overlay_public_key = Some(text),
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),
+            "ssh_via" => n.ssh_via = crate::ssh::hops(Some(&text)),
             "yggdrasil_admits" => {
                 n.overlay_admits = Some(text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
             }

@@ -60,6 +60,7 @@ mod tests {
             overlay_port: None,
             consul_role: None,
             overlay_admits: None,
+            ssh_via: Vec::new(),
         }
     }
 

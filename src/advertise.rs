@@ -1,0 +1,77 @@
+//! `advertise`: the address other nodes should use to reach this node, when the one it was
+//! slaved at is not it (NAT, a port forward, a new underlay address).
+//!
+//! Kept in `<cache-dir>/advertised.json` (never uploaded: each node has its own) and written
+//! into this node's neighbour entry in the shared config; a later re-slave reads it back
+//! instead of recording the address the slaver happened to use.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Mapping, edit};
+use crate::mesh::neighbours;
+use crate::paths::Paths;
+
+/// The file's name in the cache dir.
+pub const FILE: &str = "advertised.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advertised {
+    pub host: String,
+    pub port: u16,
+}
+
+pub fn path(paths: &Paths) -> PathBuf {
+    paths.cache_dir.join(FILE)
+}
+
+/// What `<cache>/advertised.json` says, if it exists and parses.
+pub fn read(file: &Path) -> Option<Advertised> {
+    serde_json::from_slice(&std::fs::read(file).ok()?).ok()
+}
+
+/// Records `host:port` for the node `id` (this node): the file, then the shared config.
+pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Result<crate::config::shared::Written> {
+    anyhow::ensure!(
+        !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('/'),
+        "`{host}` is not a host name or address"
+    );
+    let file = path(paths);
+    let text = serde_json::to_vec_pretty(&Advertised {
+        host: host.into(),
+        port,
+    })?;
+    std::fs::create_dir_all(&paths.cache_dir)?;
+    crate::config::cache::write_atomic(&file, &text).with_context(|| format!("cannot write `{}`", file.display()))?;
+    edit::set_many(
+        paths,
+        &Mapping::from([
+            (neighbours::key(id, "host"), Value::from(host)),
+            (neighbours::key(id, "ssh_port"), Value::from(port.to_string())),
+        ]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_round_trips_and_a_bad_one_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(FILE);
+        std::fs::write(&f, r#"{"host": "203.0.113.7", "port": 2222}"#).unwrap();
+        assert_eq!(
+            read(&f),
+            Some(Advertised {
+                host: "203.0.113.7".into(),
+                port: 2222
+            })
+        );
+        std::fs::write(&f, "{").unwrap();
+        assert_eq!(read(&f), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! `join`: this machine, not in the cluster yet, asks a member to slave it.
+//!
+//! 1. sshd must answer here (it is started if it is not running);
+//! 2. the member is reached as the user reaches it with plain ssh (the user's keys or agent),
+//!    its host key pinned in our `known_hosts` on first contact;
+//! 3. over that session: the member's raptiformica key (made there if missing) is read and
+//!    authorized for root here, and the member sees which address this machine comes from;
+//! 4. the member slaves this machine, pinning the host key this machine read from its own
+//!    sshd (`slave --host-key`): pinned both ways, nothing trusted on first use.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::context::Context;
+use crate::progress::Progress;
+use crate::slave::{on_node, quote};
+use crate::ssh::Remote;
+
+/// How long the member may take to slave this machine.
+const SLAVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// This machine's sshd.
+const SSHD_PORT: u16 = 22;
+const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
+
+pub struct JoinOptions {
+    pub server_type: Option<String>,
+}
+
+pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opts: &JoinOptions) -> anyhow::Result<()> {
+    let step = progress.step("local", "sshd");
+    let how = crate::process::blocking(ensure_sshd)?;
+    step.done(&how);
+    let host_key = std::fs::read_to_string(HOST_KEY)
+        .with_context(|| format!("cannot read this machine's host key `{HOST_KEY}`"))?;
+    let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+
+    let who = format!("{host}:{port}");
+    let step = progress.step(&who, "connect");
+    std::fs::create_dir_all(&ctx.paths.cache_dir)
+        .with_context(|| format!("cannot create `{}`", ctx.paths.cache_dir.display()))?;
+    let remote = Remote::connect_as_user(&ctx.paths.cache_dir.join("known_hosts"), host, port).await?;
+    step.done("host key pinned");
+
+    let result = async {
+        let step = progress.step(&who, "exchange keys");
+        let out = remote
+            .run(
+                "reading the member's key",
+                &on_node(
+                    r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
+                    k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
+                    [ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
+                    echo "key $(cat "$k.pub")"
+                    echo "from ${SSH_CONNECTION%% *}""#,
+                ),
+            )
+            .await?;
+        let (member_key, me) = parse_exchange(&out.stdout)?;
+        crate::process::blocking(|| authorize(&member_key))?;
+        step.done(&format!("the member reaches this machine at {me}"));
+
+        let step = progress.step(&who, &format!("slave {me} from the member"));
+        let mut command = format!(
+            "raptiformica slave {} --port {SSHD_PORT} --host-key {}",
+            quote(&me),
+            quote(&host_key)
+        );
+        if let Some(s) = &opts.server_type {
+            command.push_str(&format!(" --server-type {}", quote(s)));
+        }
+        let out = remote
+            .run_limited("`raptiformica slave` on the member", &on_node(&command), None, SLAVE_TIMEOUT)
+            .await?;
+        if ctx.verbose > 0 {
+            for line in out.stdout.lines().chain(out.stderr.lines()) {
+                eprintln!("  | {line}");
+            }
+        }
+        step.done("");
+        anyhow::Ok(())
+    }
+    .await;
+    remote.close().await;
+    result
+}
+
+/// The member's public key and the address it sees this machine at, from the exchange script.
+fn parse_exchange(stdout: &str) -> anyhow::Result<(String, String)> {
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .map(str::trim)
+        .filter(|k| k.starts_with("ssh-"))
+        .context("the member printed no public key")?;
+    let me = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("from "))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .context("the member does not say where this machine connects from (no SSH_CONNECTION)")?;
+    Ok((key.to_string(), me.to_string()))
+}
+
+/// Authorizes `key` for root here (once).
+fn authorize(key: &str) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
+    authorize_in(&home.join(".ssh"), key)
+}
+
+fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let file = dir.join("authorized_keys");
+    let existing = std::fs::read_to_string(&file).unwrap_or_default();
+    let blob = key.split_whitespace().nth(1).unwrap_or(key);
+    if !existing.lines().any(|l| l.split_whitespace().any(|w| w == blob)) {
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(key);
+        text.push('\n');
+        crate::config::cache::write_atomic(&file, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", file.display()))?;
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Makes sure sshd answers on this machine; starts it if it does not. Says which.
+fn ensure_sshd() -> anyhow::Result<String> {
+    let answers =
+        || std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], SSHD_PORT).into(), Duration::from_secs(2)).is_ok();
+    if answers() {
+        return Ok("running".into());
+    }
+    let out = crate::process::Shell::new(
+        "starting sshd",
+        "mkdir -p /run/sshd && ssh-keygen -A >/dev/null && \
+         { service ssh start >/dev/null 2>&1 || /usr/sbin/sshd; }",
+    )
+    .output()?;
+    for _ in 0..20 {
+        if answers() {
+            return Ok("started".into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "sshd does not answer on port {SSHD_PORT} here and could not be started ({})\n\
+         hint: install openssh-server and start it; the member slaves this machine over SSH",
+        format!("{}{}", out.stdout, out.stderr).trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exchange_gives_the_key_and_the_address() {
+        let (k, me) = parse_exchange("noise\nkey ssh-ed25519 AAAA raptiformica\nfrom 172.18.0.5\n").unwrap();
+        assert_eq!(
+            (k.as_str(), me.as_str()),
+            ("ssh-ed25519 AAAA raptiformica", "172.18.0.5")
+        );
+        assert!(parse_exchange("key ssh-ed25519 AAAA\nfrom \n").is_err());
+        assert!(parse_exchange("from 1.2.3.4\n").is_err());
+    }
+
+    #[test]
+    fn a_key_is_authorized_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(".ssh");
+        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&dir, "ssh-ed25519 BBBB other").unwrap();
+        let text = std::fs::read_to_string(dir.join("authorized_keys")).unwrap();
+        assert_eq!(text, "ssh-ed25519 AAAA member\nssh-ed25519 BBBB other\n");
+        let mode = std::fs::metadata(dir.join("authorized_keys"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
