@@ -54,6 +54,9 @@ impl TestEnv {
             }
         }
         cmd.env("HOME", self.dir.path().join("home"))
+            // A packaged image the user (or an acceptance check) made is not ours to start
+            // from: the tests see only the packages they make themselves.
+            .env("RAPTIFORMICA_DOCKER_PACKAGED_REPO", "raptiformica-test-packaged")
             .env("RAPTIFORMICA_CACHE_DIR", self.cache())
             // Shared by every test: fetched once (under a lock), not once per temp cache.
             .env(
