@@ -343,14 +343,7 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize
         std::io::Write::write_all(&mut manifest, format!("{} {}\n", u.sum, u.remote).as_bytes())?;
     }
     std::io::Seek::rewind(&mut manifest)?;
-    let diff = remote
-        .sh(
-            r#"while read -r sum path; do
-                 [ -f "$path" ] && [ "$(sha256sum "$path" | cut -d' ' -f1)" = "$sum" ] || printf '%s\n' "$path"
-               done"#,
-            Some(manifest),
-        )
-        .await?;
+    let diff = remote.sh(&crate::remote_files::diff_script(), Some(manifest)).await?;
     if !diff.success() {
         bail!("cannot compare files on the target: {}", diff.stderr.trim());
     }
@@ -394,7 +387,9 @@ async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(String, usize
                   chmod 600 {REMOTE_CACHE}/mutable_config.json.incoming
                   flock {REMOTE_CACHE}/mutable_config.json.lock mv -f {REMOTE_CACHE}/mutable_config.json.incoming {REMOTE_CACHE}/mutable_config.json
                 fi
-                {REMOTE_BIN}/raptiformica --version"#
+                {record}
+                {REMOTE_BIN}/raptiformica --version"#,
+                record = crate::remote_files::record_script()
             ),
         )
         .await?;

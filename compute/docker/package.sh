@@ -9,10 +9,10 @@
 # - strips what belongs to that one node or to the cluster: the SSH host keys
 #   (the entrypoint makes new ones on each container's first start), root's
 #   authorized_keys and known_hosts, and below /root/.raptiformica.d everything
-#   but artifacts/, modules/ and var/provisioned/ (so the overlay keys, consul
-#   data, the mutable config with the gossip key, the ACL token and any other
-#   node state go, while a later slave finds the uploaded files unchanged and
-#   the provisioners recorded);
+#   but artifacts/, modules/, var/provisioned/ and var/uploaded.manifest (so
+#   the overlay keys, consul data, the mutable config with the gossip key, the
+#   ACL token and any other node state go, while a later slave finds the
+#   uploaded files unchanged, by stat, and the provisioners recorded);
 # - commits the container with the base image's ENTRYPOINT and CMD, labelled
 #   raptiformica.packaged=1, raptiformica.server_type and the base image's
 #   raptiformica.entrypoint (start_instance.sh ignores a package made from
@@ -58,7 +58,10 @@ docker exec "$cid" sh -c '
         if [ -d "$c/var" ]; then
             for f in "$c"/var/* "$c"/var/.[!.]*; do
                 [ -e "$f" ] || [ -L "$f" ] || continue
-                [ "${f##*/}" = provisioned ] || rm -rf "$f"
+                case "${f##*/}" in
+                    provisioned|uploaded.manifest) ;;
+                    *) rm -rf "$f" ;;
+                esac
             done
         fi
     fi

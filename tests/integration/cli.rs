@@ -28,6 +28,13 @@ fn help_explains_every_subcommand() {
         (&["clean"], "corrupt"),
         (&["hook"], "hook"),
         (&["completions"], "bash"),
+        (&["join"], "member"),
+        (&["deploy"], "via"),
+        (&["modules", "install"], "user/repo"),
+        (&["package"], "packaged image"),
+        (&["advertise"], "NAT"),
+        (&["inject"], "neighbour"),
+        (&["slave"], "--via"),
     ] {
         let mut args = sub.to_vec();
         args.push("--help");
@@ -51,4 +58,30 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = env.run(&["spawn", "--count", "0"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn advertise_records_the_address_in_the_file_and_the_node_s_entry() {
+    let key = std::path::Path::new("/etc/ssh/ssh_host_ed25519_key.pub");
+    if !key.is_file() {
+        return; // the command needs this machine's host key, as on a node
+    }
+    let env = TestEnv::new();
+    env.ok(&["advertise", "203.0.113.7", "-p", "2222"]);
+    let file = std::fs::read_to_string(env.cache().join("advertised.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(
+        (v["host"].as_str(), v["port"].as_u64()),
+        (Some("203.0.113.7"), Some(2222))
+    );
+    let m = env.mapping();
+    let hosts: Vec<&String> = m
+        .iter()
+        .filter(|(k, v)| k.ends_with("/host") && k.contains("meshnet/neighbours/") && v.as_str() == Some("203.0.113.7"))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(hosts.len(), 1, "{m:?}");
+    let port_key = hosts[0].replace("/host", "/ssh_port");
+    assert_eq!(m[&port_key], "2222");
+    assert!(env.fails(&["advertise", "not a host"]).contains("not a host name"));
 }
