@@ -45,7 +45,7 @@ pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Resu
         port,
     })?;
     std::fs::create_dir_all(&paths.cache_dir)?;
-    crate::config::cache::write_atomic(&file, &text).with_context(|| format!("cannot write `{}`", file.display()))?;
+    crate::fs_atomic::write_atomic(&file, &text).with_context(|| format!("cannot write `{}`", file.display()))?;
     edit::set_many(
         paths,
         &Mapping::from([

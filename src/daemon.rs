@@ -67,7 +67,7 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("cannot start `{}`", program.display()))?;
         let pid = child.id() as i32;
-        crate::config::cache::write_atomic(&self.pid_file, format!("{pid}\n").as_bytes())?;
+        crate::fs_atomic::write_atomic(&self.pid_file, format!("{pid}\n").as_bytes())?;
         let mut exited = None;
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(10));

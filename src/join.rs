@@ -123,7 +123,7 @@ fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
         }
         text.push_str(key);
         text.push('\n');
-        crate::config::cache::write_atomic(&file, text.as_bytes())
+        crate::fs_atomic::write_atomic(&file, text.as_bytes())
             .with_context(|| format!("cannot write `{}`", file.display()))?;
     }
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;

@@ -12,6 +12,8 @@
 //! - [`spawner`], [`slave`], [`package`]: starting machines, making them nodes, baking images;
 //! - [`process`]: the only place that starts local processes;
 //! - [`context`], [`paths`]: what every command is handed, and where things live.
+//! - the ground floor, importing nothing of the crate: [`mapping`] (the flat `raptiformica/...`
+//!   mapping and its key rules), [`fs_atomic`] (files replaced whole), [`node_id`].
 
 pub mod advertise;
 pub mod agent;
@@ -25,9 +27,12 @@ pub mod consensus;
 pub mod context;
 pub mod daemon;
 pub mod deploy;
+pub mod fs_atomic;
 pub mod hooks;
 pub mod join;
+pub mod mapping;
 pub mod mesh;
+pub mod node_id;
 pub mod package;
 pub mod paths;
 pub mod process;

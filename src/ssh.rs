@@ -512,8 +512,7 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    crate::config::cache::write_atomic(path, text.as_bytes())
-        .with_context(|| format!("cannot write `{}`", path.display()))
+    crate::fs_atomic::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// Forgets the pinned key(s) of `host:port` in `known_hosts`.

@@ -62,7 +62,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
     if mode == Mode::Node {
         let pid_file = keeper::agent(&ctx.paths).pid_file;
-        crate::config::cache::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
+        crate::fs_atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     }
     let rec = status::Recorder::new(&ctx.paths, mode.as_str());
     rec.event(

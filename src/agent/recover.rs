@@ -68,7 +68,7 @@ pub fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
         anyhow::bail!("consul here sees a leader ({l}): quorum is not lost, nothing to recover");
     }
     let asked = super::status::now();
-    crate::config::cache::write_atomic(&request_file(&dir), format!("{asked}\n").as_bytes())?;
+    crate::fs_atomic::write_atomic(&request_file(&dir), format!("{asked}\n").as_bytes())?;
     let status_file = super::status::file(paths);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answer = loop {
@@ -169,7 +169,7 @@ pub fn recover(consul: &ConsulAgent, peers: &[RaftPeer], mesh_lock: PathBuf) -> 
     consul.stop(Duration::from_secs(10));
     let raft = consul.data_dir().join("raft");
     std::fs::create_dir_all(&raft).with_context(|| format!("cannot create `{}`", raft.display()))?;
-    crate::config::cache::write_atomic(
+    crate::fs_atomic::write_atomic(
         &raft.join("peers.json"),
         &serde_json::to_vec_pretty(&peers_json(peers))?,
     )?;
@@ -209,7 +209,7 @@ mod tests {
     fn a_request_stands_until_withdrawn_or_old() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!requested(dir.path()));
-        crate::config::cache::write_atomic(&request_file(dir.path()), b"x").unwrap();
+        crate::fs_atomic::write_atomic(&request_file(dir.path()), b"x").unwrap();
         assert!(requested(dir.path()));
         let old = SystemTime::now() - REQUEST_STANDS - Duration::from_secs(1);
         File::options()

@@ -55,7 +55,7 @@ pub fn ensure(paths: &Paths) -> anyhow::Result<bool> {
     let file = unit_file();
     let changed = std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str());
     if changed {
-        crate::config::cache::write_atomic(&file, text.as_bytes())
+        crate::fs_atomic::write_atomic(&file, text.as_bytes())
             .with_context(|| format!("cannot write `{}`", file.display()))?;
     }
     let active = Shell::new(

@@ -108,7 +108,7 @@ impl Recorder {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = crate::config::cache::write_atomic(&self.path, &bytes) {
+        if let Err(e) = crate::fs_atomic::write_atomic(&self.path, &bytes) {
             tracing::warn!("cannot write the agent status `{}`: {e}", self.path.display());
         }
     }

@@ -8,7 +8,7 @@
 //! refused and never overwritten.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -163,7 +163,7 @@ impl MutableCache {
             path: self.path.clone(),
             reason,
         })?;
-        write_atomic(&self.path, &to_bytes(mapping)).map_err(|source| self.io("write", source))
+        crate::fs_atomic::write_atomic(&self.path, &to_bytes(mapping)).map_err(|source| self.io("write", source))
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> CacheError {
@@ -188,21 +188,6 @@ pub fn to_bytes(mapping: &Mapping) -> Vec<u8> {
     let mut bytes = ser.into_inner();
     bytes.push(b'\n');
     bytes
-}
-
-/// Replaces `path` atomically: a 0600 temp file beside it, fsync, rename, fsync of the folder.
-/// A reader sees the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // The temp file is 0600 from the start: the cache carries the cluster's secrets.
-    let mut tmp = tempfile::Builder::new().prefix(".raptiformica.").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 
 pub mod cache;
 pub mod edit;
-pub mod mapping;
 pub mod module;
 pub mod shared;
 
@@ -21,8 +20,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::mapping::{self, Mapping};
 pub use cache::MutableCache;
-pub use mapping::Mapping;
 
 use crate::paths::Paths;
 

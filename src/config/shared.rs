@@ -238,7 +238,7 @@ fn write_index(paths: &Paths, index: u64) -> anyhow::Result<()> {
     }
     let file = index_file(paths);
     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-    super::cache::write_atomic(&file, format!("{index}\n").as_bytes())?;
+    crate::fs_atomic::write_atomic(&file, format!("{index}\n").as_bytes())?;
     Ok(())
 }
 
@@ -265,7 +265,7 @@ fn write_pending(paths: &Paths, pending: &Pending) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-    super::cache::write_atomic(&file, &serde_json::to_vec_pretty(pending)?)?;
+    crate::fs_atomic::write_atomic(&file, &serde_json::to_vec_pretty(pending)?)?;
     Ok(())
 }
 

@@ -41,7 +41,7 @@ pub fn ensure_token(paths: &Paths) -> anyhow::Result<String> {
     let token = uuid::Uuid::new_v4().to_string();
     let file = token_file(paths);
     std::fs::create_dir_all(&paths.cache_dir)?;
-    crate::config::cache::write_atomic(&file, format!("{token}\n").as_bytes())
+    crate::fs_atomic::write_atomic(&file, format!("{token}\n").as_bytes())
         .with_context(|| format!("cannot write `{}`", file.display()))?;
     Ok(token)
 }

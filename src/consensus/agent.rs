@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::config::cache::write_atomic;
 use crate::daemon::{self, Daemon};
+use crate::fs_atomic::write_atomic;
 use crate::mesh::Applied;
 
 /// How many servers bootstrap a new cluster.

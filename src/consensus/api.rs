@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::SharedStore;
-use crate::config::Mapping;
-use crate::config::mapping::PREFIX;
+use crate::mapping::Mapping;
+use crate::mapping::PREFIX;
 
 /// The local agent's HTTP address (consul binds its API to loopback only).
 pub const LOCAL_HTTP: &str = "http://127.0.0.1:8500";
@@ -265,7 +265,7 @@ impl ConsulApi {
             .with_context(|| format!("GET {url}: unexpected reply"))?;
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
-            if let Err(e) = crate::config::mapping::check_key(&r.key) {
+            if let Err(e) = crate::mapping::check_key(&r.key) {
                 tracing::warn!("consul's KV: ignoring a key: {e}");
                 continue;
             }
@@ -528,7 +528,7 @@ impl SharedStore for ConsulApi {
                 None => continue, // a "folder" key
             };
             // A key written by hand that breaks the key rule is left out, not the whole KV.
-            if let Err(e) = crate::config::mapping::check_key(&pair.key) {
+            if let Err(e) = crate::mapping::check_key(&pair.key) {
                 tracing::warn!("consul's KV: ignoring a key: {e}");
                 continue;
             }

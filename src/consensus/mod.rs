@@ -7,7 +7,7 @@ pub mod api;
 pub mod lock;
 pub mod members;
 
-use crate::config::Mapping;
+use crate::mapping::Mapping;
 
 /// Where the shared config lives once a cluster has consensus.
 #[allow(async_fn_in_trait)]

@@ -87,9 +87,9 @@ pub fn own_id(overlay: &OverlayIdentity) -> String {
         .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
     if host_key.is_empty() {
-        crate::slave::node_id(&overlay.public_key)
+        crate::node_id::node_id(&overlay.public_key)
     } else {
-        crate::slave::node_id(&host_key)
+        crate::node_id::node_id(&host_key)
     }
 }
 
@@ -412,7 +412,7 @@ async fn sync_kv(
                     let record = serde_json::json!({"keys": keys, "seconds": seconds});
                     let var = ctx.paths.cache_dir.join("var");
                     let _ = std::fs::create_dir_all(&var).and_then(|_| {
-                        crate::config::cache::write_atomic(&var.join("seeded.json"), record.to_string().as_bytes())
+                        crate::fs_atomic::write_atomic(&var.join("seeded.json"), record.to_string().as_bytes())
                     });
                     return Ok(KvSync::Seeded { keys, seconds });
                 }

@@ -17,8 +17,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
-use crate::config::cache::write_atomic;
 use crate::daemon::{self, Daemon};
+use crate::fs_atomic::write_atomic;
 
 /// The TUN interface's name.
 pub const IF_NAME: &str = "ygg0";
