@@ -11,3 +11,12 @@ trap 'eval "$on_exit"; $bin destroy >/dev/null 2>&1 || true; rm -rf "$cache"' EX
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
 since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
+# Alive members and leaders as `members` on this host sees them (0 when it cannot tell).
+alive() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
+try: print(sum(1 for m in json.load(sys.stdin) if m["status"]=="alive"))
+except Exception: print(0)'; }
+leader() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
+try: print(sum(1 for m in json.load(sys.stdin) if m["raft"]=="leader"))
+except Exception: print(0)'; }
+# Waits (at most ${wait_alive_tenths:-1200} tenths of a second) for $1 alive members and a leader.
+wait_alive() { for _ in $(seq "${wait_alive_tenths:-1200}"); do [ "$(alive)" -ge "$1" ] && [ "$(leader)" -ge 1 ] && return 0; sleep 0.1; done; return 1; }

@@ -9,13 +9,6 @@
 # Usage: bench/mesh.sh [RUNS]
 . "$(dirname "$0")/lib.sh"
 runs=${1:-1}
-alive() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
-try: print(sum(1 for m in json.load(sys.stdin) if m["status"]=="alive"))
-except Exception: print(0)'; }
-leader() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
-try: print(sum(1 for m in json.load(sys.stdin) if m["raft"]=="leader"))
-except Exception: print(0)'; }
-wait_alive() { for _ in $(seq 600); do [ "$(alive)" -ge "$1" ] && [ "$(leader)" -ge 1 ] && return 0; sleep 0.1; done; return 1; }
 
 sh compute/docker/ensure_image.sh
 $bin artifacts fetch >/dev/null 2>&1 || $bin artifacts fetch

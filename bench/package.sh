@@ -15,13 +15,6 @@
 runs=${1:-3}
 export RAPTIFORMICA_DOCKER_PACKAGED_REPO=raptiformica-packaged-bench-$$
 on_exit="$bin destroy >/dev/null 2>&1; docker image rm -f $RAPTIFORMICA_DOCKER_PACKAGED_REPO:headless >/dev/null 2>&1 || true"
-alive() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
-try: print(sum(1 for m in json.load(sys.stdin) if m["status"]=="alive"))
-except Exception: print(0)'; }
-leader() { $bin members --json 2>/dev/null | python3 -c 'import json,sys
-try: print(sum(1 for m in json.load(sys.stdin) if m["raft"]=="leader"))
-except Exception: print(0)'; }
-wait_alive() { for _ in $(seq 1200); do [ "$(alive)" -ge "$1" ] && [ "$(leader)" -ge 1 ] && return 0; sleep 0.1; done; return 1; }
 # One cluster of 3 from nothing; appends to the arrays named spawn_$1 and alive_$1.
 cluster() {
   local mode=$1; shift

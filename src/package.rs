@@ -51,14 +51,7 @@ pub async fn package(
         no_package: true,
         ..ctx.clone()
     };
-    let step = progress.step(WHO, &format!("start ({})", ty.name()));
-    let instance = {
-        let (ctx, ty) = (ctx.clone(), ty.clone());
-        // `start` removes a half-started instance itself, also when interrupted.
-        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
-    };
-    let (host, port) = (instance.host.clone().unwrap_or_default(), instance.port.unwrap_or(22));
-    step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
+    let instance = crate::spawner::start(ctx, ty, progress, WHO).await?;
 
     let work = provision_and_package(ctx, config, ty, identity, progress, &instance);
     let mut interrupted = false;

@@ -13,6 +13,22 @@ use crate::slave::{self, SlaveOptions};
 use crate::ssh::Identity;
 use crate::{hooks, server_type};
 
+/// Starts one instance through the compute back-end, with its progress line (`start`
+/// removes a half-started instance itself, also when interrupted).
+pub async fn start(ctx: &Context, ty: &ComputeType, progress: &Progress, who: &str) -> anyhow::Result<Instance> {
+    let step = progress.step(who, &format!("start ({})", ty.name()));
+    let instance = {
+        let (ctx, ty) = (ctx.clone(), ty.clone());
+        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
+    };
+    let (host, port) = (
+        instance.host.as_deref().unwrap_or_default(),
+        instance.port.unwrap_or(22),
+    );
+    step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
+    Ok(instance)
+}
+
 /// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
 pub async fn spawn_one(
     ctx: &Context,
@@ -23,13 +39,8 @@ pub async fn spawn_one(
     who: &str,
     opts: &Option<SlaveOptions>,
 ) -> anyhow::Result<Instance> {
-    let step = progress.step(who, &format!("start ({})", ty.name()));
-    let instance = {
-        let (ctx, ty) = (ctx.clone(), ty.clone());
-        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
-    };
+    let instance = start(ctx, ty, progress, who).await?;
     let (host, port) = (instance.host.clone().unwrap_or_default(), instance.port.unwrap_or(22));
-    step.done(&format!("{host}:{port}, id {}", &instance.id[..12]));
     let slaved = async {
         // A brand-new machine: any older pin for its address belonged to another machine.
         match &instance.host_keys {
