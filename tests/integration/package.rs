@@ -113,7 +113,7 @@ fn docker_package_then_spawn_from_it() {
     let listing = text(&out.stdout);
     assert_eq!(
         listing.split_whitespace().collect::<Vec<_>>(),
-        ["artifacts", "var", "provisioned", "complete"],
+        ["artifacts", "var", "provisioned", "uploaded.manifest", "complete"],
         "{listing}{}",
         text(&out.stderr)
     );
