@@ -25,6 +25,10 @@ cluster() {
   t2=$(now)
   eval "spawn_$mode+=($(awk "BEGIN{print $t1-$t0}"))"
   eval "alive_$mode+=($(awk "BEGIN{print $t2-$t0}"))"
+  # One more machine into the running cluster: what each later spawn costs.
+  t0=$(now); $bin spawn --compute-type docker "$@" >>"$cache/spawn.log" 2>&1 || echo "  ($mode: 4th spawn failed)"
+  wait_alive 4 || echo "  ($mode: the 4th not alive within 120 s)"
+  eval "fourth_$mode+=($(awk "BEGIN{print $(now)-$t0}"))"
   $bin destroy >/dev/null 2>&1
 }
 
@@ -32,7 +36,7 @@ sh compute/docker/ensure_image.sh
 $bin artifacts fetch >/dev/null 2>&1 || $bin artifacts fetch
 t0=$(now); $bin package --compute-type docker >"$cache/package.log" 2>&1 || { cat "$cache/package.log"; exit 1; }
 echo "package --compute-type docker: $(since "$t0") s ($(tail -n 1 "$cache/package.log"))"
-spawn_packaged=(); alive_packaged=(); spawn_plain=(); alive_plain=()
+spawn_packaged=(); alive_packaged=(); spawn_plain=(); alive_plain=(); fourth_packaged=(); fourth_plain=()
 for _ in $(seq "$runs"); do
   cluster packaged
   cluster plain --no-package
@@ -42,6 +46,8 @@ sp=$(m "${spawn_packaged[@]}"); ap=$(m "${alive_packaged[@]}")
 sn=$(m "${spawn_plain[@]}"); an=$(m "${alive_plain[@]}")
 printf '3 nodes, spawn only:     packaged median %.1f s, plain median %.1f s, ratio %.2f\n' "$sp" "$sn" "$(awk "BEGIN{print $sp/$sn}")"
 printf '3 nodes, spawn to alive: packaged median %.1f s, plain median %.1f s, ratio %.2f (goal <= 0.50)\n' "$ap" "$an" "$(awk "BEGIN{print $ap/$an}")"
+fp=$(m "${fourth_packaged[@]}"); fn=$(m "${fourth_plain[@]}")
+printf 'a 4th node, spawn to alive: packaged median %.1f s, plain median %.1f s, ratio %.2f (goal <= 0.50)\n' "$fp" "$fn" "$(awk "BEGIN{print $fp/$fn}")"
 printf '  (runs: %s each; packaged to alive: %s; plain to alive: %s)\n' "$runs" "${alive_packaged[*]}" "${alive_plain[*]}"
-echo "  provisioning skipped in $(grep -c 'already provisioned' "$cache/spawn.log") of $((runs * 3)) packaged spawns"
+echo "  provisioning skipped in $(grep -c 'already provisioned' "$cache/spawn.log") of $((runs * 4)) packaged spawns"
 exit 0
