@@ -150,6 +150,17 @@ pub enum Command {
         action: ModulesAction,
     },
 
+    /// Fire and list the cluster's events (consul user events)
+    ///
+    /// An event runs the handlers of `platform/<platform>/events/<NAME>/<handler>/` (each a
+    /// `predicate` and a `command`, as hooks) once on every node it reaches, in the order the
+    /// cluster received them; the payload comes on the command's stdin, with
+    /// RAPTIFORMICA_EVENT_NAME, RAPTIFORMICA_EVENT_ID and RAPTIFORMICA_EVENT_ORIGIN set.
+    Event {
+        #[command(subcommand)]
+        action: EventAction,
+    },
+
     /// Bake a provisioned machine image, so later spawns skip provisioning
     ///
     /// Starts a machine of the compute type, provisions it (artifacts and the server type's
@@ -194,6 +205,27 @@ pub enum Command {
         /// The shell to write completions for
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventAction {
+    /// Fire an event: to every node, one node (--node), or the nodes of a server type
+    Fire {
+        /// Letters, digits, `-`, `_` and `.`
+        name: String,
+        /// Only the node with this id (as `members` shows it)
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+        /// Only the nodes slaved as this server type
+        #[arg(long, value_name = "TYPE")]
+        server_type: Option<String>,
+        /// What the handlers read on stdin: text, `@FILE`, or `-` for our stdin (consul carries
+        /// a few hundred bytes; put bigger data in the shared config and send its key)
+        #[arg(long, value_name = "TEXT|@FILE|-")]
+        payload: Option<String>,
+    },
+    /// The recent events the cluster carried (consul keeps the last 256 per node)
+    List,
 }
 
 #[derive(Debug, Args)]

@@ -55,7 +55,13 @@ pub fn platform_types(config: &Config) -> Vec<String> {
 
 /// The handlers of `hook` for `platform`, sorted by name.
 pub fn handlers(config: &Config, platform: &str, hook: &str) -> Vec<Handler> {
-    let prefix = format!("{PREFIX}/platform/{platform}/hooks/{hook}/");
+    handlers_under(config, platform, &format!("hooks/{hook}"))
+}
+
+/// The handlers below `raptiformica/platform/<platform>/<section>/` (`hooks/<hook>`,
+/// `events/<event>`), sorted by name; a missing predicate or command is `true`.
+pub fn handlers_under(config: &Config, platform: &str, section: &str) -> Vec<Handler> {
+    let prefix = format!("{PREFIX}/platform/{platform}/{section}/");
     let mut names: Vec<&str> = config
         .mapping
         .range(prefix.clone()..)
@@ -102,16 +108,55 @@ pub fn fire(ctx: &Context, config: &Config, hook: &str) -> Fired {
 /// [`fire`] with `timeout` for each predicate and command: one that runs longer is killed
 /// (with its process group) and counts as failed; the other handlers still run.
 pub fn fire_timed(ctx: &Context, config: &Config, hook: &str, timeout: Duration) -> Fired {
+    let fired = run_handlers(
+        ctx,
+        config,
+        &format!("hook `{hook}`"),
+        &format!("hooks/{hook}"),
+        &Input::default(),
+        timeout,
+    );
+    tracing::info!(
+        "hook `{hook}`: {} handler(s) found, {} ran, {} failed",
+        fired.found,
+        fired.ran,
+        fired.failed
+    );
+    fired
+}
+
+/// What a handler's command gets besides the environment of ours: stdin and variables.
+#[derive(Debug, Default, Clone)]
+pub struct Input {
+    pub stdin: Option<Vec<u8>>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Runs the handlers below `section` of the platform in use, each whose predicate passes
+/// (`what` names them in messages).
+pub fn run_handlers(
+    ctx: &Context,
+    config: &Config,
+    what: &str,
+    section: &str,
+    input: &Input,
+    timeout: Duration,
+) -> Fired {
     let Some(platform) = platform_type(ctx, config) else {
-        tracing::debug!("no platform type: hook `{hook}` has no handlers");
+        tracing::debug!("no platform type: {what} has no handlers");
         return Fired::default();
     };
     let mut fired = Fired::default();
-    for handler in handlers(config, &platform, hook) {
+    for handler in handlers_under(config, &platform, section) {
         fired.found += 1;
-        let label = format!("hook `{hook}` handler `{}`", handler.name);
-        let pred = ctx
-            .shell(format!("{label} predicate"), &handler.predicate)
+        let label = format!("{what} handler `{}`", handler.name);
+        let with_env = |mut shell: crate::process::Shell| {
+            for (k, v) in &input.env {
+                shell = shell.env(k.clone(), v.clone());
+            }
+            shell
+        };
+        let pred = with_env(ctx.shell(format!("{label} predicate"), &handler.predicate))
             .echo(false)
             .timeout(timeout)
             .output();
@@ -120,17 +165,15 @@ pub fn fire_timed(ctx: &Context, config: &Config, hook: &str, timeout: Duration)
             continue;
         }
         fired.ran += 1;
-        if let Err(e) = ctx.shell(label.clone(), &handler.command).timeout(timeout).run() {
+        let mut command = with_env(ctx.shell(label.clone(), &handler.command)).timeout(timeout);
+        if let Some(bytes) = &input.stdin {
+            command = command.stdin(bytes.clone());
+        }
+        if let Err(e) = command.run() {
             fired.failed += 1;
             tracing::warn!("{e}");
         }
     }
-    tracing::info!(
-        "hook `{hook}`: {} handler(s) found, {} ran, {} failed",
-        fired.found,
-        fired.ran,
-        fired.failed
-    );
     fired
 }
 

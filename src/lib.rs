@@ -27,6 +27,7 @@ pub mod consensus;
 pub mod context;
 pub mod daemon;
 pub mod deploy;
+pub mod events;
 pub mod fs_atomic;
 pub mod hooks;
 pub mod join;
@@ -91,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => commands::join::run(&ctx, args),
         Command::Deploy(args) => commands::deploy::run(&ctx, args),
         Command::Modules { action } => commands::modules::run(&ctx, action),
+        Command::Event { action } => commands::event::run(&ctx, action),
         Command::Package(args) => commands::package::run(&ctx, args),
         Command::Advertise(args) => commands::advertise::run(&ctx, args),
         Command::Inject(args) => commands::inject::run(&ctx, args),

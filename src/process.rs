@@ -91,6 +91,7 @@ pub struct Shell {
     timeout: Duration,
     log: Option<PathBuf>,
     echo: bool,
+    input: Option<Arc<Vec<u8>>>,
 }
 
 impl fmt::Display for Shell {
@@ -114,7 +115,14 @@ impl Shell {
             timeout: Duration::from_secs(1200),
             log: None,
             echo: false,
+            input: None,
         }
+    }
+
+    /// Feeds `bytes` to the command's stdin (else it reads nothing).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.input = Some(Arc::new(bytes.into()));
+        self
     }
 
     /// Runs in `dir`.
@@ -170,7 +178,11 @@ impl Shell {
             cmd.current_dir(cwd);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if self.input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so a timeout kills what it started too.
@@ -185,6 +197,12 @@ impl Shell {
             command: self.to_string(),
             source,
         })?;
+        if let (Some(bytes), Some(mut stdin)) = (self.input.clone(), child.stdin.take()) {
+            // A command that does not read it all just closes the pipe: no error of ours.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            });
+        }
         let (tx, rx) = mpsc::channel();
         let (out_buf, err_buf) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
         let readers = [

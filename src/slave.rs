@@ -133,7 +133,7 @@ pub async fn slave(
 
         if opts.assimilate {
             let step = progress.step(&who, "assimilate and mesh");
-            let summary = assimilate(ctx, identity, &remote)
+            let summary = assimilate(ctx, identity, &remote, Some(&server))
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             crate::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
@@ -167,7 +167,7 @@ pub async fn inject(
             bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
         }
         let step = progress.step(&who, "assimilate and mesh");
-        let summary = assimilate(ctx, identity, &remote).await?;
+        let summary = assimilate(ctx, identity, &remote, None).await?;
         step.done(&summary);
         Ok(summary)
     }
@@ -492,7 +492,12 @@ const ALREADY: &str = "raptiformica:already-provisioned";
 /// overlay identity and consul role, under an id derived from its host key, stable across
 /// re-slaves and address changes), then meshes it and re-meshes every other known node with
 /// the new neighbour, concurrently. Returns a summary.
-async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyhow::Result<String> {
+async fn assimilate(
+    ctx: &Context,
+    identity: &Identity,
+    remote: &Remote,
+    server: Option<&str>,
+) -> anyhow::Result<String> {
     let out = remote
         .run(
             "reading the host key",
@@ -548,6 +553,10 @@ async fn assimilate(ctx: &Context, identity: &Identity, remote: &Remote) -> anyh
         ];
         for (field, value) in fields {
             mapping.insert(neighbours::key(&id, field), Value::from(value));
+        }
+        if let Some(server) = server {
+            // Which server type it is: events can be meant for one (`event fire --server-type`).
+            mapping.insert(neighbours::key(&id, "server_type"), Value::from(server));
         }
         let via = neighbours::key(&id, "ssh_via");
         if remote.via.is_empty() {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::events;
 use super::recover::{self, RaftPeer};
 use super::redial::Redials;
 use super::roles::{promote, promotions, voters};
@@ -75,6 +76,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(membership::watch(tx));
     let me = mesh::node::own_id(&mesh::Overlay::identity(&ygg)?);
+    tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),

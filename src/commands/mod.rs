@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod clean;
 pub mod config;
 pub mod deploy;
+pub mod event;
 pub mod hook;
 pub mod inject;
 pub mod instances;

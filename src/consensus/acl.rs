@@ -50,7 +50,11 @@ pub fn ensure_token(paths: &Paths) -> anyhow::Result<String> {
 pub const AGENT_POLICY: &str = "raptiformica-agent";
 
 /// What consul's own agent may do with its token.
-pub const AGENT_RULES: &str = r#"node_prefix "" { policy = "write" } service_prefix "" { policy = "read" }"#;
+/// `event_prefix` read: the agent endpoint that lists the events received filters them with
+/// the caller's token, and the cluster's token is also the agent master token there, whose
+/// rights stop at the agent and node endpoints; the event stream is read with this token.
+pub const AGENT_RULES: &str =
+    r#"node_prefix "" { policy = "write" } service_prefix "" { policy = "read" } event_prefix "" { policy = "read" }"#;
 
 /// The agent token of the cluster whose token is `token`: (accessor id, secret id).
 pub fn agent_token(token: &str) -> (String, String) {

@@ -334,6 +334,16 @@ impl ConsulApi {
             .await
             .is_ok()
         {
+            // A cluster made by an older version: its policy may lack rules added since.
+            if let Ok(p) = self.get::<Value>(&format!("acl/policy/name/{AGENT_POLICY}")).await
+                && p["Rules"].as_str() != Some(AGENT_RULES)
+                && let Some(id) = p["ID"].as_str()
+            {
+                let policy = json!({"ID": id, "Name": AGENT_POLICY, "Description": "raptiformica: what consul agents do", "Rules": AGENT_RULES});
+                self.put_ok(&format!("acl/policy/{id}"), Some(policy))
+                    .await
+                    .context("cannot update the agent policy")?;
+            }
             return Ok(false);
         }
         let policy =
@@ -405,6 +415,65 @@ impl ConsulApi {
             );
         }
         Ok(resp.text().await?.trim() == "true")
+    }
+
+    /// Fires the user event `name` with `payload`, to the nodes whose name matches
+    /// `node_filter` (a regex; None: every node). Returns the event's id.
+    pub async fn fire_event(&self, name: &str, payload: Vec<u8>, node_filter: Option<&str>) -> anyhow::Result<String> {
+        let mut url = format!("{}/v1/event/fire/{}", self.base, encode_segment(name));
+        if let Some(f) = node_filter {
+            url.push_str(&format!("?node={}", encode_segment(f)));
+        }
+        let resp = self
+            .http
+            .put(&url)
+            .body(payload)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("consul refused the event `{name}`: {status}: {}", text.trim());
+        }
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("PUT {url}: unexpected reply"))?;
+        Ok(v["ID"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The user events this agent received (its recent buffer), oldest first, blocking until
+    /// the list differs from `index` or `wait` passes.
+    /// `token` must grant `event` read (the agent token does; see [`super::acl::AGENT_RULES`]).
+    pub async fn events(
+        &self,
+        index: u64,
+        wait: Duration,
+        token: &str,
+    ) -> anyhow::Result<(Vec<crate::events::RawEvent>, u64)> {
+        let url = format!("{}/v1/event/list?index={index}&wait={}s", self.base, wait.as_secs());
+        let mut value = reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
+        value.set_sensitive(true);
+        let resp = self
+            .http
+            .get(&url)
+            .header("X-Consul-Token", value)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        let new_index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        Ok((body, new_index))
     }
 
     /// Releases the lock `key` held by `session`.

@@ -9,6 +9,7 @@ mod compute;
 mod config;
 mod deploy;
 mod docker;
+mod events;
 mod healing;
 mod mesh;
 mod modules;

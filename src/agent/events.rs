@@ -1,0 +1,188 @@
+//! Following the cluster's events: each user event this node's consul agent received runs
+//! the handlers of `platform/<platform>/events/<name>/` once, in the order received.
+//!
+//! The ids of the events already taken are kept in `<cache-dir>/var/events_seen.json`
+//! (written before the handlers run: an event is handled at most once, also across agent
+//! restarts). An event for another node (`--node`) or another server type is taken and
+//! skipped. consul keeps only a recent buffer of events, and only those received while it
+//! ran: a node never runs events fired before it joined.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::status::Recorder;
+use crate::config::{self, shared};
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::context::Context;
+use crate::events::Event;
+use crate::hooks;
+use crate::mesh::neighbours;
+
+/// How long one blocking query waits for a new event.
+const WAIT: Duration = Duration::from_secs(60);
+/// How many event ids are remembered (consul's buffer holds 256).
+const REMEMBER: usize = 1024;
+
+/// The ids of the events taken, oldest first.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Seen {
+    ids: VecDeque<String>,
+}
+
+fn seen_file(ctx: &Context) -> PathBuf {
+    ctx.paths.cache_dir.join("var").join("events_seen.json")
+}
+
+impl Seen {
+    fn load(file: &std::path::Path) -> Self {
+        std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, file: &std::path::Path) -> anyhow::Result<()> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::fs_atomic::write_atomic(file, &serde_json::to_vec(self)?)?;
+        Ok(())
+    }
+
+    fn take(&mut self, id: &str) -> bool {
+        if self.ids.iter().any(|i| i == id) {
+            return false;
+        }
+        self.ids.push_back(id.to_string());
+        while self.ids.len() > REMEMBER {
+            self.ids.pop_front();
+        }
+        true
+    }
+}
+
+/// Follows the event stream of the local consul agent until the agent stops.
+pub async fn follow(ctx: Context, me: String, rec: Recorder) {
+    let api = match ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(e) => return tracing::error!("event stream: {e:#}"),
+    };
+    let Some(token) = crate::consensus::acl::read_token(&ctx.paths) else {
+        return tracing::error!("event stream: no cluster token on this node");
+    };
+    let (_, token) = crate::consensus::acl::agent_token(&token);
+    let file = seen_file(&ctx);
+    let mut seen = Seen::load(&file);
+    let mut index = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let (list, new_index) = match api.events(index, WAIT, &token).await {
+            Ok(r) => r,
+            Err(e) => {
+                failures += 1;
+                tracing::debug!("event stream: {e:#}");
+                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
+                continue;
+            }
+        };
+        failures = 0;
+        index = new_index;
+        for raw in &list {
+            if !seen.take(&raw.id) {
+                continue;
+            }
+            if let Err(e) = seen.save(&file) {
+                rec.event("error", format!("cannot record event {}: {e:#}", raw.id));
+            }
+            let event = Event::from_raw(raw);
+            let (ctx, me) = (ctx.clone(), me.clone());
+            let kv = shared::read_with(&ctx.paths, &api).await;
+            let outcome = tokio::task::spawn_blocking(move || handle(&ctx, &me, kv, &event)).await;
+            match outcome {
+                Ok(Some(line)) => rec.event("event", line),
+                Ok(None) => {}
+                Err(e) => rec.event("error", format!("event handler panicked: {e}")),
+            }
+        }
+    }
+}
+
+/// Runs the handlers of `event` here, unless it is meant for another node or server type.
+/// What happened, for the agent's log (None: not for this node).
+fn handle(ctx: &Context, me: &str, kv: Option<shared::Snapshot>, event: &Event) -> Option<String> {
+    if event.node.as_deref().is_some_and(|n| n != me) {
+        return None;
+    }
+    let config = match config::load_over(&ctx.paths, kv) {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(format!(
+                "`{}` ({}) not handled: cannot load the config: {e:#}",
+                event.name, event.id
+            ));
+        }
+    };
+    if let Some(wanted) = &event.server_type {
+        let mine = config.get_str(&neighbours::key(me, "server_type"));
+        if mine != Some(wanted.as_str()) {
+            return None;
+        }
+    }
+    let timeout = super::settings::Settings::from_mapping(&config.mapping)
+        .map(|s| s.hook_timeout)
+        .unwrap_or(hooks::HANDLER_TIMEOUT);
+    let input = hooks::Input {
+        stdin: Some(event.payload.clone()),
+        env: vec![
+            ("RAPTIFORMICA_EVENT_NAME".into(), event.name.clone()),
+            ("RAPTIFORMICA_EVENT_ID".into(), event.id.clone()),
+            (
+                "RAPTIFORMICA_EVENT_ORIGIN".into(),
+                event.origin.clone().unwrap_or_default(),
+            ),
+        ],
+    };
+    let t = Instant::now();
+    let fired = hooks::run_handlers(
+        ctx,
+        &config,
+        &format!("event `{}`", event.name),
+        &format!("events/{}", event.name),
+        &input,
+        timeout,
+    );
+    Some(format!(
+        "`{}` ({}) from {}: {} handler(s) ran, {} failed, in {} ms",
+        event.name,
+        event.id,
+        event.origin.as_deref().unwrap_or("outside raptiformica"),
+        fired.ran,
+        fired.failed,
+        t.elapsed().as_millis()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_taken_once_and_the_memory_is_bounded_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("var/events_seen.json");
+        let mut seen = Seen::load(&file);
+        assert!(seen.take("a"));
+        assert!(!seen.take("a"));
+        seen.save(&file).unwrap();
+        let mut again = Seen::load(&file);
+        assert!(!again.take("a"), "remembered across restarts");
+        for i in 0..REMEMBER + 5 {
+            again.take(&format!("x{i}"));
+        }
+        assert_eq!(again.ids.len(), REMEMBER);
+        assert!(again.take("a"), "the oldest ids are forgotten");
+    }
+}
