@@ -161,6 +161,17 @@ pub enum Command {
         action: EventAction,
     },
 
+    /// Replicated state machines: append to a log every node applies in the same order
+    ///
+    /// A module declares a machine as `state.<NAME>.apply` (reads one entry on stdin),
+    /// `state.<NAME>.snapshot` (writes the whole state on stdout), `state.<NAME>.restore` (reads
+    /// a snapshot on stdin) and `state.<NAME>.snapshot_every` (default 1000). The log lives in
+    /// consul's KV; every node's agent applies each entry once, in index order.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+
     /// Bake a provisioned machine image, so later spawns skip provisioning
     ///
     /// Starts a machine of the compute type, provisions it (artifacts and the server type's
@@ -205,6 +216,24 @@ pub enum Command {
         /// The shell to write completions for
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Append an entry to the log of NAME; prints the entry's index
+    Append {
+        name: String,
+        /// The entry: text, `@FILE`, or `-` for stdin (at most 360 KB)
+        entry: String,
+        /// Return once every alive node has applied it (at most --timeout seconds)
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// The log's index, its snapshot, and each node's applied index and lag
+    Status { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,6 +44,7 @@ pub mod server_type;
 pub mod slave;
 pub mod spawner;
 pub mod ssh;
+pub mod state_machine;
 pub mod user_modules;
 
 use std::path::PathBuf;
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => commands::deploy::run(&ctx, args),
         Command::Modules { action } => commands::modules::run(&ctx, action),
         Command::Event { action } => commands::event::run(&ctx, action),
+        Command::State { action } => commands::state::run(&ctx, action),
         Command::Package(args) => commands::package::run(&ctx, args),
         Command::Advertise(args) => commands::advertise::run(&ctx, args),
         Command::Inject(args) => commands::inject::run(&ctx, args),

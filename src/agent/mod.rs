@@ -24,6 +24,7 @@ pub mod roles;
 pub mod rules;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod status;
 pub mod supervise;
 pub mod workstation;

@@ -77,6 +77,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     tokio::spawn(membership::watch(tx));
     let me = mesh::node::own_id(&mesh::Overlay::identity(&ygg)?);
     tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
+    tokio::spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),

@@ -18,6 +18,7 @@ pub mod package;
 pub mod slave;
 pub mod spawn;
 pub mod ssh;
+pub mod state;
 
 use serde::Serialize;
 

@@ -476,6 +476,64 @@ impl ConsulApi {
         Ok((body, new_index))
     }
 
+    /// One key's raw bytes and `ModifyIndex`, None when it is absent.
+    pub async fn get_raw(&self, key: &str) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
+        Ok(self.watch_raw(key, 0, Duration::ZERO).await?.0)
+    }
+
+    /// As [`ConsulApi::get_raw`], blocking until the key's index differs from `index` or
+    /// `wait` passes; also returns the index to wait on next.
+    pub async fn watch_raw(
+        &self,
+        key: &str,
+        index: u64,
+        wait: Duration,
+    ) -> anyhow::Result<(Option<(Vec<u8>, u64)>, u64)> {
+        let mut url = format!("{}/v1/kv/{}", self.base, encode_path(key));
+        if index > 0 {
+            url.push_str(&format!("?index={index}&wait={}s", wait.as_secs()));
+        }
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let next = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match resp.status().as_u16() {
+            404 => return Ok((None, next)),
+            200 => {}
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+        let raw: Vec<RawPair> = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        let pair = raw.into_iter().next().context("consul's KV answered an empty list")?;
+        Ok((Some((pair.bytes()?, pair.modify_index)), next))
+    }
+
+    /// Every key below `prefix` (a string prefix) with its raw bytes, sorted by key.
+    pub async fn list_raw(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let url = format!("{}/v1/kv/{}?recurse", self.base, encode_path(prefix));
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        match resp.status().as_u16() {
+            404 => return Ok(Vec::new()),
+            200 => {}
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+        let raw: Vec<RawPair> = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        let mut out = raw
+            .into_iter()
+            .map(|p| Ok((p.key.clone(), p.bytes()?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Releases the lock `key` held by `session`.
     pub async fn release(&self, key: &str, session: &str) -> anyhow::Result<()> {
         let url = format!("{}/v1/kv/{}?release={session}", self.base, encode_path(key));
@@ -533,6 +591,26 @@ impl ConsulApi {
             }
         }
         Ok(all_applied)
+    }
+}
+
+/// A KV pair as consul's `/v1/kv` gives it, its value still base64.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawPair {
+    key: String,
+    value: Option<String>,
+    modify_index: u64,
+}
+
+impl RawPair {
+    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.value {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .with_context(|| format!("consul's KV: the value of `{}` is not base64", self.key)),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

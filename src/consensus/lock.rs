@@ -14,13 +14,13 @@ const TTL: Duration = Duration::from_secs(30);
 
 /// A held lock; release it with [`Held::release`] (else it lapses with its session).
 pub struct Held {
-    key: &'static str,
+    key: String,
     session: String,
     renew: tokio::task::JoinHandle<()>,
 }
 
 /// Takes the lock `key` for `holder` (a name for humans), or None when another holds it.
-pub async fn try_acquire(api: &ConsulApi, key: &'static str, holder: &str) -> anyhow::Result<Option<Held>> {
+pub async fn try_acquire(api: &ConsulApi, key: &str, holder: &str) -> anyhow::Result<Option<Held>> {
     let session = api.create_session(&format!("raptiformica {holder}"), TTL).await?;
     if !api.acquire(key, &session, holder).await? {
         let _ = api.destroy_session(&session).await;
@@ -41,13 +41,17 @@ pub async fn try_acquire(api: &ConsulApi, key: &'static str, holder: &str) -> an
             }
         }
     });
-    Ok(Some(Held { key, session, renew }))
+    Ok(Some(Held {
+        key: key.to_string(),
+        session,
+        renew,
+    }))
 }
 
 impl Held {
     pub async fn release(self, api: &ConsulApi) {
         self.renew.abort();
-        let _ = api.release(self.key, &self.session).await;
+        let _ = api.release(&self.key, &self.session).await;
         let _ = api.destroy_session(&self.session).await;
     }
 }

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod lock;
 pub mod members;
+pub mod state_log;
 
 use crate::mapping::Mapping;
 

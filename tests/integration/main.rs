@@ -15,3 +15,4 @@ mod mesh;
 mod modules;
 mod package;
 mod shared_config;
+mod state;

@@ -1,0 +1,266 @@
+//! Applying the replicated logs of the state machines on this node: entries in index order,
+//! exactly once each (the applied index is kept in `<cache-dir>/var/state/<name>.applied`,
+//! written atomically after each apply), a snapshot restored first when the entries this node
+//! needs were compacted away (a new node, or one away for long), and, every `snapshot_every`
+//! entries, a snapshot stored by one node under the log's lock. An `apply` that fails stops
+//! this machine's progress on this node (an entry is never skipped): the failure is recorded
+//! in the KV for `state status` and in the agent's log, and the entry is tried again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::status::Recorder;
+use crate::config;
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::consensus::lock;
+use crate::consensus::state_log::Log;
+use crate::context::Context;
+use crate::state_machine::{self, Machine};
+
+/// How long one blocking query on a log's index waits.
+const WAIT: Duration = Duration::from_secs(60);
+/// How often the declared machines are looked up again.
+const RESCAN: Duration = Duration::from_secs(10);
+/// Pause before an apply that failed is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+/// How long one apply, snapshot or restore may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Starts an applier for every state machine the config declares, now and as modules add
+/// them, until the agent stops.
+pub async fn follow(ctx: Context, me: String, rec: Recorder) {
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let paths = ctx.paths.clone();
+        let declared =
+            tokio::task::spawn_blocking(move || config::load_over(&paths, None).map(|c| state_machine::machines(&c)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+        for name in declared.keys() {
+            if running.get(name).is_none_or(|h| h.is_finished()) {
+                let task = applier(ctx.clone(), me.clone(), name.clone(), rec.clone());
+                running.insert(name.clone(), tokio::spawn(task));
+            }
+        }
+        tokio::time::sleep(RESCAN).await;
+    }
+}
+
+fn applied_file(ctx: &Context, name: &str) -> PathBuf {
+    ctx.paths
+        .cache_dir
+        .join("var")
+        .join("state")
+        .join(format!("{name}.applied"))
+}
+
+fn read_applied(file: &std::path::Path) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_applied(file: &std::path::Path, index: u64) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::fs_atomic::write_atomic(file, format!("{index}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Runs one of the machine's commands with `input` on stdin; its stdout.
+async fn run(
+    ctx: &Context,
+    machine: &Machine,
+    what: &str,
+    command: &str,
+    input: Vec<u8>,
+    index: u64,
+) -> anyhow::Result<String> {
+    let shell = ctx
+        .shell(format!("state machine `{}` {what}", machine.name), command)
+        .env("RAPTIFORMICA_STATE_NAME", machine.name.clone())
+        .env("RAPTIFORMICA_STATE_INDEX", index.to_string())
+        .timeout(COMMAND_TIMEOUT)
+        .stdin(input);
+    let out = tokio::task::spawn_blocking(move || shell.run()).await??;
+    Ok(out.stdout)
+}
+
+/// Applies the log of `name` on this node, for good.
+async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
+    let api = match ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(e) => return tracing::error!("state machine `{name}`: {e:#}"),
+    };
+    let log = Log::new(&name);
+    let file = applied_file(&ctx, &name);
+    let mut applied = read_applied(&file);
+    let mut wait_index = 0u64;
+    let mut published: Option<(u64, Option<String>)> = None;
+    let mut snapshot_at = 0u64;
+    loop {
+        let last = match log.watch_index(&api, wait_index, WAIT).await {
+            Ok((last, next)) => {
+                // An index that went backwards (a rebuilt store) starts over.
+                wait_index = if next < wait_index { 0 } else { next };
+                last
+            }
+            Err(e) => {
+                tracing::debug!("state machine `{name}`: {e:#}");
+                wait_index = 0;
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let paths = ctx.paths.clone();
+        let n = name.clone();
+        let machine = match tokio::task::spawn_blocking(move || {
+            config::load_over(&paths, None)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| state_machine::find(&c, &n))
+        })
+        .await
+        {
+            Ok(Ok(m)) => m,
+            _ => return tracing::info!("state machine `{name}` is no longer declared here"),
+        };
+        let mut failure = None;
+        if applied < last {
+            match catch_up(&ctx, &api, &log, &machine, &file, &mut applied).await {
+                Ok(n) if n > 0 => tracing::debug!("state machine `{name}`: {n} entries applied, at {applied}"),
+                Ok(_) => {}
+                Err(e) => failure = Some(format!("{e:#}")),
+            }
+        }
+        let now = (applied, failure.clone());
+        if published.as_ref() != Some(&now) {
+            match log.record_applied(&api, &me, applied, failure.as_deref()).await {
+                Ok(()) => published = Some(now),
+                Err(e) => tracing::debug!("state machine `{name}`: {e:#}"),
+            }
+        }
+        if let Some(why) = failure {
+            rec.event("error", format!("state machine `{name}` stopped at {applied}: {why}"));
+            wait_index = 0;
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        if applied >= snapshot_at + machine.snapshot_every {
+            match maybe_snapshot(&ctx, &api, &log, &machine, applied, &me).await {
+                Ok(Some(at)) => {
+                    snapshot_at = at;
+                    if at == applied {
+                        rec.event(
+                            "snapshot",
+                            format!("state machine `{name}`: snapshot at {at} stored, older entries compacted"),
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => rec.event("error", format!("state machine `{name}`: snapshot: {e:#}")),
+            }
+        }
+    }
+}
+
+/// Applies what follows `applied`, restoring the snapshot first when the entries needed were
+/// compacted away. How many entries were applied.
+async fn catch_up(
+    ctx: &Context,
+    api: &ConsulApi,
+    log: &Log,
+    machine: &Machine,
+    file: &std::path::Path,
+    applied: &mut u64,
+) -> anyhow::Result<usize> {
+    let mut entries = log.entries_after(api, *applied).await?;
+    if entries.first().is_none_or(|(i, _)| *i > *applied + 1) {
+        // What we need next is gone: the snapshot covers it, if anything does.
+        if let Some((at, data)) = log.snapshot(api).await?
+            && at > *applied
+        {
+            let restore = machine.restore.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the log was compacted past this node's {} and `state.{}.restore` is not set",
+                    applied,
+                    machine.name
+                )
+            })?;
+            run(ctx, machine, "restore", restore, data, at).await?;
+            *applied = at;
+            write_applied(file, at)?;
+            tracing::info!("state machine `{}`: restored the snapshot at {at}", machine.name);
+            entries = log.entries_after(api, *applied).await?;
+        }
+    }
+    let mut done = 0;
+    for (index, entry) in entries {
+        if index != *applied + 1 {
+            anyhow::bail!(
+                "entry {} is missing from the log (next retained: {index})",
+                *applied + 1
+            );
+        }
+        run(ctx, machine, "apply", &machine.apply, entry, index)
+            .await
+            .map_err(|e| e.context(format!("applying entry {index}")))?;
+        *applied = index;
+        write_applied(file, index)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Stores a snapshot at `applied` if none covers the last `snapshot_every` entries and this
+/// node gets the log's lock. The index the latest snapshot covers (None: none to know of).
+async fn maybe_snapshot(
+    ctx: &Context,
+    api: &ConsulApi,
+    log: &Log,
+    machine: &Machine,
+    applied: u64,
+    me: &str,
+) -> anyhow::Result<Option<u64>> {
+    let Some(command) = machine.snapshot.as_deref() else {
+        return Ok(None);
+    };
+    let current = log.snapshot(api).await?.map_or(0, |(at, _)| at);
+    if applied < current + machine.snapshot_every {
+        return Ok(Some(current));
+    }
+    let Some(held) = lock::try_acquire(api, &log.lock_key(), me).await? else {
+        return Ok(Some(current)); // another node takes it
+    };
+    let result = async {
+        // Someone may have stored one while we waited for the lock.
+        let current = log.snapshot(api).await?.map_or(0, |(at, _)| at);
+        if applied < current + machine.snapshot_every {
+            return Ok(Some(current));
+        }
+        let data = run(ctx, machine, "snapshot", command, Vec::new(), applied).await?;
+        log.store_snapshot(api, applied, data.as_bytes()).await?;
+        anyhow::Ok(Some(applied))
+    }
+    .await;
+    held.release(api).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_applied_index_survives_and_starts_at_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("var/state/acc.applied");
+        assert_eq!(read_applied(&f), 0);
+        write_applied(&f, 41).unwrap();
+        assert_eq!(read_applied(&f), 41);
+    }
+}

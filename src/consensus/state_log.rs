@@ -1,0 +1,252 @@
+//! Replicated logs of the state machines, in consul's KV (consul is the Raft engine).
+//!
+//! Below `raptiformica-state/<name>/` (outside `raptiformica/`, so the logs are not part of
+//! the shared config every node caches):
+//! - `index`: the index of the last entry appended (0: none);
+//! - `entries/<index, 20 digits>`: the entries still retained;
+//! - `snapshot/index`, `snapshot/data`: the latest snapshot and the index it covers (entries
+//!   up to it are compacted away);
+//! - `applied/<node>`: the index each node has applied; `failed/<node>`: why its last apply
+//!   failed, while it does;
+//! - `lock`: held by the node that takes a snapshot.
+//!
+//! An append is one transaction that checks-and-sets `index` and writes the entry, so
+//! appenders anywhere get one total order; one that loses the race reads again and retries.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::api::ConsulApi;
+
+/// The prefix of every log.
+pub const PREFIX: &str = "raptiformica-state";
+/// The largest entry: consul takes a transaction of at most 512 KB, and the entry travels in
+/// it base64-encoded.
+pub const MAX_ENTRY: usize = 360 * 1024;
+
+/// The keys of the log of the state machine `name`.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub name: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn number(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Log {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_string() }
+    }
+
+    pub fn index_key(&self) -> String {
+        format!("{PREFIX}/{}/index", self.name)
+    }
+    fn entries_prefix(&self) -> String {
+        format!("{PREFIX}/{}/entries/", self.name)
+    }
+    fn entry_key(&self, index: u64) -> String {
+        format!("{}{index:020}", self.entries_prefix())
+    }
+    fn applied_prefix(&self) -> String {
+        format!("{PREFIX}/{}/applied/", self.name)
+    }
+    fn failed_key(&self, node: &str) -> String {
+        format!("{PREFIX}/{}/failed/{node}", self.name)
+    }
+    pub fn lock_key(&self) -> String {
+        format!("{PREFIX}/{}/lock", self.name)
+    }
+
+    /// Appends `entry`; its index.
+    pub async fn append(&self, api: &ConsulApi, entry: &[u8]) -> anyhow::Result<u64> {
+        if entry.len() > MAX_ENTRY {
+            bail!(
+                "the entry is {} KB; an entry may be at most {} KB (consul takes a transaction of at most 512 KB, \
+                 and the entry travels base64-encoded): store big data elsewhere and append a reference to it",
+                entry.len() / 1024,
+                MAX_ENTRY / 1024
+            );
+        }
+        let mut tries = 0u32;
+        loop {
+            let (current, modify) = match api.get_raw(&self.index_key()).await? {
+                Some((bytes, modify)) => (number(&bytes), modify),
+                None => (0, 0),
+            };
+            let next = current + 1;
+            let ops = vec![
+                json!({"KV": {"Verb": "cas", "Key": self.index_key(), "Value": b64(next.to_string().as_bytes()), "Index": modify}}),
+                json!({"KV": {"Verb": "set", "Key": self.entry_key(next), "Value": b64(entry)}}),
+            ];
+            if api.txn_once(ops).await? {
+                return Ok(next);
+            }
+            // Another appender got `next`: read again. A little jitter spreads the retries.
+            tries += 1;
+            if tries > 1000 {
+                bail!("could not append to `{}`: 1000 races lost in a row", self.name);
+            }
+            let pause = u64::from(tries.min(20)) * (1 + u64::from(std::process::id() % 3));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// The last index, blocking until it differs from `wait_index` (0: at once).
+    pub async fn watch_index(&self, api: &ConsulApi, wait_index: u64, wait: Duration) -> anyhow::Result<(u64, u64)> {
+        let (value, next) = api.watch_raw(&self.index_key(), wait_index, wait).await?;
+        Ok((value.map_or(0, |(b, _)| number(&b)), next))
+    }
+
+    /// The retained entries after `after`, in index order.
+    pub async fn entries_after(&self, api: &ConsulApi, after: u64) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = self.entries_prefix();
+        Ok(api
+            .list_raw(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse::<u64>().ok()?, v)))
+            .filter(|(i, _)| *i > after)
+            .collect())
+    }
+
+    /// The latest snapshot: (the index it covers, its data).
+    pub async fn snapshot(&self, api: &ConsulApi) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let index = api.get_raw(&format!("{PREFIX}/{}/snapshot/index", self.name)).await?;
+        let Some((index, _)) = index else { return Ok(None) };
+        let data = api
+            .get_raw(&format!("{PREFIX}/{}/snapshot/data", self.name))
+            .await?
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        Ok(Some((number(&index), data)))
+    }
+
+    /// Stores a snapshot covering `index`, then compacts the entries up to it.
+    pub async fn store_snapshot(&self, api: &ConsulApi, index: u64, data: &[u8]) -> anyhow::Result<usize> {
+        if data.len() > MAX_ENTRY {
+            bail!(
+                "the snapshot of `{}` is {} KB, more than consul's KV takes ({} KB): the log is not compacted",
+                self.name,
+                data.len() / 1024,
+                MAX_ENTRY / 1024
+            );
+        }
+        let ops = vec![
+            json!({"KV": {"Verb": "set", "Key": format!("{PREFIX}/{}/snapshot/data", self.name), "Value": b64(data)}}),
+            json!({"KV": {"Verb": "set", "Key": format!("{PREFIX}/{}/snapshot/index", self.name), "Value": b64(index.to_string().as_bytes())}}),
+        ];
+        if !api.txn_once(ops).await? {
+            bail!("consul rolled back the snapshot of `{}`", self.name);
+        }
+        let old: Vec<Value> = api
+            .list_raw(&self.entries_prefix())
+            .await?
+            .into_iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(&self.entries_prefix())
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .is_some_and(|i| i <= index)
+            })
+            .map(|(k, _)| json!({"KV": {"Verb": "delete", "Key": k}}))
+            .collect();
+        let compacted = old.len();
+        for batch in old.chunks(64) {
+            api.txn_once(batch.to_vec()).await?;
+        }
+        Ok(compacted)
+    }
+
+    /// Records what `node` has applied, and why its last apply failed (None: it did not).
+    pub async fn record_applied(
+        &self,
+        api: &ConsulApi,
+        node: &str,
+        applied: u64,
+        failure: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut ops = vec![
+            json!({"KV": {"Verb": "set", "Key": format!("{}{node}", self.applied_prefix()), "Value": b64(applied.to_string().as_bytes())}}),
+        ];
+        ops.push(match failure {
+            Some(why) => json!({"KV": {"Verb": "set", "Key": self.failed_key(node), "Value": b64(why.as_bytes())}}),
+            None => json!({"KV": {"Verb": "delete", "Key": self.failed_key(node)}}),
+        });
+        if !api.txn_once(ops).await? {
+            bail!("consul rolled back the applied index of {node}");
+        }
+        Ok(())
+    }
+
+    /// Each node's applied index and failure, by node.
+    pub async fn progress(&self, api: &ConsulApi) -> anyhow::Result<Vec<(String, u64, Option<String>)>> {
+        let applied = api.list_raw(&self.applied_prefix()).await?;
+        let failed_prefix = format!("{PREFIX}/{}/failed/", self.name);
+        let failed = api.list_raw(&failed_prefix).await?;
+        Ok(applied
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let node = k.strip_prefix(&self.applied_prefix())?.to_string();
+                let why = failed
+                    .iter()
+                    .find(|(f, _)| f.strip_prefix(&failed_prefix) == Some(node.as_str()))
+                    .map(|(_, w)| String::from_utf8_lossy(w).into_owned());
+                Some((node, number(&v), why))
+            })
+            .collect())
+    }
+}
+
+/// A state machine name: what our keys and consul's take.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        bail!("`{name}` is not a state machine name: letters, digits, `-` and `_` only");
+    }
+    Ok(())
+}
+
+/// The payload a command line gives: text, `@FILE`, or `-` for stdin.
+pub fn read_input(given: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    Ok(match given {
+        "-" => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).context("cannot read stdin")?;
+            b
+        }
+        p if p.starts_with('@') => std::fs::read(&p[1..]).with_context(|| format!("cannot read `{}`", &p[1..]))?,
+        text => text.as_bytes().to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_in_index_order_and_names_are_checked() {
+        let log = Log::new("acc");
+        assert!(log.entry_key(9) < log.entry_key(10));
+        assert_eq!(log.entry_key(7), "raptiformica-state/acc/entries/00000000000000000007");
+        assert!(check_name("kv-store_1").is_ok());
+        for bad in ["", "a/b", "a b", ".."] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(number(b" 42\n"), 42);
+        assert_eq!(number(b"x"), 0);
+    }
+}
