@@ -60,10 +60,15 @@ labelled_container_ids() {
         --filter "label=raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR" 2>/dev/null || true
 }
 
-# The first 16 hex digits of the entrypoint's SHA-256: images are labelled with the one
-# they were made with (raptiformica.entrypoint), so a changed entrypoint invalidates them.
+# The Debian packages of the base image (sqlite3 for state machines such as the SQLite
+# example in examples/).
+RAPTIFORMICA_BASE_PACKAGES=openssh-server,iproute2,iputils-ping,procps,ca-certificates,libssl3,sqlite3
+
+# The first 16 hex digits of the SHA-256 of the base image's recipe (the entrypoint and the
+# package list): images are labelled with the one they were made with
+# (raptiformica.entrypoint), so a changed entrypoint or package list invalidates them.
 entrypoint_sum() {
-    sha256sum "$SCRIPT_DIR/entrypoint.sh" | cut -c1-16
+    { cat "$SCRIPT_DIR/entrypoint.sh"; printf '%s\n' "$RAPTIFORMICA_BASE_PACKAGES"; } | sha256sum | cut -c1-16
 }
 
 # The packaged image of a server type (`package.sh` makes it): <repo>:<server type>, the

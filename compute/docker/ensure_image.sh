@@ -18,7 +18,7 @@ SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
 
 SUITE=bookworm
-PACKAGES=openssh-server,iproute2,iputils-ping,procps,ca-certificates,libssl3
+PACKAGES=$RAPTIFORMICA_BASE_PACKAGES
 
 force=0
 print_mirror=0

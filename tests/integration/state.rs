@@ -9,14 +9,14 @@ use crate::cluster::{count, docker, running_nodes, sh, wait_until};
 use crate::docker::DockerTest;
 use crate::harness::text;
 
-const MODULE: &str = r#"{"raptiformica_api_version": "0.1",
- "state": {"acc": {"apply": "cat >> /root/acc.state && echo >> /root/acc.state",
-                   "snapshot": "cat /root/acc.state 2>/dev/null || true",
-                   "restore": "cat > /root/acc.state",
-                   "snapshot_every": 50}}}"#;
-
+/// The SQLite database of the example module, row by row: the entries in the order applied,
+/// then the keys and values.
 fn state(id: &str) -> String {
-    sh(id, "cat /root/acc.state 2>/dev/null")
+    sh(
+        id,
+        "sqlite3 /var/lib/raptiformica-kv/kv.db 'SELECT idx, op, key FROM applied ORDER BY idx; \
+         SELECT key, value FROM kv ORDER BY key' 2>/dev/null",
+    )
 }
 
 #[test]
@@ -25,20 +25,30 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     let Some(env) = DockerTest::start() else {
         return;
     };
-    env.module("probe/raptiformica.json", MODULE);
+    // The example a user copies: a key-value store in SQLite.
+    let example = crate::harness::root().join("examples/sqlite-kv");
+    env.ok(&["modules", "install", example.to_str().unwrap()]);
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
     let nodes = running_nodes(&env);
 
     // Bad input changes nothing.
-    let err = text(&docker(&["exec", &nodes[0], "raptiformica", "state", "append", "nosuch", "x"]).stderr);
-    assert!(
-        err.contains("no state machine `nosuch`") && err.contains("acc"),
-        "{err}"
+    let err = text(
+        &docker(&[
+            "exec",
+            &nodes[0],
+            "raptiformica",
+            "state",
+            "append",
+            "nosuch",
+            "set x 1",
+        ])
+        .stderr,
     );
+    assert!(err.contains("no state machine `nosuch`") && err.contains("kv"), "{err}");
     let big = sh(
         &nodes[0],
-        "head -c 400000 /dev/zero | tr '\\0' x > /tmp/big; raptiformica state append acc @/tmp/big 2>&1; true",
+        "head -c 400000 /dev/zero | tr '\\0' x > /tmp/big; raptiformica state append kv @/tmp/big 2>&1; true",
     );
     assert!(big.contains("at most"), "{big}");
 
@@ -51,7 +61,9 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
                 id,
                 "sh",
                 "-c",
-                &format!("for i in $(seq 100); do raptiformica state append acc {tag}$i >/dev/null || exit 1; done"),
+                &format!(
+                    "for i in $(seq 100); do raptiformica state append kv \"set {tag}$i $i\" >/dev/null || exit 1; done"
+                ),
             ])
             .spawn()
             .expect("docker exec")
@@ -72,29 +84,43 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         "raptiformica",
         "state",
         "append",
-        "acc",
-        "last",
+        "kv",
+        "delete a1",
         "--wait",
     ]);
     assert!(out.status.success(), "append --wait: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "201");
 
     let reference = state(&nodes[0]);
-    assert_eq!(reference.lines().count(), 201);
+    let applied: Vec<&str> = reference.lines().take(201).collect();
+    assert_eq!(applied.len(), 201, "{reference}");
+    assert_eq!(applied[200], "201|delete|a1");
     // Each appender's entries in its own order, interleaved in one total order.
     for tag in ["a", "b"] {
-        let mine: Vec<&str> = reference.lines().filter(|l| l.starts_with(tag)).collect();
-        let expected: Vec<String> = (1..=100).map(|i| format!("{tag}{i}")).collect();
+        let mine: Vec<&str> = applied
+            .iter()
+            .filter_map(|l| l.split('|').nth(2))
+            .filter(|k| k.starts_with(tag))
+            .collect();
+        let mut expected: Vec<String> = (1..=100).map(|i| format!("{tag}{i}")).collect();
+        if tag == "a" {
+            expected.push("a1".into()); // the delete
+        }
         assert_eq!(mine, expected);
     }
+    assert_eq!(
+        reference.lines().count(),
+        201 + 199,
+        "201 entries applied, 199 keys left"
+    );
     for n in &nodes[1..] {
         assert_eq!(state(n), reference, "the state on {n} differs");
     }
 
-    // Compacted (a snapshot every 50): a 4th node restores it and replays the rest.
-    let status = text(&docker(&["exec", &nodes[0], "raptiformica", "--json", "state", "status", "acc"]).stdout);
+    // Compacted (a snapshot every 100): a 4th node restores it and replays the rest.
+    let status = text(&docker(&["exec", &nodes[0], "raptiformica", "--json", "state", "status", "kv"]).stdout);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert!(status["snapshot"].as_u64().is_some_and(|s| s >= 150), "{status}");
+    assert!(status["snapshot"].as_u64().is_some_and(|s| s >= 100), "{status}");
     env.ok(&["spawn", "--compute-type", "docker"]);
     let fourth = running_nodes(&env)
         .into_iter()

@@ -1,0 +1,50 @@
+#!/bin/sh
+# A key-value store in SQLite as a raptiformica state machine (see README.md beside it).
+#   kv.sh apply      one entry on stdin: `set KEY VALUE...` or `delete KEY`
+#   kv.sh snapshot   the whole database as SQL on stdout
+#   kv.sh restore    a snapshot on stdin replaces the database
+# Keys and values reach SQLite as hex blob literals, never as SQL text: no quoting to get
+# wrong, whatever an entry holds. The `applied` table records every entry in the order this
+# node applied it (RAPTIFORMICA_STATE_INDEX), so nodes can be compared.
+set -eu
+db=${RAPTIFORMICA_KV_DB:-/var/lib/raptiformica-kv/kv.db}
+mkdir -p "$(dirname "$db")"
+hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+text() { printf "CAST(X'%s' AS TEXT)" "$(hex "$1")"; }
+schema="CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (idx INTEGER PRIMARY KEY, op TEXT NOT NULL, key TEXT NOT NULL);"
+case "${1:-}" in
+apply)
+    idx=${RAPTIFORMICA_STATE_INDEX:?the agent sets RAPTIFORMICA_STATE_INDEX}
+    case "$idx" in *[!0-9]*|'') echo "kv: bad index $idx" >&2; exit 1 ;; esac
+    entry=$(cat)
+    op=${entry%% *}
+    rest=${entry#"$op"}; rest=${rest# }
+    key=${rest%% *}
+    value=${rest#"$key"}; value=${value# }
+    [ -n "$key" ] || { echo "kv: an entry is \`set KEY VALUE\` or \`delete KEY\`, not: $entry" >&2; exit 1; }
+    case "$op" in
+    set) change="INSERT INTO kv VALUES ($(text "$key"), $(text "$value"), $idx)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, idx = excluded.idx;" ;;
+    delete) change="DELETE FROM kv WHERE key = $(text "$key");" ;;
+    *) echo "kv: unknown operation \`$op\` (set, delete)" >&2; exit 1 ;;
+    esac
+    sqlite3 "$db" "$schema BEGIN; $change INSERT INTO applied VALUES ($idx, '$op', $(text "$key")); COMMIT;"
+    ;;
+snapshot)
+    sqlite3 "$db" "$schema" .dump
+    ;;
+restore)
+    tmp="$db.restore.$$"
+    rm -f "$tmp"
+    sqlite3 "$tmp" <&0
+    mv -f "$tmp" "$db"
+    ;;
+get)
+    sqlite3 "$db" "SELECT value FROM kv WHERE key = $(text "${2:?kv.sh get KEY}");"
+    ;;
+*)
+    echo "usage: kv.sh apply|snapshot|restore|get KEY" >&2
+    exit 2
+    ;;
+esac
