@@ -225,6 +225,10 @@ pub enum StateAction {
         name: String,
         /// The entry: text, `@FILE`, or `-` for stdin (at most 360 KB)
         entry: String,
+        /// Each line of ENTRY (of the file, of stdin) is an entry of its own, appended in
+        /// order, many per transaction; prints the index of the last
+        #[arg(long)]
+        each_line: bool,
         /// Return once every alive node has applied it (at most --timeout seconds)
         #[arg(long)]
         wait: bool,

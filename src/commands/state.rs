@@ -21,9 +21,16 @@ pub fn run(ctx: &Context, action: StateAction) -> anyhow::Result<()> {
         StateAction::Append {
             name,
             entry,
+            each_line,
             wait,
             timeout,
-        } => append(ctx, &name, &entry, wait.then(|| Duration::from_secs(timeout))),
+        } => append(
+            ctx,
+            &name,
+            &entry,
+            each_line,
+            wait.then(|| Duration::from_secs(timeout)),
+        ),
         StateAction::Status { name } => status(ctx, &name),
     }
 }
@@ -37,10 +44,10 @@ fn through_a_node(ctx: &Context, what: &str, command: &str) -> anyhow::Result<()
     Ok(())
 }
 
-fn append(ctx: &Context, name: &str, entry: &str, wait: Option<Duration>) -> anyhow::Result<()> {
+fn append(ctx: &Context, name: &str, entry: &str, each_line: bool, wait: Option<Duration>) -> anyhow::Result<()> {
     state_log::check_name(name)?;
     let bytes = state_log::read_input(entry)?;
-    if bytes.len() > state_log::MAX_ENTRY {
+    if !each_line && bytes.len() > state_log::MAX_ENTRY {
         bail!(
             "the entry is {} KB; an entry may be at most {} KB (consul's transactions take 512 KB)",
             bytes.len() / 1024,
@@ -57,6 +64,9 @@ fn append(ctx: &Context, name: &str, entry: &str, wait: Option<Duration>) -> any
             if ctx.json { " --json" } else { "" },
             quote(name)
         );
+        if each_line {
+            command.push_str(" --each-line");
+        }
         if let Some(w) = wait {
             command.push_str(&format!(" --wait --timeout {}", w.as_secs()));
         }
@@ -65,7 +75,17 @@ fn append(ctx: &Context, name: &str, entry: &str, wait: Option<Duration>) -> any
     let api = ConsulApi::local()?;
     let log = Log::new(name);
     crate::runtime()?.block_on(async {
-        let index = log.append(&api, &bytes).await?;
+        let index = if each_line {
+            let entries: Vec<Vec<u8>> = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            anyhow::ensure!(!entries.is_empty(), "--each-line: no line to append");
+            log.append_many(&api, &entries).await?
+        } else {
+            log.append(&api, &bytes).await?
+        };
         if let Some(limit) = wait {
             wait_applied(&api, &log, index, limit).await?;
         }

@@ -70,27 +70,56 @@ impl Log {
 
     /// Appends `entry`; its index.
     pub async fn append(&self, api: &ConsulApi, entry: &[u8]) -> anyhow::Result<u64> {
-        if entry.len() > MAX_ENTRY {
+        self.append_many(api, &[entry.to_vec()]).await
+    }
+
+    /// Appends `entries` in their order, as few transactions as consul takes (up to 63
+    /// entries and [`MAX_ENTRY`] bytes each); another appender's entries may fall between
+    /// two transactions. The index of the last one.
+    pub async fn append_many(&self, api: &ConsulApi, entries: &[Vec<u8>]) -> anyhow::Result<u64> {
+        if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.len() > MAX_ENTRY) {
             bail!(
-                "the entry is {} KB; an entry may be at most {} KB (consul takes a transaction of at most 512 KB, \
+                "entry {} is {} KB; an entry may be at most {} KB (consul takes a transaction of at most 512 KB, \
                  and the entry travels base64-encoded): store big data elsewhere and append a reference to it",
-                entry.len() / 1024,
+                i + 1,
+                e.len() / 1024,
                 MAX_ENTRY / 1024
             );
         }
+        let mut last = 0;
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut bytes = 0;
+            while take < rest.len() && take < 63 && (take == 0 || bytes + rest[take].len() <= MAX_ENTRY) {
+                bytes += rest[take].len();
+                take += 1;
+            }
+            last = self.append_batch(api, &rest[..take]).await?;
+            rest = &rest[take..];
+        }
+        Ok(last)
+    }
+
+    /// One transaction: the index checked-and-set, then the entries. The index of the last.
+    async fn append_batch(&self, api: &ConsulApi, batch: &[Vec<u8>]) -> anyhow::Result<u64> {
         let mut tries = 0u32;
         loop {
             let (current, modify) = match api.get_raw(&self.index_key()).await? {
                 Some((bytes, modify)) => (number(&bytes), modify),
                 None => (0, 0),
             };
-            let next = current + 1;
-            let ops = vec![
-                json!({"KV": {"Verb": "cas", "Key": self.index_key(), "Value": b64(next.to_string().as_bytes()), "Index": modify}}),
-                json!({"KV": {"Verb": "set", "Key": self.entry_key(next), "Value": b64(entry)}}),
+            let last = current + batch.len() as u64;
+            let mut ops = vec![
+                json!({"KV": {"Verb": "cas", "Key": self.index_key(), "Value": b64(last.to_string().as_bytes()), "Index": modify}}),
             ];
+            for (i, entry) in batch.iter().enumerate() {
+                ops.push(
+                    json!({"KV": {"Verb": "set", "Key": self.entry_key(current + 1 + i as u64), "Value": b64(entry)}}),
+                );
+            }
             if api.txn_once(ops).await? {
-                return Ok(next);
+                return Ok(last);
             }
             // Another appender got `next`: read again. A little jitter spreads the retries.
             tries += 1;
