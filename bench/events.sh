@@ -21,13 +21,13 @@ nodes() { docker ps -q --filter network=raptiformica; }
 event_latency() {
   local ids; ids=($(nodes))
   for c in "${ids[@]}"; do docker exec "$c" rm -f /tmp/tick.done; done
-  local t0; t0=$(now)
-  docker exec "${ids[0]}" raptiformica event fire tick >/dev/null
+  # The containers' clock (this shell's may differ): t0 read where the event is fired.
+  local t0; t0=$(docker exec "${ids[0]}" sh -c 'date +%s.%N; raptiformica event fire tick >/dev/null')
   local last=0
   for c in "${ids[@]}"; do
     local done=""
     for _ in $(seq 100); do done=$(docker exec "$c" cat /tmp/tick.done 2>/dev/null) && [ -n "$done" ] && break; sleep 0.1; done
-    [ -n "$done" ] || { echo "  (no handler on $c within 10 s)" >&2; done=$(now); }
+    [ -n "$done" ] || { echo "  (no handler on $c within 10 s)" >&2; done=$(docker exec "$c" date +%s.%N); }
     last=$(awk "BEGIN{print ($done > $last) ? $done : $last}")
   done
   awk "BEGIN{printf \"%.3f\", $last - $t0}"

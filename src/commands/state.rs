@@ -54,9 +54,8 @@ fn append(ctx: &Context, name: &str, entry: &str, each_line: bool, wait: Option<
             state_log::MAX_ENTRY / 1024
         );
     }
-    let config = ctx.config()?;
-    crate::state_machine::find(&config, name)?;
     if !shared::consul_configured(&ctx.paths) {
+        crate::state_machine::find(&ctx.config()?, name)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let mut command = format!(
             "printf %s {} | base64 -d | raptiformica{} state append {} -",
@@ -75,6 +74,17 @@ fn append(ctx: &Context, name: &str, entry: &str, each_line: bool, wait: Option<
     let api = ConsulApi::local()?;
     let log = Log::new(name);
     crate::runtime()?.block_on(async {
+        // Declared? One key of the shared config answers (loading the whole config would cost
+        // more than the append); only a miss loads it, for the error that lists the machines.
+        let declared = api
+            .get_value(&format!("{}/state/{name}/apply", crate::config::mapping::PREFIX))
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if !declared {
+            crate::state_machine::find(&ctx.config()?, name)?;
+        }
         let index = if each_line {
             let entries: Vec<Vec<u8>> = bytes
                 .split(|b| *b == b'\n')

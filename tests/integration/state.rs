@@ -1,7 +1,8 @@
 //! End to end: a replicated state machine on 3 nodes. 200 entries appended concurrently from
 //! two nodes give every node the same state in the same order, also a node whose agent was
 //! killed during the appends; after compaction a 4th node restores the snapshot and reaches
-//! the same state; bad input changes nothing.
+//! the same state; an entry `apply` refuses stops the machine and is reported; bad input
+//! changes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -137,4 +138,34 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         "grep -c 'restored the snapshot' /root/.raptiformica.d/mesh/agent.log",
     );
     assert_eq!(log, "1", "the 4th node restored a snapshot once");
+
+    // An entry its `apply` refuses stops the machine on every node (never skipped), and
+    // `state status` says so; what came before stays applied.
+    let out = docker(&["exec", &nodes[0], "raptiformica", "state", "append", "kv", "bogus"]);
+    assert!(out.status.success());
+    let stopped = wait_until(Duration::from_secs(30), || {
+        let status = text(&docker(&["exec", &nodes[0], "raptiformica", "--json", "state", "status", "kv"]).stdout);
+        serde_json::from_str::<serde_json::Value>(&status).is_ok_and(|s| {
+            s["nodes"].as_array().is_some_and(|ns| {
+                ns.len() == 4
+                    && ns.iter().all(|n| {
+                        n["applied"] == 201
+                            && n["lag"] == 1
+                            && n["failure"].as_str().is_some_and(|f| f.contains("entry 202"))
+                    })
+            })
+        })
+    });
+    assert!(
+        stopped.is_some(),
+        "{}",
+        text(&docker(&["exec", &nodes[0], "raptiformica", "state", "status", "kv"]).stdout)
+    );
+    let table = text(&docker(&["exec", &nodes[0], "raptiformica", "state", "status", "kv"]).stdout);
+    assert!(table.contains("STOPPED"), "{table}");
+    assert_eq!(
+        state(&nodes[1]),
+        reference,
+        "nothing after the refused entry was applied"
+    );
 }
