@@ -41,16 +41,10 @@ pub struct Fired {
 
 /// The platform types in the config, sorted.
 pub fn platform_types(config: &Config) -> Vec<String> {
-    let prefix = format!("{PREFIX}/platform/");
-    let mut types: Vec<String> = config
-        .mapping
-        .range(prefix.clone()..)
-        .map_while(|(k, _)| k.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split('/').next())
+    crate::mapping::children(&config.mapping, &format!("{PREFIX}/platform/"))
+        .into_iter()
         .map(str::to_string)
-        .collect();
-    types.dedup();
-    types
+        .collect()
 }
 
 /// The handlers of `hook` for `platform`, sorted by name.
@@ -62,13 +56,7 @@ pub fn handlers(config: &Config, platform: &str, hook: &str) -> Vec<Handler> {
 /// `events/<event>`), sorted by name; a missing predicate or command is `true`.
 pub fn handlers_under(config: &Config, platform: &str, section: &str) -> Vec<Handler> {
     let prefix = format!("{PREFIX}/platform/{platform}/{section}/");
-    let mut names: Vec<&str> = config
-        .mapping
-        .range(prefix.clone()..)
-        .map_while(|(k, _)| k.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split('/').next())
-        .collect();
-    names.dedup();
+    let names = crate::mapping::children(&config.mapping, &prefix);
     let value = |name: &str, field: &str| {
         config
             .get_str(&format!("{prefix}{name}/{field}"))

@@ -202,6 +202,17 @@ pub fn display_value(value: &Value) -> String {
     }
 }
 
+/// The names of the sections directly below `prefix` (which ends with `/`), sorted, once each.
+pub fn children<'a>(mapping: &'a Mapping, prefix: &str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = mapping
+        .range(prefix.to_string()..)
+        .map_while(|(k, _)| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('/').next())
+        .collect();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

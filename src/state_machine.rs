@@ -23,14 +23,7 @@ pub struct Machine {
 /// The state machines in `config`, by name (those without `apply` are left out).
 pub fn machines(config: &Config) -> BTreeMap<String, Machine> {
     let prefix = format!("{PREFIX}/state/");
-    let mut names: Vec<&str> = config
-        .mapping
-        .range(prefix.clone()..)
-        .map_while(|(k, _)| k.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split('/').next())
-        .collect();
-    names.dedup();
-    names
+    crate::mapping::children(&config.mapping, &prefix)
         .into_iter()
         .filter_map(|name| {
             let field = |f: &str| config.get_str(&format!("{prefix}{name}/{f}")).map(str::to_string);

@@ -172,19 +172,35 @@ impl ConsulApi {
         Ok(())
     }
 
-    /// A blocking query: GET `path` (which has no query string of its own beyond `?stale`
-    /// style flags it adds itself) that returns once the result's index passes `index` or after
-    /// `wait`. Returns the body and the new index (`X-Consul-Index`). The client's timeout must
-    /// exceed `wait`.
+    /// GET `path` as a blocking query: returns once consul's index for it differs from
+    /// `index` (0: at once) or `wait` passed; also returns the index to wait on next.
     pub async fn blocking<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         index: u64,
         wait: Duration,
     ) -> anyhow::Result<(T, u64)> {
+        self.blocking_as(path, index, wait, None).await
+    }
+
+    /// [`ConsulApi::blocking`] with `token` instead of ours, if given.
+    async fn blocking_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        index: u64,
+        wait: Duration,
+        token: Option<&str>,
+    ) -> anyhow::Result<(T, u64)> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = format!("{}/v1/{path}{sep}index={index}&wait={}s", self.base, wait.as_secs());
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let mut request = self.http.get(&url);
+        if let Some(token) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
+            value.set_sensitive(true);
+            request = request.header("X-Consul-Token", value);
+        }
+        let resp = request.send().await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
@@ -449,31 +465,7 @@ impl ConsulApi {
         wait: Duration,
         token: &str,
     ) -> anyhow::Result<(Vec<crate::events::RawEvent>, u64)> {
-        let url = format!("{}/v1/event/list?index={index}&wait={}s", self.base, wait.as_secs());
-        let mut value = reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
-        value.set_sensitive(true);
-        let resp = self
-            .http
-            .get(&url)
-            .header("X-Consul-Token", value)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
-        }
-        let new_index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: unexpected reply"))?;
-        Ok((body, new_index))
+        self.blocking_as("event/list", index, wait, Some(token)).await
     }
 
     /// One key's raw bytes and `ModifyIndex`, None when it is absent.
