@@ -119,14 +119,12 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         let promoted = if alive_voters < settings.min_servers
             && let Some(l) = &link
         {
-            match promotions(&l.api).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::debug!("cannot read the promotions: {e:#}");
-                    tokio::time::sleep(TICK).await;
-                    continue;
-                }
-            }
+            // Without a leader the KV does not answer: no promotion is under way then, and
+            // the decision (a rebuild, say) must not wait for it.
+            promotions(&l.api).await.unwrap_or_else(|e| {
+                tracing::debug!("cannot read the promotions: {e:#}");
+                Default::default()
+            })
         } else {
             Default::default()
         };
