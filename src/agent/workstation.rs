@@ -373,14 +373,7 @@ async fn replace(
     };
     // Roles of the new machines count the live servers only: forget here the entries of
     // members that are not alive (evicted, or lost and about to be).
-    let alive: Vec<String> = link
-        .api
-        .members()
-        .await?
-        .into_iter()
-        .filter(|m| m.status == 1)
-        .map(|m| m.name)
-        .collect();
+    let alive = link.api.alive_members().await?;
     config::edit::update(&ctx.paths, |m| {
         neighbours::remove_where(m, |n| !alive.contains(&n.id));
         Ok(())

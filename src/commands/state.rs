@@ -112,13 +112,7 @@ fn append(ctx: &Context, name: &str, entry: &str, each_line: bool, wait: Option<
 async fn wait_applied(api: &ConsulApi, log: &Log, index: u64, limit: Duration) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
-        let alive: Vec<String> = api
-            .members()
-            .await?
-            .into_iter()
-            .filter(|m| m.status == 1)
-            .map(|m| m.name)
-            .collect();
+        let alive = api.alive_members().await?;
         let progress = log.progress(api).await?;
         let behind: Vec<String> = alive
             .iter()

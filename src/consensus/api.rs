@@ -151,6 +151,17 @@ impl ConsulApi {
         self.get("agent/members").await
     }
 
+    /// The names of the members that are alive.
+    pub async fn alive_members(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .members()
+            .await?
+            .into_iter()
+            .filter(|m| m.status == 1)
+            .map(|m| m.name)
+            .collect())
+    }
+
     /// The raft servers (needs a leader).
     pub async fn raft(&self) -> anyhow::Result<Vec<RaftServer>> {
         #[derive(Deserialize)]
@@ -205,12 +216,7 @@ impl ConsulApi {
         if !status.is_success() {
             bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
         }
-        let new_index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let new_index = consul_index(&resp);
         let body = resp
             .json()
             .await
@@ -264,12 +270,7 @@ impl ConsulApi {
         }
         let url = format!("{}/v1/kv/{}?recurse", self.base, encode_path(prefix));
         let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = consul_index(&resp);
         match resp.status().as_u16() {
             404 => return Ok((Vec::new(), index)),
             200 => {}
@@ -486,12 +487,7 @@ impl ConsulApi {
             url.push_str(&format!("?index={index}&wait={}s", wait.as_secs()));
         }
         let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let next = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let next = consul_index(&resp);
         match resp.status().as_u16() {
             404 => return Ok((None, next)),
             200 => {}
@@ -584,6 +580,15 @@ impl ConsulApi {
         }
         Ok(all_applied)
     }
+}
+
+/// The index a reply carries (`X-Consul-Index`) for the next blocking query; 0 when none.
+fn consul_index(resp: &reqwest::Response) -> u64 {
+    resp.headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A KV pair as consul's `/v1/kv` gives it, its value still base64.
