@@ -44,8 +44,8 @@ pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Resu
         host: host.into(),
         port,
     })?;
-    std::fs::create_dir_all(&paths.cache_dir)?;
-    crate::fs_atomic::write_atomic(&file, &text).with_context(|| format!("cannot write `{}`", file.display()))?;
+    crate::fs_atomic::write_atomic_creating(&file, &text)
+        .with_context(|| format!("cannot write `{}`", file.display()))?;
     edit::set_many(
         paths,
         &Mapping::from([

@@ -45,10 +45,7 @@ impl Seen {
     }
 
     fn save(&self, file: &std::path::Path) -> anyhow::Result<()> {
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        crate::fs_atomic::write_atomic(file, &serde_json::to_vec(self)?)?;
+        crate::fs_atomic::write_atomic_creating(file, &serde_json::to_vec(self)?)?;
         Ok(())
     }
 

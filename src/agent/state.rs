@@ -65,10 +65,7 @@ fn read_applied(file: &std::path::Path) -> u64 {
 }
 
 fn write_applied(file: &std::path::Path, index: u64) -> anyhow::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    crate::fs_atomic::write_atomic(file, format!("{index}\n").as_bytes())?;
+    crate::fs_atomic::write_atomic_creating(file, format!("{index}\n").as_bytes())?;
     Ok(())
 }
 

@@ -237,8 +237,7 @@ fn write_index(paths: &Paths, index: u64) -> anyhow::Result<()> {
         return Ok(());
     }
     let file = index_file(paths);
-    std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-    crate::fs_atomic::write_atomic(&file, format!("{index}\n").as_bytes())?;
+    crate::fs_atomic::write_atomic_creating(&file, format!("{index}\n").as_bytes())?;
     Ok(())
 }
 
@@ -264,8 +263,7 @@ fn write_pending(paths: &Paths, pending: &Pending) -> anyhow::Result<()> {
             _ => return Ok(()),
         }
     }
-    std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-    crate::fs_atomic::write_atomic(&file, &serde_json::to_vec_pretty(pending)?)?;
+    crate::fs_atomic::write_atomic_creating(&file, &serde_json::to_vec_pretty(pending)?)?;
     Ok(())
 }
 

@@ -261,25 +261,7 @@ impl ConsulApi {
     /// The KV entries whose keys start with `prefix` (a string prefix, as consul's `recurse`),
     /// with the index of the read. Keys that break the key rule are left out with a warning.
     async fn entries(&self, prefix: &str) -> anyhow::Result<(Vec<Entry>, u64)> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Raw {
-            key: String,
-            value: Option<String>,
-            modify_index: u64,
-        }
-        let url = format!("{}/v1/kv/{}?recurse", self.base, encode_path(prefix));
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let index = consul_index(&resp);
-        match resp.status().as_u16() {
-            404 => return Ok((Vec::new(), index)),
-            200 => {}
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
-        }
-        let raw: Vec<Raw> = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        let (raw, index) = self.kv_pairs(&format!("{}?recurse", encode_path(prefix))).await?;
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
             if let Err(e) = crate::mapping::check_key(&r.key) {
@@ -287,11 +269,7 @@ impl ConsulApi {
                 continue;
             }
             let value = match r.value {
-                Some(b64) => Some(decode(
-                    &base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .context("consul's KV: a value that is not base64")?,
-                )),
+                Some(_) => Some(decode(&r.bytes()?)),
                 None => None,
             };
             out.push(Entry {
@@ -482,44 +460,44 @@ impl ConsulApi {
         index: u64,
         wait: Duration,
     ) -> anyhow::Result<(Option<(Vec<u8>, u64)>, u64)> {
-        let mut url = format!("{}/v1/kv/{}", self.base, encode_path(key));
+        let mut path = encode_path(key);
         if index > 0 {
-            url.push_str(&format!("?index={index}&wait={}s", wait.as_secs()));
+            path.push_str(&format!("?index={index}&wait={}s", wait.as_secs()));
         }
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let next = consul_index(&resp);
-        match resp.status().as_u16() {
-            404 => return Ok((None, next)),
-            200 => {}
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        let (raw, next) = self.kv_pairs(&path).await?;
+        match raw.into_iter().next() {
+            Some(pair) => Ok((Some((pair.bytes()?, pair.modify_index)), next)),
+            None => Ok((None, next)),
         }
-        let raw: Vec<RawPair> = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: unexpected reply"))?;
-        let pair = raw.into_iter().next().context("consul's KV answered an empty list")?;
-        Ok((Some((pair.bytes()?, pair.modify_index)), next))
     }
 
     /// Every key below `prefix` (a string prefix) with its raw bytes, sorted by key.
     pub async fn list_raw(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let url = format!("{}/v1/kv/{}?recurse", self.base, encode_path(prefix));
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        match resp.status().as_u16() {
-            404 => return Ok(Vec::new()),
-            200 => {}
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
-        }
-        let raw: Vec<RawPair> = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        let (raw, _) = self.kv_pairs(&format!("{}?recurse", encode_path(prefix))).await?;
         let mut out = raw
             .into_iter()
             .map(|p| Ok((p.key.clone(), p.bytes()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         out.sort();
         Ok(out)
+    }
+
+    /// GET `/v1/kv/<path>` (the path with its query): the pairs (none for a 404) and the
+    /// index of the read.
+    async fn kv_pairs(&self, path: &str) -> anyhow::Result<(Vec<RawPair>, u64)> {
+        let url = format!("{}/v1/kv/{path}", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let index = consul_index(&resp);
+        match resp.status().as_u16() {
+            404 => return Ok((Vec::new(), index)),
+            200 => {}
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+        let raw = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))?;
+        Ok((raw, index))
     }
 
     /// Releases the lock `key` held by `session`.
