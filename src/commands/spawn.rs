@@ -21,6 +21,9 @@ struct Availability {
     compute_type: String,
     server_type: String,
     available: bool,
+    /// What the `available` check printed: how the type runs here, or what is missing.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
 }
 
 pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
@@ -82,10 +85,14 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
 fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let rows: Vec<Availability> = compute::compute_types(config)
         .into_iter()
-        .map(|t| Availability {
-            available: t.is_available(ctx),
-            compute_type: t.compute,
-            server_type: t.server,
+        .map(|t| {
+            let (available, detail) = t.availability(ctx);
+            Availability {
+                available,
+                detail,
+                compute_type: t.compute,
+                server_type: t.server,
+            }
         })
         .collect();
     if ctx.json {
@@ -98,10 +105,11 @@ fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                     r.compute_type.clone(),
                     r.server_type.clone(),
                     if r.available { "yes" } else { "no" }.into(),
+                    r.detail.clone(),
                 ]
             })
             .collect();
-        print_table(&["COMPUTE TYPE", "SERVER TYPE", "AVAILABLE"], &table);
+        print_table(&["COMPUTE TYPE", "SERVER TYPE", "AVAILABLE", "DETAIL"], &table);
     }
     if rows.iter().any(|r| r.available) {
         Ok(())

@@ -79,13 +79,27 @@ impl ComputeType {
 
     /// Runs the `available` predicates on this host.
     pub fn is_available(&self, ctx: &Context) -> bool {
-        self.predicates().all(|p| {
+        self.availability(ctx).0
+    }
+
+    /// Runs the `available` predicates on this host: whether all pass, and what they printed
+    /// (the last line of each one's stdout: how the type runs here, or what is missing).
+    pub fn availability(&self, ctx: &Context) -> (bool, String) {
+        let mut notes = Vec::new();
+        for p in self.predicates() {
             let out = ctx
                 .shell(format!("available check of `{}`", self.name()), p)
                 .timeout(PREDICATE_TIMEOUT)
                 .output();
-            matches!(out, Ok(o) if o.success())
-        })
+            let Ok(out) = out else { return (false, notes.join("; ")) };
+            if let Some(line) = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).last() {
+                notes.push(line.to_string());
+            }
+            if !out.success() {
+                return (false, notes.join("; "));
+            }
+        }
+        (true, notes.join("; "))
     }
 }
 

@@ -1,0 +1,60 @@
+#!/bin/sh
+# Start one raptiformica VM for the instance directory (cwd / RAPTIFORMICA_INSTANCE_DIR):
+# - makes sure libvirtd runs (setup.sh --daemons), the libvirt driver is known (probe_driver.sh)
+#   and the box exists (ensure_box.sh builds it on first use, with progress);
+# - writes vm.json (box, kernel, driver, the user's public key file, the serial console's log)
+#   and copies the Vagrantfile beside it;
+# - `vagrant up --provider libvirt`: the VM boots the host's Debian kernel from the box's disk,
+#   gets its address from libvirt's DHCP, and vagrant puts the public key in place as a file.
+# On failure the VM is destroyed again and the exit status is nonzero. Progress goes to stderr;
+# nothing is printed on stdout.
+set -eu
+SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+. "$SCRIPT_DIR/common.sh"
+
+key_file="${RAPTIFORMICA_PUBLIC_KEY_FILE:-}"
+[ -n "$key_file" ] || die "RAPTIFORMICA_PUBLIC_KEY_FILE is not set"
+[ -r "$key_file" ] || die "cannot read the public key file $key_file"
+grep -qE '^[[:space:]]*(ssh-|ecdsa-|sk-)' "$key_file" || die "$key_file holds no OpenSSH public key"
+command -v vagrant >/dev/null 2>&1 || die "vagrant is not set up on this host: run $SCRIPT_DIR/setup.sh (as root)"
+
+sh "$SCRIPT_DIR/setup.sh" --daemons
+driver=$(sh "$SCRIPT_DIR/probe_driver.sh")
+box=$(sh "$SCRIPT_DIR/ensure_box.sh")
+kver=$(kernel_version)
+
+mkdir -p "$RAPTIFORMICA_INSTANCE_DIR"
+cd "$RAPTIFORMICA_INSTANCE_DIR"
+[ ! -d .vagrant/machines/default/libvirt ] || [ ! -s .vagrant/machines/default/libvirt/id ] ||
+    die "this instance already has a VM ($RAPTIFORMICA_INSTANCE_DIR/.vagrant); clean it up first"
+id=$(basename "$RAPTIFORMICA_INSTANCE_DIR" | tr -c 'a-zA-Z0-9\n' '-' | cut -c1-32)
+
+json_string() {
+    printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+{
+    printf '{\n'
+    printf '  "box": %s,\n' "$(json_string "$box")"
+    printf '  "driver": %s,\n' "$(json_string "$driver")"
+    printf '  "kernel": %s,\n' "$(json_string "$VAGRANT_BOOT_DIR/raptiformica-vmlinuz-$kver")"
+    printf '  "initrd": %s,\n' "$(json_string "$VAGRANT_BOOT_DIR/raptiformica-initrd.img-$kver")"
+    printf '  "hostname": %s,\n' "$(json_string "vm-$(printf '%s' "$id" | cut -c1-12)")"
+    printf '  "domain_prefix": %s,\n' "$(json_string "raptiformica-$id-")"
+    printf '  "public_key_file": %s,\n' "$(json_string "$key_file")"
+    printf '  "console_log": %s,\n' "$(json_string "$RAPTIFORMICA_INSTANCE_DIR/console.log")"
+    printf '  "memory": %s,\n' "${RAPTIFORMICA_VAGRANT_MEMORY:-1024}"
+    printf '  "cpus": %s\n' "${RAPTIFORMICA_VAGRANT_CPUS:-1}"
+    printf '}\n'
+} >vm.json
+cp "$SCRIPT_DIR/Vagrantfile" Vagrantfile
+
+if [ "$driver" = qemu ]; then
+    log "starting a VM in software emulation (KVM guests do not boot on this host; about a minute)"
+else
+    log "starting a VM (kvm)"
+fi
+if ! vagrant up --provider libvirt --no-tty >&2; then
+    log "vagrant up failed; destroying the VM"
+    vagrant destroy -f >&2 || true
+    exit 1
+fi
