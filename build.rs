@@ -1,11 +1,12 @@
 //! Marks the build `no_docker` when no Docker engine answers (and CI is not set), so that the
 //! end-to-end tests that need one show as ignored, not as passed. In CI (`CI=true`) they always
-//! run, and fail without an engine.
+//! run, and fail without an engine. Likewise `no_vagrant` when vagrant is not installed.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_docker)");
+    println!("cargo::rustc-check-cfg=cfg(no_vagrant)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -18,5 +19,14 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     if !ci && !engine {
         println!("cargo::rustc-cfg=no_docker");
+    }
+    // The vagrant back-end's test also needs vagrant and libvirt (compute/vagrant/setup.sh).
+    println!("cargo::rerun-if-changed=/usr/bin/vagrant");
+    let vagrant = Command::new("vagrant")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ci && (!engine || !vagrant) {
+        println!("cargo::rustc-cfg=no_vagrant");
     }
 }

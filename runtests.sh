@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: format check, clippy with -D warnings, unit and integration
-# tests (and, when there are any, the end-to-end cluster tests on the real Docker engine).
+# tests (and, when there are any, the end-to-end cluster tests on the real Docker engine and, for
+# the vagrant back-end, libvirt).
 # Usage: ./runtests.sh            everything
 #        ./runtests.sh --quick    skip fmt and clippy
 set -euo pipefail
@@ -10,6 +11,13 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The vagrant back-end's end-to-end test needs vagrant and libvirt: install and start them (a
+# no-op once done; needs root and Debian's mirror).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  step "set up the vagrant back-end (compute/vagrant/setup.sh)"
+  sh compute/vagrant/setup.sh
+fi
 
 if [ "$quick" = 0 ]; then
   step "cargo fmt --check"

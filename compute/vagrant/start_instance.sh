@@ -48,6 +48,13 @@ json_string() {
 } >vm.json
 cp "$SCRIPT_DIR/Vagrantfile" Vagrantfile
 
+# The first VM of a box creates vagrant-libvirt's network and copies the box into libvirt's pool:
+# VMs started at the same time wait for it, then start side by side.
+exec 8>"$(state_dir)/first-up.lock"
+if ! virsh net-info raptiformica-vagrant >/dev/null 2>&1 ||
+    ! virsh vol-list default 2>/dev/null | grep -q "^ *${box}_vagrant_box_image"; then
+    flock -w 1800 8 || die "timed out waiting for another VM's first start"
+fi
 if [ "$driver" = qemu ]; then
     log "starting a VM in software emulation (KVM guests do not boot on this host; about a minute)"
 else
@@ -58,3 +65,4 @@ if ! vagrant up --provider libvirt --no-tty >&2; then
     vagrant destroy -f >&2 || true
     exit 1
 fi
+exec 8>&-

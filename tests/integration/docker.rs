@@ -15,6 +15,22 @@ pub static DOCKER: Mutex<()> = Mutex::new(());
 pub struct DockerTest {
     env: TestEnv,
     _serial: MutexGuard<'static, ()>,
+    _cluster_lock: Option<std::fs::File>,
+}
+
+/// The lock the acceptance checks hold while they run clusters on this machine
+/// (`../shared/acceptance/lib.sh`): taken too, so a check and a test never share the network.
+fn cluster_lock() -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::path::Path::new(&dir).join("raptiformica-cluster.lock"))
+        .ok()?;
+    // SAFETY: flock on a descriptor this function owns; it blocks until the lock is free.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
+    locked.then_some(file)
 }
 
 impl DockerTest {
@@ -26,6 +42,7 @@ impl DockerTest {
         Some(Self {
             env: TestEnv::new(),
             _serial: serial,
+            _cluster_lock: cluster_lock(),
         })
     }
 }

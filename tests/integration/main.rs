@@ -16,3 +16,4 @@ mod modules;
 mod package;
 mod shared_config;
 mod state;
+mod vagrant;
