@@ -92,7 +92,7 @@ impl ComputeType {
                 .timeout(PREDICATE_TIMEOUT)
                 .output();
             let Ok(out) = out else { return (false, notes.join("; ")) };
-            if let Some(line) = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).last() {
+            if let Some(line) = out.stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) {
                 notes.push(line.to_string());
             }
             if !out.success() {
