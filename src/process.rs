@@ -81,6 +81,16 @@ fn tail(text: &str) -> String {
         .join("\n")
 }
 
+/// Called with each line a command prints on stderr, as it comes (progress of a long step).
+#[derive(Clone)]
+pub struct LineSink(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LineSink")
+    }
+}
+
 /// A shell command line to run locally.
 #[derive(Debug, Clone)]
 pub struct Shell {
@@ -92,6 +102,7 @@ pub struct Shell {
     log: Option<PathBuf>,
     echo: bool,
     input: Option<Arc<Vec<u8>>>,
+    on_stderr: Option<LineSink>,
 }
 
 impl fmt::Display for Shell {
@@ -116,7 +127,14 @@ impl Shell {
             log: None,
             echo: false,
             input: None,
+            on_stderr: None,
         }
+    }
+
+    /// Calls `sink` with each stderr line as it is printed.
+    pub fn on_stderr(mut self, sink: LineSink) -> Self {
+        self.on_stderr = Some(sink);
+        self
     }
 
     /// Feeds `bytes` to the command's stdin (else it reads nothing).
@@ -211,6 +229,7 @@ impl Shell {
                 out_buf.clone(),
                 log.clone(),
                 self.echo,
+                None,
                 tx.clone(),
             ),
             spawn_reader(
@@ -218,6 +237,7 @@ impl Shell {
                 err_buf.clone(),
                 log.clone(),
                 self.echo,
+                self.on_stderr.clone(),
                 tx,
             ),
         ];
@@ -294,6 +314,7 @@ fn spawn_reader(
     all: Arc<Mutex<String>>,
     log: Option<Arc<Mutex<File>>>,
     echo: bool,
+    sink: Option<LineSink>,
     done: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -306,6 +327,9 @@ fn spawn_reader(
             }
             if echo {
                 eprint!("  | {text}");
+            }
+            if let Some(sink) = &sink {
+                (sink.0)(text.trim_end());
             }
             all.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
             line.clear();

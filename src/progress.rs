@@ -87,6 +87,17 @@ impl Step {
         self.finish(&format!("✓ {line}"), &line);
     }
 
+    /// Shows `note` on the step's line while it runs (a spinner's message; a plain line
+    /// otherwise), from any thread.
+    pub fn notifier(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let (who, what, bar, quiet) = (self.who.clone(), self.what.clone(), self.bar.clone(), self.quiet);
+        move |note: &str| match &bar {
+            Some(bar) => bar.set_message(format!("{what}: {note}")),
+            None if !quiet => eprintln!("[{who}] {what}: {note}"),
+            None => {}
+        }
+    }
+
     fn finish(&mut self, bar_line: &str, plain_line: &str) {
         match self.bar.take() {
             Some(bar) => bar.finish_with_message(bar_line.to_string()),

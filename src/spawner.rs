@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use crate::compute::{self, ComputeType, Instance};
 use crate::config::Config;
 use crate::context::Context;
+use crate::process::LineSink;
 use crate::progress::Progress;
 use crate::slave::{self, SlaveOptions};
 use crate::ssh::Identity;
@@ -19,7 +20,8 @@ pub async fn start(ctx: &Context, ty: &ComputeType, progress: &Progress, who: &s
     let step = progress.step(who, &format!("start ({})", ty.name()));
     let instance = {
         let (ctx, ty) = (ctx.clone(), ty.clone());
-        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty)).await??
+        let note = LineSink(Arc::new(step.notifier()));
+        tokio::task::spawn_blocking(move || compute::start(&ctx, &ty, Some(note))).await??
     };
     let (host, port) = (
         instance.host.as_deref().unwrap_or_default(),

@@ -10,6 +10,8 @@
 #
 # Usage: ensure_box.sh            prints the box name once it exists
 #        ensure_box.sh --name     prints the box name it would use
+#        ensure_box.sh --force    builds it again even if it exists (VMs started later still use
+#                                 the copy in libvirt's pool, which is made once per box name)
 set -eu
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
@@ -36,7 +38,9 @@ install_boot_files() {
     install -m 0644 "/boot/initrd.img-$kver" "$VAGRANT_BOOT_DIR/raptiformica-initrd.img-$kver"
 }
 
-if have_box && have_boot_files; then
+force=0
+[ "${1:-}" = "--force" ] && force=1
+if [ "$force" = 0 ] && have_box && have_boot_files; then
     printf '%s\n' "$name"
     exit 0
 fi
@@ -47,7 +51,7 @@ if ! flock -n 9; then
     log "waiting for another build of the box $name (lock $state/box.lock)"
     flock -w 3600 9 || die "timed out waiting for the box build lock"
 fi
-if have_box; then
+if [ "$force" = 0 ] && have_box; then
     have_boot_files || install_boot_files
     printf '%s\n' "$name"
     exit 0

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 
 use crate::config::{Config, mapping::PREFIX};
 use crate::context::Context;
-use crate::process::Shell;
+use crate::process::{LineSink, Shell};
 
 pub use instance::Instance;
 
@@ -147,12 +147,15 @@ pub fn find(config: &Config, compute: &str, server: &str) -> anyhow::Result<Comp
 /// Starts one instance of `ty`: a fresh directory, the `source` checkout if set, then
 /// `start_instance`, `get_hostname` and `get_port`. On any failure the instance is cleaned up
 /// and its directory removed before the error is returned.
-pub fn start(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Instance> {
+///
+/// `note` gets the progress lines `start_instance` prints on stderr, by the back-ends'
+/// convention `raptiformica[<back-end>]: <what it is doing>` (a box or image build, a VM boot).
+pub fn start(ctx: &Context, ty: &ComputeType, note: Option<LineSink>) -> anyhow::Result<Instance> {
     for required in REQUIRED_COMMANDS {
         ty.command(required)?;
     }
     let instance = Instance::create(&ctx.paths.machines_dir(), &ty.compute, &ty.server)?;
-    match start_in(ctx, ty, &instance) {
+    match start_in(ctx, ty, &instance, note) {
         Ok(started) => Ok(started),
         Err(e) => {
             let cleanup = clean_up(ctx, ty, &instance);
@@ -167,7 +170,7 @@ pub fn start(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Instance> {
     }
 }
 
-fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Result<Instance> {
+fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance, note: Option<LineSink>) -> anyhow::Result<Instance> {
     if let Some(source) = ty.commands.get("source") {
         // The original checks the source out into the instance directory; its commands then
         // refer to files of that checkout.
@@ -184,7 +187,15 @@ fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Res
         let out = instance_shell(ctx, ty, instance, step)?.timeout(timeout).run()?;
         Ok(out.stdout.trim().to_string())
     };
-    run("start_instance", START_TIMEOUT)?;
+    let mut starting = instance_shell(ctx, ty, instance, "start_instance")?.timeout(START_TIMEOUT);
+    if let Some(note) = note {
+        starting = starting.on_stderr(LineSink(std::sync::Arc::new(move |line: &str| {
+            if let Some(progress) = progress_line(line) {
+                (note.0)(progress);
+            }
+        })));
+    }
+    starting.run()?;
     let host = run("get_hostname", SHORT_TIMEOUT)?;
     let host = host.lines().last().unwrap_or_default().trim().to_string();
     if host.is_empty() || host.contains(char::is_whitespace) {
@@ -209,6 +220,14 @@ fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Res
     started.port = Some(port);
     started.save()?;
     Ok(started)
+}
+
+/// The message of a back-end's progress line (`raptiformica[vagrant]: building the box`).
+fn progress_line(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("raptiformica[")?;
+    let (name, message) = rest.split_once("]: ")?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    (valid && !message.trim().is_empty()).then_some(message.trim())
 }
 
 /// A command of `ty` ready to run in `instance`'s directory, logged there.
@@ -259,6 +278,25 @@ fn remove_dir(dir: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn progress_lines_follow_the_back_end_convention() {
+        assert_eq!(
+            progress_line("raptiformica[vagrant]: building the box (first use)"),
+            Some("building the box (first use)")
+        );
+        assert_eq!(progress_line("raptiformica[docker]: ready  "), Some("ready"));
+        for other in [
+            "==> default: Booting",
+            "raptiformica[]: x",
+            "raptiformica[a b]: x",
+            "raptiformica[x]: ",
+            "error: x",
+        ] {
+            assert_eq!(progress_line(other), None, "{other}");
+        }
+    }
+
     use super::*;
     use crate::config::mapping;
     use serde_json::json;
