@@ -29,4 +29,14 @@ fn main() {
     if !ci && (!engine || !vagrant) {
         println!("cargo::rustc-cfg=no_vagrant");
     }
+    // The web map's browser test also needs Debian's chromium.
+    println!("cargo::rustc-check-cfg=cfg(no_browser)");
+    println!("cargo::rerun-if-changed=/usr/bin/chromium");
+    let browser = Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ci && (!engine || !browser) {
+        println!("cargo::rustc-cfg=no_browser");
+    }
 }

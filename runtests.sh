@@ -12,11 +12,18 @@ quick=0
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The vagrant back-end's end-to-end test needs vagrant and libvirt: install and start them (a
-# no-op once done; needs root and Debian's mirror).
+# The vagrant back-end's end-to-end test needs vagrant and libvirt, the web map's chromium:
+# install and start them (a no-op once done; needs root and Debian's mirror).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "set up the vagrant back-end (compute/vagrant/setup.sh)"
   sh compute/vagrant/setup.sh
+  # The web map's test drives Debian's chromium, headless.
+  if ! command -v chromium >/dev/null 2>&1; then
+    step "install chromium (the web map's browser test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || {
+      DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    }
+  fi
 fi
 
 if [ "$quick" = 0 ]; then

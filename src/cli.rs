@@ -172,6 +172,28 @@ pub enum Command {
         action: StateAction,
     },
 
+    /// A live web map of the cluster: nodes, overlay links, events, the shared config
+    ///
+    /// Serves one page (nothing fetched from the internet) and a JSON API beside it
+    /// (`/api/members`, `/api/overlay`, `/api/events`, `/api/config`, `/api/state`,
+    /// `/api/stream`). It reaches the cluster as `members` does: on a node its own consul,
+    /// elsewhere a tunnel to a member. Secrets (the gossip key, tokens, passwords) are masked.
+    /// Loopback needs no token; any other address does: `--token-file`, else one is made and
+    /// printed once, and a request without it gets 401.
+    Ui(UiArgs),
+
+    /// Save the cluster's state to a file, or bring it back into a cluster
+    ///
+    /// `save` keeps consul's own snapshot (the shared config, the state machines' logs and
+    /// snapshots, everything in the KV; also the ACLs and the gossip key: keep the file safe).
+    /// `restore` brings its KV back into the cluster this machine reaches, new or not, except
+    /// what belongs to that cluster: its `raptiformica/meshnet/` section (neighbours, gossip key,
+    /// consul and overlay settings), its ACL tokens, its agents' locks and its seeding marker.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+
     /// Bake a provisioned machine image, so later spawns skip provisioning
     ///
     /// Starts a machine of the compute type, provisions it (artifacts and the server type's
@@ -259,6 +281,33 @@ pub enum EventAction {
     },
     /// The recent events the cluster carried (consul keeps the last 256 per node)
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Where to listen
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8420")]
+    pub listen: std::net::SocketAddr,
+    /// The token requests must carry (first line of the file), on a non-loopback address
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Save consul's snapshot of the cluster to FILE (0600), through any member
+    Save {
+        /// Where to write it (replaced atomically)
+        file: PathBuf,
+    },
+    /// Bring a saved snapshot's KV back into the cluster (asks first unless --yes)
+    Restore {
+        /// A file `snapshot save` wrote; anything else is refused before anything changes
+        file: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod cli;
 pub mod cli_help;
+pub mod cluster_link;
 pub mod commands;
 pub mod compute;
 pub mod config;
@@ -42,9 +43,11 @@ pub mod remote_files;
 pub mod remote_node;
 pub mod server_type;
 pub mod slave;
+pub mod snapshot;
 pub mod spawner;
 pub mod ssh;
 pub mod state_machine;
+pub mod ui;
 pub mod user_modules;
 
 use std::path::PathBuf;
@@ -95,6 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Modules { action } => commands::modules::run(&ctx, action),
         Command::Event { action } => commands::event::run(&ctx, action),
         Command::State { action } => commands::state::run(&ctx, action),
+        Command::Snapshot { action } => commands::snapshot::run(&ctx, action),
+        Command::Ui(args) => commands::ui::run(&ctx, args),
         Command::Package(args) => commands::package::run(&ctx, args),
         Command::Advertise(args) => commands::advertise::run(&ctx, args),
         Command::Inject(args) => commands::inject::run(&ctx, args),

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod node;
 pub mod recover;
 pub mod redial;
+pub mod report;
 pub mod roles;
 pub mod rules;
 pub mod service;

@@ -78,6 +78,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let me = mesh::node::own_id(&mesh::Overlay::identity(&ygg)?);
     tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
+    tokio::spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
     tokio::spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),

@@ -4,7 +4,6 @@
 //! under the cluster's session lock so that two such agents never spawn twice for one loss.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use super::roles::{promote, promotions, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
+use crate::cluster_link::{self, Link};
 use crate::compute::{self, Instance};
 use crate::config::{self, Config, MutableCache, mapping};
 use crate::consensus::SharedStore;
@@ -23,7 +23,7 @@ use crate::mesh::neighbours;
 use crate::progress::Progress;
 use crate::slave::{self, SlaveOptions};
 use crate::spawner;
-use crate::ssh::{Identity, Remote};
+use crate::ssh::Identity;
 
 const TICK: Duration = Duration::from_secs(3);
 /// After an action, how long before the next one. Short: a replacement returns once its new
@@ -34,13 +34,6 @@ const COOLDOWN: Duration = Duration::from_secs(10);
 const ISLAND_TICKS: u32 = 3;
 /// How long a survivor gets to rebuild consensus before it is asked again.
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
-
-/// A tunnel to one member's consul.
-struct Link {
-    node: String,
-    remote: Remote,
-    api: ConsulApi,
-}
 
 pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let identity = Identity::ensure(&ctx)?;
@@ -74,7 +67,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         }
         if link.is_none() {
             let shun: HashSet<String> = failed_since.keys().cloned().chain(broken.take()).collect();
-            link = connect(&identity, &config, &shun).await;
+            link = cluster_link::connect(&identity, &config, &shun).await;
             if let Some(l) = &link {
                 rec.event("link", format!("watching the cluster through node {}", l.node));
                 no_leader_ticks = 0;
@@ -185,63 +178,6 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         }
         tokio::time::sleep(TICK).await;
     }
-}
-
-/// How many nodes are dialed at once when looking for one to watch the cluster through.
-const DIAL_AT_ONCE: usize = 4;
-
-/// A tunnel to a node whose consul sees a leader (else to one that answers). Nodes are dialed
-/// a few at a time, those last seen failed (`shun`) last: a dead one costs its connect timeout.
-async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>) -> Option<Link> {
-    let mut candidates: Vec<_> = neighbours::all(&config.mapping)
-        .into_iter()
-        .filter(|n| n.host.is_some())
-        .collect();
-    candidates.sort_by_key(|n| shun.contains(&n.id));
-    let mut fallback = None;
-    for wave in candidates.chunks(DIAL_AT_ONCE) {
-        let links = futures_util::future::join_all(wave.iter().map(|n| async move {
-            let host = n.host.clone().expect("filtered");
-            let link = async {
-                let remote =
-                    Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
-                let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
-                let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
-                let leads = matches!(api.leader().await, Ok(Some(_)));
-                anyhow::Ok((
-                    Link {
-                        node: n.id.clone(),
-                        remote,
-                        api,
-                    },
-                    leads,
-                ))
-            }
-            .await;
-            if let Err(e) = &link {
-                tracing::debug!("no tunnel through {host}: {e:#}");
-            }
-            link.ok()
-        }))
-        .await;
-        let mut found = None;
-        for (l, leads) in links.into_iter().flatten() {
-            if leads && found.is_none() {
-                found = Some(l);
-            } else if fallback.is_none() {
-                fallback = Some(l);
-            } else {
-                l.remote.close().await;
-            }
-        }
-        if found.is_some() {
-            if let Some(f) = fallback {
-                f.remote.close().await;
-            }
-            return found;
-        }
-    }
-    fallback
 }
 
 /// Asks the linked node to rebuild consensus (`agent --recover`) when every lost server is an

@@ -16,9 +16,11 @@ pub mod mesh;
 pub mod modules;
 pub mod package;
 pub mod slave;
+pub mod snapshot;
 pub mod spawn;
 pub mod ssh;
 pub mod state;
+pub mod ui;
 
 use serde::Serialize;
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use consulrs::api::kv::requests::ReadKeyRequest;
 use consulrs::client::{ConsulClient, ConsulClientSettings};
 use consulrs::error::ClientError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::SharedStore;
@@ -500,6 +500,72 @@ impl ConsulApi {
         Ok((raw, index))
     }
 
+    /// The servers' health as autopilot sees it (`/v1/operator/autopilot/health`: each
+    /// server's `Name`, `Leader`, `LastContact`, `Healthy`).
+    pub async fn autopilot_health(&self) -> anyhow::Result<Value> {
+        self.get("operator/autopilot/health").await
+    }
+
+    /// Every KV pair as consul holds it: key, value (base64, as consul gives it) and flags.
+    pub async fn export_kv(&self) -> anyhow::Result<Vec<ExportedPair>> {
+        let url = format!("{}/v1/kv/?recurse", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        match resp.status().as_u16() {
+            404 => Ok(Vec::new()),
+            200 => resp
+                .json()
+                .await
+                .with_context(|| format!("GET {url}: unexpected reply")),
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+    }
+
+    /// Sets every pair (values as base64), in transactions of [`TXN_OPS`].
+    pub async fn import_kv(&self, pairs: &[ExportedPair]) -> anyhow::Result<()> {
+        let ops: Vec<Value> = pairs
+            .iter()
+            .map(|p| json!({"KV": {"Verb": "set", "Key": p.key, "Value": p.value.clone().unwrap_or_default(), "Flags": p.flags}}))
+            .collect();
+        anyhow::ensure!(self.txn(ops).await?, "consul refused to write the keys");
+        Ok(())
+    }
+
+    /// A snapshot of the servers' whole state (`GET /v1/snapshot`, from the leader): the
+    /// gzipped archive consul makes, as is.
+    pub async fn save_snapshot(&self) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}/v1/snapshot", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        Ok(resp.bytes().await.with_context(|| format!("GET {url}"))?.to_vec())
+    }
+
+    /// Replaces the servers' whole state with a snapshot (`PUT /v1/snapshot`).
+    pub async fn restore_snapshot(&self, archive: Vec<u8>) -> anyhow::Result<()> {
+        let url = format!("{}/v1/snapshot", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .timeout(Duration::from_secs(300))
+            .body(archive)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("PUT {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        Ok(())
+    }
+
     /// Releases the lock `key` held by `session`.
     pub async fn release(&self, key: &str, session: &str) -> anyhow::Result<()> {
         let url = format!("{}/v1/kv/{}?release={session}", self.base, encode_path(key));
@@ -567,6 +633,17 @@ fn consul_index(resp: &reqwest::Response) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A KV pair as consul exports it (`/v1/kv/?recurse`), its value still base64.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExportedPair {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub flags: u64,
 }
 
 /// A KV pair as consul's `/v1/kv` gives it, its value still base64.

@@ -15,5 +15,7 @@ mod mesh;
 mod modules;
 mod package;
 mod shared_config;
+mod snapshot;
 mod state;
+mod ui;
 mod vagrant;

@@ -1,0 +1,67 @@
+//! Publishing what this node sees, for the web map (`raptiformica ui`): the overlay peers it
+//! has a live link with and its agent's recent actions, as `raptiformica-status/nodes/<id>` in
+//! consul's KV (outside the shared config). Checked every [`EVERY`], written only when it
+//! changed, so a calm cluster writes nothing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::status::{Event, Recorder};
+use crate::consensus::SharedStore;
+use crate::consensus::api::ConsulApi;
+use crate::mesh::yggdrasil::Yggdrasil;
+
+/// Where the nodes' reports live.
+pub const PREFIX: &str = "raptiformica-status/nodes";
+/// How often the report is checked.
+const EVERY: Duration = Duration::from_secs(10);
+/// How many of the agent's actions it carries (newest last).
+const RECENT: usize = 10;
+
+/// One node's report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The overlay public keys of the peers it has a live link with, sorted.
+    pub linked_keys: Vec<String>,
+    /// Its agent's last actions (restarts, evictions, promotions, hooks), oldest first.
+    pub actions: Vec<Event>,
+}
+
+/// The report of the agent's state now.
+pub fn report(linked_keys: impl IntoIterator<Item = String>, rec: &Recorder) -> Report {
+    let mut linked_keys: Vec<String> = linked_keys.into_iter().collect();
+    linked_keys.sort();
+    let events = rec.snapshot().events;
+    let actions = events[events.len().saturating_sub(RECENT)..].to_vec();
+    Report { linked_keys, actions }
+}
+
+/// Publishes this node's report while the agent runs.
+pub async fn publish(ygg: Yggdrasil, me: String, rec: Recorder) {
+    let key = format!("{PREFIX}/{me}");
+    let mut published: Option<Report> = None;
+    loop {
+        let y = ygg.clone();
+        let linked = tokio::task::spawn_blocking(move || y.linked_keys()).await;
+        let linked = match linked {
+            Ok(Ok(keys)) => keys,
+            _ => Default::default(),
+        };
+        let now = report(linked, &rec);
+        if published.as_ref() != Some(&now) {
+            let value = serde_json::to_value(&now).expect("serializable");
+            let written = match ConsulApi::local() {
+                Ok(api) => api
+                    .set_many(&crate::mapping::Mapping::from([(key.clone(), value)]))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if written {
+                published = Some(now);
+            }
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}

@@ -1,0 +1,67 @@
+//! `snapshot save` / `restore` on real clusters (issue 12): a KV value written before the save
+//! reads back on every node of a new cluster after the restore, while the new cluster keeps its
+//! own gossip key and members; a file that is not a consul snapshot, and a restore without
+//! `--yes` where nobody can be asked, change nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::cluster::{count, running_nodes, sh, wait_until};
+use crate::docker::DockerTest;
+
+const KEY: &str = "raptiformica/test/snapshot/keep";
+const GOSSIP: &str = "raptiformica/meshnet/consul/password";
+
+fn get_on(node: &str, key: &str) -> String {
+    sh(node, &format!("raptiformica config get {key} 2>/dev/null"))
+        .trim_matches('"')
+        .to_string()
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
+fn a_snapshot_brings_the_kv_back_into_a_new_cluster_which_keeps_its_own_keys() {
+    let Some(env) = DockerTest::start() else {
+        return;
+    };
+    let cluster = || {
+        env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
+        assert!(wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some());
+        let nodes = running_nodes(&env);
+        assert_eq!(nodes.len(), 3);
+        nodes
+    };
+    let old = cluster();
+    sh(&old[0], &format!("raptiformica config set {KEY} in-snapshot"));
+    assert_eq!(get_on(&old[1], KEY), "in-snapshot");
+    let old_gossip = get_on(&old[0], GOSSIP);
+
+    let file = env.dir.path().join("cluster.snap");
+    let log = env.ok(&["snapshot", "save", file.to_str().unwrap()]);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds the cluster's secrets");
+    assert!(std::fs::metadata(&file).unwrap().len() > 100, "{log}");
+
+    let bad = env.write("bad.snap", "garbage\n");
+    let err = env.fails(&["snapshot", "restore", bad.to_str().unwrap(), "--yes"]);
+    assert!(err.contains("not a consul snapshot"), "{err}");
+
+    env.ok(&["destroy"]);
+    let new = cluster();
+    let new_gossip = get_on(&new[0], GOSSIP);
+    assert!(!new_gossip.is_empty() && new_gossip != old_gossip);
+    assert_eq!(get_on(&new[0], KEY), "");
+
+    // Nobody to ask and no --yes: nothing changes.
+    let err = env.fails(&["snapshot", "restore", file.to_str().unwrap()]);
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(get_on(&new[1], KEY), "");
+
+    env.ok(&["snapshot", "restore", file.to_str().unwrap(), "--yes"]);
+    for node in &new {
+        let back = wait_until(Duration::from_secs(30), || get_on(node, KEY) == "in-snapshot");
+        assert!(back.is_some(), "{node}: {:?}", get_on(node, KEY));
+        assert_eq!(get_on(node, GOSSIP), new_gossip, "the new cluster keeps its gossip key");
+    }
+    assert_eq!(count(&env, "alive", None), 3, "and its members");
+}
