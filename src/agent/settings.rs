@@ -18,6 +18,26 @@ pub const RECOVERY_GRACE: &str = "raptiformica/agent/recovery_grace";
 /// Seconds one hook handler may run.
 pub const HOOK_TIMEOUT: &str = "raptiformica/agent/hook_timeout";
 
+/// Where the node agent serves the web map (`raptiformica ui`), on a loopback address only;
+/// unset: it does not.
+pub const UI_LISTEN: &str = "raptiformica/agent/ui_listen";
+
+/// The web map's address, if the agent is to serve it: a loopback `ADDR:PORT` (a map on another
+/// address needs a token: run `raptiformica ui --listen ... --token-file ...` for that).
+pub fn ui_listen(mapping: &Mapping) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(v) = mapping.get(UI_LISTEN) else {
+        return Ok(None);
+    };
+    let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() => Ok(Some(addr)),
+        _ => bail!(
+            "`{UI_LISTEN}` must be a loopback address and port such as 127.0.0.1:8420, not {v}; \
+             fix it with `raptiformica config set {UI_LISTEN} 127.0.0.1:8420`"
+        ),
+    }
+}
+
 /// What the agent works with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -74,6 +94,19 @@ fn seconds(mapping: &Mapping, key: &str) -> anyhow::Result<Option<Duration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_serves_the_map_on_loopback_only() {
+        let m = |v: Value| Mapping::from([(UI_LISTEN.to_string(), v)]);
+        assert_eq!(ui_listen(&Mapping::new()).unwrap(), None);
+        assert_eq!(
+            ui_listen(&m(Value::from("127.0.0.1:8420"))).unwrap(),
+            Some("127.0.0.1:8420".parse().unwrap())
+        );
+        let err = ui_listen(&m(Value::from("0.0.0.0:8420"))).unwrap_err().to_string();
+        assert!(err.contains("loopback") && err.contains(UI_LISTEN), "{err}");
+        assert!(ui_listen(&m(Value::from("nonsense"))).is_err());
+    }
 
     #[test]
     fn defaults_and_values_as_numbers_or_numeric_strings() {

@@ -50,7 +50,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 }
             })
             .collect();
-        println!("{}", text.join("  "));
+        println!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
