@@ -56,23 +56,23 @@ fn router(state: AppState) -> Router {
         .route("/", get(page))
         .route(
             "/api/state",
-            get(|s: State<AppState>| async move { json(&*s.view.borrow().clone()) }),
+            get(|s: State<AppState>| async move { answer(&s, |v| json(v)) }),
         )
         .route(
             "/api/members",
-            get(|s: State<AppState>| async move { json(&s.view.borrow().members) }),
+            get(|s: State<AppState>| async move { answer(&s, |v| json(&v.members)) }),
         )
         .route(
             "/api/overlay",
-            get(|s: State<AppState>| async move { json(&s.view.borrow().overlay) }),
+            get(|s: State<AppState>| async move { answer(&s, |v| json(&v.overlay)) }),
         )
         .route(
             "/api/events",
-            get(|s: State<AppState>| async move { json(&serde_json::json!({"events": s.view.borrow().events})) }),
+            get(|s: State<AppState>| async move { answer(&s, |v| json(&serde_json::json!({"events": v.events}))) }),
         )
         .route(
             "/api/config",
-            get(|s: State<AppState>| async move { json(&s.view.borrow().config) }),
+            get(|s: State<AppState>| async move { answer(&s, |v| json(&v.config)) }),
         )
         .route("/api/stream", get(stream))
         .layer(middleware::from_fn_with_state(state.clone(), check_token))
@@ -149,6 +149,22 @@ fn stale(tx: &watch::Sender<Arc<View>>, error: String) {
     let mut v = (**tx.borrow()).clone();
     v.error = Some(error);
     let _ = tx.send(Arc::new(v));
+}
+
+/// The API's answer from the current view; 503 (with why) until a first view was gathered, so
+/// that a script polling for the API never takes an empty list for the cluster.
+fn answer(s: &AppState, f: impl FnOnce(&View) -> Response) -> Response {
+    let view = s.view.borrow().clone();
+    if view.updated_at == 0 {
+        let why = view.error.clone().unwrap_or_else(|| "reaching the cluster...".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            format!("no view of the cluster yet: {why}\n"),
+        )
+            .into_response();
+    }
+    f(&view)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Response {
