@@ -1,6 +1,8 @@
-//! State machines declared by modules: `state/<name>/{apply, snapshot, restore,
-//! snapshot_every}`. `apply` reads one entry on stdin; `snapshot` writes the whole state on
-//! stdout; `restore` reads a snapshot on stdin. The cluster keeps their log (see
+//! State machines declared by modules: `state/<name>/{apply, apply_batch, snapshot, restore,
+//! snapshot_every}`. `apply` reads one entry on stdin; `apply_batch` (optional) applies many
+//! at once, all or none: the entries are files named by their index (20 digits, so their names
+//! sort in log order) in the folder `$RAPTIFORMICA_STATE_ENTRIES`; `snapshot` writes the whole
+//! state on stdout; `restore` reads a snapshot on stdin. The cluster keeps their log (see
 //! [`crate::consensus::state_log`]) and every node's agent applies it.
 
 use std::collections::BTreeMap;
@@ -15,6 +17,9 @@ pub const SNAPSHOT_EVERY: u64 = 1000;
 pub struct Machine {
     pub name: String,
     pub apply: String,
+    /// Applies a run of entries in one go, all or none (one process, one transaction,
+    /// instead of one process per entry).
+    pub apply_batch: Option<String>,
     pub snapshot: Option<String>,
     pub restore: Option<String>,
     pub snapshot_every: u64,
@@ -38,6 +43,7 @@ pub fn machines(config: &Config) -> BTreeMap<String, Machine> {
                 Machine {
                     name: name.to_string(),
                     apply: field("apply")?,
+                    apply_batch: field("apply_batch"),
                     snapshot: field("snapshot"),
                     restore: field("restore"),
                     snapshot_every: every,
@@ -74,7 +80,7 @@ mod tests {
     fn machines_come_from_the_config_with_their_defaults() {
         let config = Config {
             mapping: mapping::flatten(&json!({"state": {
-                "acc": {"apply": "a", "snapshot": "s", "restore": "r", "snapshot_every": 40},
+                "acc": {"apply": "a", "apply_batch": "ab", "snapshot": "s", "restore": "r", "snapshot_every": 40},
                 "kv": {"apply": "b", "snapshot_every": "7"},
                 "half": {"snapshot": "s"}}})),
             ..Default::default()
@@ -84,6 +90,8 @@ mod tests {
         assert_eq!(m["acc"].snapshot_every, 40);
         assert_eq!(m["kv"].snapshot_every, 7);
         assert_eq!(m["kv"].restore, None);
+        assert_eq!(m["acc"].apply_batch.as_deref(), Some("ab"));
+        assert_eq!(m["kv"].apply_batch, None);
         let err = find(&config, "nope").unwrap_err().to_string();
         assert!(err.contains("acc, kv"), "{err}");
     }

@@ -1,6 +1,8 @@
 #!/bin/sh
 # A key-value store in SQLite as a raptiformica state machine (see README.md beside it).
 #   kv.sh apply      one entry on stdin: `set KEY VALUE...` or `delete KEY`
+#   kv.sh apply_batch  every entry file in $RAPTIFORMICA_STATE_ENTRIES (named by its index),
+#                    in one sqlite3 process and one transaction: all of them or none
 #   kv.sh snapshot   the whole database as SQL on stdout
 #   kv.sh restore    a snapshot on stdin replaces the database
 # Keys and values reach SQLite as hex blob literals, never as SQL text: no quoting to get
@@ -30,6 +32,39 @@ apply)
     *) echo "kv: unknown operation \`$op\` (set, delete)" >&2; exit 1 ;;
     esac
     sqlite3 "$db" "$schema BEGIN; $change INSERT INTO applied VALUES ($idx, '$op', $(text "$key")); COMMIT;"
+    ;;
+apply_batch)
+    dir=${RAPTIFORMICA_STATE_ENTRIES:?the agent sets RAPTIFORMICA_STATE_ENTRIES}
+    # SQLite reads each file itself (readfile) and parses it as `apply` does, in a trigger that
+    # runs once per entry in index order; a bad entry aborts the whole transaction. No process
+    # per entry, no entry text in SQL.
+    {
+        printf '%s\n' "$schema" "BEGIN;" \
+            "CREATE TEMP TABLE e (idx INTEGER NOT NULL, op TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);" \
+            "CREATE TEMP TRIGGER e_check BEFORE INSERT ON e WHEN NEW.op NOT IN ('set', 'delete') OR NEW.key = ''
+               BEGIN SELECT RAISE(ABORT, 'kv: an entry is \`set KEY VALUE\` or \`delete KEY\`'); END;" \
+            "CREATE TEMP TRIGGER e_set AFTER INSERT ON e WHEN NEW.op = 'set' BEGIN
+               INSERT INTO kv VALUES (NEW.key, NEW.value, NEW.idx)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, idx = excluded.idx; END;" \
+            "CREATE TEMP TRIGGER e_delete AFTER INSERT ON e WHEN NEW.op = 'delete' BEGIN
+               DELETE FROM kv WHERE key = NEW.key; END;" \
+            "CREATE TEMP TRIGGER e_applied AFTER INSERT ON e BEGIN
+               INSERT INTO applied VALUES (NEW.idx, NEW.op, NEW.key); END;" \
+            "CREATE TEMP TABLE f (idx INTEGER PRIMARY KEY, t TEXT);"
+        for f in "$dir"/*; do
+            idx=${f##*/}
+            case "$idx" in *[!0-9]*|'') echo "kv: bad entry file $f" >&2; exit 1 ;; esac
+            printf 'INSERT INTO f (idx) VALUES (%s);\n' "${idx#"${idx%%[!0]*}"}"
+        done
+        printf "UPDATE f SET t = rtrim(CAST(readfile(CAST(X'%s' AS TEXT) || '/' || printf('%%020d', idx)) AS TEXT), char(10));\n" \
+            "$(hex "$dir")"
+        printf '%s\n' "INSERT INTO e SELECT idx,
+                 substr(t, 1, instr(t || ' ', ' ') - 1),
+                 substr(r, 1, instr(r || ' ', ' ') - 1),
+                 substr(r, instr(r || ' ', ' ') + 1)
+               FROM (SELECT idx, t, substr(t, instr(t || ' ', ' ') + 1) AS r FROM f) ORDER BY idx;" \
+            "COMMIT;"
+    } | sqlite3 -bail "$db"
     ;;
 snapshot)
     sqlite3 "$db" "$schema" .dump

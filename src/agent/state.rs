@@ -196,21 +196,82 @@ async fn catch_up(
         }
     }
     let mut done = 0;
-    for (index, entry) in entries {
-        if index != *applied + 1 {
+    let mut pending = &entries[..];
+    while let Some((first, _)) = pending.first() {
+        if *first != *applied + 1 {
             anyhow::bail!(
-                "entry {} is missing from the log (next retained: {index})",
+                "entry {} is missing from the log (next retained: {first})",
                 *applied + 1
             );
         }
-        run(ctx, machine, "apply", &machine.apply, entry, index)
+        // A run of consecutive entries goes to `apply_batch` at once, when there is one.
+        let run_len = pending
+            .iter()
+            .enumerate()
+            .take_while(|(i, (index, _))| *index == *first + *i as u64)
+            .count()
+            .min(BATCH_MAX);
+        if let Some(batch) = machine.apply_batch.as_deref().filter(|_| run_len > 1) {
+            let (run_of, rest) = pending.split_at(run_len);
+            match apply_batch(ctx, machine, batch, run_of).await {
+                Ok(()) => {
+                    let last = run_of.last().expect("not empty").0;
+                    *applied = last;
+                    write_applied(file, last)?;
+                    done += run_len;
+                    pending = rest;
+                    continue;
+                }
+                // All or none: nothing of the run was applied. One by one finds the entry that
+                // fails (and stops there) or gets through a batch failure that was not one.
+                Err(e) => tracing::info!(
+                    "state machine `{}`: apply_batch of {} entries failed ({e:#}); applying them one by one",
+                    machine.name,
+                    run_len
+                ),
+            }
+        }
+        let (index, entry) = &pending[0];
+        run(ctx, machine, "apply", &machine.apply, entry.clone(), *index)
             .await
             .map_err(|e| e.context(format!("applying entry {index}")))?;
-        *applied = index;
-        write_applied(file, index)?;
+        *applied = *index;
+        write_applied(file, *index)?;
         done += 1;
+        pending = &pending[1..];
     }
     Ok(done)
+}
+
+/// The most entries one `apply_batch` gets.
+const BATCH_MAX: usize = 1000;
+
+/// Runs `apply_batch` on `entries` (consecutive): each one a file named by its index in a
+/// fresh folder, `$RAPTIFORMICA_STATE_ENTRIES`, removed afterwards.
+async fn apply_batch(
+    ctx: &Context,
+    machine: &Machine,
+    command: &str,
+    entries: &[(u64, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let var = ctx.paths.cache_dir.join("var").join("state");
+    std::fs::create_dir_all(&var)?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!(".{}.batch.", machine.name))
+        .tempdir_in(&var)?;
+    for (index, entry) in entries {
+        std::fs::write(dir.path().join(format!("{index:020}")), entry)?;
+    }
+    let (first, last) = (entries[0].0, entries[entries.len() - 1].0);
+    let shell = ctx
+        .shell(format!("state machine `{}` apply_batch", machine.name), command)
+        .env("RAPTIFORMICA_STATE_NAME", machine.name.clone())
+        .env("RAPTIFORMICA_STATE_ENTRIES", dir.path().display().to_string())
+        .env("RAPTIFORMICA_STATE_FIRST", first.to_string())
+        .env("RAPTIFORMICA_STATE_INDEX", last.to_string())
+        .timeout(COMMAND_TIMEOUT);
+    tokio::task::spawn_blocking(move || shell.run()).await??;
+    Ok(())
 }
 
 /// Stores a snapshot at `applied` if none covers the last `snapshot_every` entries and this
