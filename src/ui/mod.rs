@@ -56,7 +56,7 @@ fn router(state: AppState) -> Router {
         .route("/", get(page))
         .route(
             "/api/state",
-            get(|s: State<AppState>| async move { answer(&s, |v| json(v)) }),
+            get(|s: State<AppState>| async move { answer(&s, json) }),
         )
         .route(
             "/api/members",
