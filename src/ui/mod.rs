@@ -54,10 +54,7 @@ pub fn new_token() -> anyhow::Result<String> {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
-        .route(
-            "/api/state",
-            get(|s: State<AppState>| async move { answer(&s, json) }),
-        )
+        .route("/api/state", get(|s: State<AppState>| async move { answer(&s, json) }))
         .route(
             "/api/members",
             get(|s: State<AppState>| async move { answer(&s, |v| json(&v.members)) }),

@@ -231,7 +231,7 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
         let status = browser.eval(&format!(
             "(document.querySelector('tr[data-node=\"{victim_id}\"]') || {{dataset: {{}}}}).dataset.status || ''"
         ));
-        matches!(status.as_str(), Some("failed" | "left"))
+        status.as_str() == Some("failed")
     });
     assert!(
         failed.is_some(),
