@@ -502,8 +502,17 @@ impl ConsulApi {
 
     /// The servers' health as autopilot sees it (`/v1/operator/autopilot/health`: each
     /// server's `Name`, `Leader`, `LastContact`, `Healthy`).
+    /// consul answers 429 (with the same body) while the servers are not all healthy.
     pub async fn autopilot_health(&self) -> anyhow::Result<Value> {
-        self.get("operator/autopilot/health").await
+        let url = format!("{}/v1/operator/autopilot/health", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() && status.as_u16() != 429 {
+            bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default().trim());
+        }
+        resp.json()
+            .await
+            .with_context(|| format!("GET {url}: unexpected reply"))
     }
 
     /// Every KV pair as consul holds it: key, value (base64, as consul gives it) and flags.
