@@ -111,11 +111,24 @@ fn hex(bytes: &[u8]) -> String {
 /// The KV pairs of a snapshot, read through a scratch consul.
 pub async fn kv_of(consul: &Path, archive: Vec<u8>) -> anyhow::Result<Vec<ExportedPair>> {
     let scratch = Scratch::start(consul).await?;
-    scratch
-        .api
-        .restore_snapshot(archive)
-        .await
-        .context("the scratch consul refused the snapshot")?;
+    // A request may meet a kept-alive connection the agent just closed: the restore is
+    // idempotent, so it is tried again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match scratch.api.restore_snapshot(archive.clone()).await {
+            Ok(()) => break,
+            Err(e) if attempt < 3 => tracing::debug!("the scratch consul's restore: {e:#} (trying again)"),
+            Err(e) => {
+                let log = std::fs::read_to_string(scratch._dir.path().join("consul.log")).unwrap_or_default();
+                return Err(e.context(format!(
+                    "the scratch consul refused the snapshot; its log: {}",
+                    log.trim()
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // The restore is in once the KV answers with it.
     scratch.api.export_kv().await
 }
