@@ -33,15 +33,18 @@ impl Link {
 const DIAL_AT_ONCE: usize = 4;
 
 /// A tunnel to a node whose consul sees a leader (else to one that answers). Nodes are dialed
-/// a few at a time, those last seen failed (`shun`) last: a dead one costs its connect timeout.
+/// a few at a time, those last seen failed (`shun`) last and apart: a dead one costs its
+/// connect timeout, which the others need not wait for.
 pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>) -> Option<Link> {
     let mut candidates: Vec<_> = neighbours::all(&config.mapping)
         .into_iter()
         .filter(|n| n.host.is_some())
         .collect();
-    candidates.sort_by_key(|n| shun.contains(&n.id));
+    // The shunned ones in waves of their own, after the others: a wave waits for its slowest.
+    let (shunned, fresh): (Vec<_>, Vec<_>) = candidates.drain(..).partition(|n| shun.contains(&n.id));
+    let waves: Vec<&[neighbours::Neighbour]> = fresh.chunks(DIAL_AT_ONCE).chain(shunned.chunks(DIAL_AT_ONCE)).collect();
     let mut fallback = None;
-    for wave in candidates.chunks(DIAL_AT_ONCE) {
+    for wave in waves {
         let links = futures_util::future::join_all(wave.iter().map(|n| async move {
             let host = n.host.clone().expect("filtered");
             let link = async {

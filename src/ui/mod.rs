@@ -31,6 +31,8 @@ use view::View;
 const PAGE: &str = include_str!("page.html");
 /// How often the view is gathered again.
 pub const EVERY: Duration = Duration::from_secs(2);
+/// How long gathering one view may take before the node answering is given up for another.
+const GATHER_LIMIT: Duration = Duration::from_secs(8);
 
 #[derive(Clone)]
 struct AppState {
@@ -119,7 +121,11 @@ async fn collect_for_ever(ctx: Context, tx: watch::Sender<Arc<View>>) {
             }
         }
         if let Some(r) = &reached {
-            match view::collect(&r.api, &agent_token, &mut seen).await {
+            // A tunnel whose node died may hang rather than fail: give up on it quickly.
+            let gathered = tokio::time::timeout(GATHER_LIMIT, view::collect(&r.api, &agent_token, &mut seen))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", GATHER_LIMIT.as_secs())));
+            match gathered {
                 Ok(mut v) => {
                     v.through = r.through();
                     let _ = tx.send(Arc::new(v));
