@@ -203,27 +203,36 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     assert!(shown.is_some(), "the page shows: {}", browser.text());
 
     // One node dies; the open page shows it failed without a reload.
-    let victim = containers[2].clone();
-    // Its node id: the member whose underlay host is this container's address.
-    let ip = text(
-        &docker(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &victim,
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    let (_, body) = get(&format!("{base}/api/members"), None);
-    let members: Vec<Value> = serde_json::from_str(&body).unwrap();
-    let victim_id = members
+    // The node the map is answered through dies: the map must go through another one.
+    let (_, state) = get(&format!("{base}/api/state"), None);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    let through = state["through"].as_str().unwrap_or_default().to_string();
+    let victim_id = ids
         .iter()
-        .find(|m| m["host"] == ip.as_str())
-        .and_then(|m| m["node"].as_str())
-        .unwrap_or_else(|| panic!("no member with host {ip}: {body}"))
+        .find(|id| through.contains(id.as_str()))
+        .unwrap_or_else(|| panic!("answered through no known node: {through:?}"))
+        .clone();
+    let host = state["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == victim_id.as_str())
+        .and_then(|m| m["host"].as_str())
+        .unwrap()
         .to_string();
+    let victim = containers
+        .iter()
+        .find(|c| {
+            let ip = docker(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                c,
+            ]);
+            text(&ip.stdout).trim() == host
+        })
+        .unwrap_or_else(|| panic!("no container at {host}"))
+        .clone();
     browser.eval("window.__raptiformica_no_reload = 1");
     docker(&["rm", "-f", &victim]);
     let started = Instant::now();
