@@ -130,12 +130,33 @@ fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether an sshd, or the ssh-keygen that comes before it, runs here.
+fn starting_sshd() -> bool {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .any(|pid| crate::daemon::process_named(pid, "sshd") || crate::daemon::process_named(pid, "ssh-keygen"))
+        })
+        .unwrap_or(false)
+}
+
 /// Makes sure sshd answers on this machine; starts it if it does not. Says which.
 fn ensure_sshd() -> anyhow::Result<String> {
     let answers =
         || std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], SSHD_PORT).into(), Duration::from_secs(2)).is_ok();
     if answers() {
         return Ok("running".into());
+    }
+    // An sshd that is starting (a machine that just booted: its host keys being made) answers
+    // in a moment; a second one started now would take the port and make the first one exit.
+    // So wait a little in any case, longer while an sshd (or ssh-keygen) runs.
+    let patience = if starting_sshd() { 40 } else { 12 };
+    for _ in 0..patience {
+        std::thread::sleep(Duration::from_millis(250));
+        if answers() {
+            return Ok("running".into());
+        }
     }
     let out = crate::process::Shell::new(
         "starting sshd",
