@@ -32,10 +32,14 @@ impl Link {
 /// How many nodes are dialed at once when looking for one to watch the cluster through.
 const DIAL_AT_ONCE: usize = 4;
 
+/// How long the probe of a node's consul (does it see a leader?) may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+
 /// A tunnel to a node whose consul sees a leader (else to one that answers). Nodes are dialed
 /// a few at a time, those last seen failed (`shun`) last and apart: a dead one costs its
-/// connect timeout, which the others need not wait for.
-pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>) -> Option<Link> {
+/// connect timeout, which the others need not wait for. Requests through the link give up
+/// after `timeout`.
+pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String>, timeout: Duration) -> Option<Link> {
     let mut candidates: Vec<_> = neighbours::all(&config.mapping)
         .into_iter()
         .filter(|n| n.host.is_some())
@@ -51,8 +55,8 @@ pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String
                 let remote =
                     Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
                 let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
-                let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10))?;
-                let leads = matches!(api.leader().await, Ok(Some(_)));
+                let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), timeout)?;
+                let leads = matches!(tokio::time::timeout(PROBE_LIMIT, api.leader()).await, Ok(Ok(Some(_))));
                 anyhow::Ok((
                     Link {
                         node: n.id.clone(),
@@ -91,23 +95,32 @@ pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String
 
 /// The cluster's consul as this machine reaches it: the local agent on a node, else a tunnel
 /// to a member (kept open as long as this lives).
-pub struct Reached {
-    pub api: ConsulApi,
-    /// The tunnel, on a machine that is not a node.
-    pub link: Option<Link>,
+pub enum Reached {
+    /// This machine is a node: its own agent.
+    Local(ConsulApi),
+    /// A tunnel to a member, on a machine that is not a node.
+    Tunnel(Link),
 }
 
 impl Reached {
+    /// The consul that answers.
+    pub fn api(&self) -> &ConsulApi {
+        match self {
+            Reached::Local(api) => api,
+            Reached::Tunnel(link) => &link.api,
+        }
+    }
+
     /// Which node answers: `this node`, or `node <id> (through SSH)`.
     pub fn through(&self) -> String {
-        match &self.link {
-            Some(l) => format!("node {} (through SSH)", l.node),
-            None => "this node".into(),
+        match self {
+            Reached::Tunnel(l) => format!("node {} (through SSH)", l.node),
+            Reached::Local(_) => "this node".into(),
         }
     }
 
     pub async fn close(self) {
-        if let Some(l) = self.link {
+        if let Reached::Tunnel(l) = self {
             l.close().await;
         }
     }
@@ -121,10 +134,7 @@ pub async fn reach(ctx: &crate::context::Context) -> anyhow::Result<Reached> {
 /// Reaches the cluster's consul from here, dialing the nodes in `shun` (ids) last.
 pub async fn reach_avoiding(ctx: &crate::context::Context, shun: &HashSet<String>) -> anyhow::Result<Reached> {
     if crate::config::shared::consul_configured(&ctx.paths) {
-        return Ok(Reached {
-            api: ConsulApi::local()?,
-            link: None,
-        });
+        return Ok(Reached::Local(ConsulApi::local()?));
     }
     let config = ctx.config()?;
     if !neighbours::all(&config.mapping).iter().any(|n| n.host.is_some()) {
@@ -134,9 +144,8 @@ pub async fn reach_avoiding(ctx: &crate::context::Context, shun: &HashSet<String
         );
     }
     let identity = Identity::ensure(ctx)?;
-    let link = connect(&identity, &config, shun)
+    let link = connect(&identity, &config, shun, Duration::from_secs(60))
         .await
         .context("no known node could be reached over SSH")?;
-    let api = ConsulApi::new(link.api.base(), Duration::from_secs(60))?;
-    Ok(Reached { api, link: Some(link) })
+    Ok(Reached::Tunnel(link))
 }

@@ -33,9 +33,29 @@ pub const KEPT: [&str; 4] = [
     "raptiformica-status/",
 ];
 
-/// Whether a restore writes `key` (everything but the [`KEPT`] prefixes).
+/// Whether a restore writes `key`: everything but the [`KEPT`] prefixes and the old cluster's
+/// runtime of the state machines (which node applied what, which failed, who held the
+/// snapshot lock: nodes of another cluster).
 pub fn is_restored(key: &str) -> bool {
-    !KEPT.iter().any(|p| key.starts_with(p))
+    if KEPT.iter().any(|p| key.starts_with(p)) {
+        return false;
+    }
+    match key.strip_prefix(STATE_PREFIX).and_then(|rest| rest.split_once('/')) {
+        Some((_, field)) => !(field == "lock" || field.starts_with("applied/") || field.starts_with("failed/")),
+        None => true,
+    }
+}
+
+const STATE_PREFIX: &str = "raptiformica-state/";
+
+/// The state machines whose logs `pairs` hold (each with its `index` key).
+pub fn state_logs(pairs: &[ExportedPair]) -> Vec<String> {
+    pairs
+        .iter()
+        .filter_map(|p| p.key.strip_prefix(STATE_PREFIX)?.strip_suffix("/index"))
+        .filter(|name| !name.contains('/'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What consul's `meta.json` in a snapshot says.
@@ -288,16 +308,38 @@ mod tests {
             "raptiformica/meshnet/neighbours/abc/host",
             "raptiformica-agent/lock/rules",
             "raptiformica-meta/seeded",
+            "raptiformica-state/kv/applied/node1",
+            "raptiformica-state/kv/failed/node1",
+            "raptiformica-state/kv/lock",
         ] {
             assert!(!is_restored(kept), "{kept}");
         }
         for restored in [
             "raptiformica/acceptance/keep",
             "raptiformica/compute/docker/headless/start_instance",
-            "raptiformica-state/kv/log/00000000000000000001",
+            "raptiformica-state/kv/entries/00000000000000000001",
+            "raptiformica-state/kv/index",
+            "raptiformica-state/kv/snapshot/data",
             "some/user/key",
         ] {
             assert!(is_restored(restored), "{restored}");
         }
+    }
+
+    #[test]
+    fn the_state_logs_in_a_snapshot_are_named() {
+        let pair = |k: &str| ExportedPair {
+            key: k.into(),
+            value: None,
+            flags: 0,
+        };
+        let pairs = [
+            pair("raptiformica-state/kv/index"),
+            pair("raptiformica-state/kv/entries/00000000000000000001"),
+            pair("raptiformica-state/acc/index"),
+            pair("raptiformica-state/acc/snapshot/index"),
+            pair("raptiformica/state/kv/apply"),
+        ];
+        assert_eq!(state_logs(&pairs), ["kv", "acc"]);
     }
 }

@@ -64,11 +64,11 @@ labelled_container_ids() {
 # example in examples/).
 RAPTIFORMICA_BASE_PACKAGES=openssh-server,iproute2,iputils-ping,procps,ca-certificates,libssl3,sqlite3
 
-# The first 16 hex digits of the SHA-256 of the base image's recipe (the entrypoint and the
-# package list): images are labelled with the one they were made with
-# (raptiformica.entrypoint), so a changed entrypoint or package list invalidates them.
+# The first 16 hex digits of the SHA-256 of the base image's recipe (the entrypoint, the
+# rootfs recipe and the package list): images are labelled with the one they were made with
+# (raptiformica.entrypoint), so a changed recipe invalidates them.
 entrypoint_sum() {
-    { cat "$SCRIPT_DIR/entrypoint.sh"; printf '%s\n' "$RAPTIFORMICA_BASE_PACKAGES"; } | sha256sum | cut -c1-16
+    { cat "$SCRIPT_DIR/entrypoint.sh" "$SCRIPT_DIR/rootfs.sh"; printf '%s\n' "$RAPTIFORMICA_BASE_PACKAGES"; } | sha256sum | cut -c1-16
 }
 
 # The packaged image of a server type (`package.sh` makes it): <repo>:<server type>, the

@@ -16,6 +16,7 @@ set -eu
 
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
+. "$SCRIPT_DIR/rootfs.sh"
 
 SUITE=bookworm
 PACKAGES=$RAPTIFORMICA_BASE_PACKAGES
@@ -44,77 +45,13 @@ image_id() {
     docker image inspect --format '{{.Id}}' "$RAPTIFORMICA_DOCKER_IMAGE" 2>/dev/null || true
 }
 
-# Prints the Debian mirror URI the host's apt uses for $SUITE (not the
-# security archive). Falls back to the URI of any Debian "main" archive of the
-# host (a host on another release still names a full Debian mirror).
-# APT_SOURCES_DIR (default /etc/apt) exists for testing this parser.
-host_debian_mirror() {
-    apt_dir="${APT_SOURCES_DIR:-/etc/apt}"
-    {
-        for f in "$apt_dir"/sources.list.d/*.sources; do
-            [ -r "$f" ] || continue
-            awk -v suite="$SUITE" '
-                function emit(    i, n, t, s, c, u, okt, oks, okm, sb, uri, tier) {
-                    if (tolower(f["enabled"]) == "no") return
-                    n = split(f["types"], t, /[ \t]+/); okt = 0
-                    for (i = 1; i <= n; i++) if (t[i] == "deb") okt = 1
-                    if (!okt) return
-                    n = split(f["components"], c, /[ \t]+/); okm = 0
-                    for (i = 1; i <= n; i++) if (c[i] == "main") okm = 1
-                    if (!okm) return
-                    split(f["uris"], u, /[ \t]+/); uri = u[1]
-                    if (uri == "" || uri ~ /^cdrom:/ || uri ~ /security/) return
-                    sb = f["signed-by"]
-                    n = split(f["suites"], s, /[ \t]+/)
-                    for (i = 1; i <= n; i++) {
-                        tier = ""
-                        if (s[i] == suite && (sb == "" || sb ~ /debian-archive/)) tier = 1
-                        else if (s[i] !~ /-security$/ && (sb ~ /debian-archive/ || uri ~ /\/debian\/?$/)) tier = 2
-                        if (tier != "") print tier, uri
-                    }
-                }
-                BEGIN { RS = "" }
-                {
-                    delete f; key = ""
-                    nl = split($0, lines, "\n")
-                    for (j = 1; j <= nl; j++) {
-                        line = lines[j]
-                        if (line ~ /^[ \t]*#/) continue
-                        if (line ~ /^[ \t]/) { if (key != "") f[key] = f[key] " " line; continue }
-                        p = index(line, ":"); if (p == 0) continue
-                        key = tolower(substr(line, 1, p - 1))
-                        val = substr(line, p + 1)
-                        f[key] = val
-                    }
-                    for (k in f) { gsub(/^[ \t]+|[ \t]+$/, "", f[k]) }
-                    emit()
-                }' "$f"
-        done
-        for f in "$apt_dir"/sources.list "$apt_dir"/sources.list.d/*.list; do
-            [ -r "$f" ] || continue
-            awk -v suite="$SUITE" '
-                /^[ \t]*deb[ \t]/ {
-                    sub(/#.*/, "")
-                    opts = ""
-                    if (match($0, /\[[^]]*\]/)) { opts = substr($0, RSTART, RLENGTH); $0 = substr($0, 1, RSTART - 1) substr($0, RSTART + RLENGTH) }
-                    uri = $2; s = $3; okm = 0
-                    for (i = 4; i <= NF; i++) if ($i == "main") okm = 1
-                    if (!okm || uri ~ /^cdrom:/ || uri ~ /security/) next
-                    sb = ""; if (match(opts, /signed-by=[^] \t]*/)) sb = substr(opts, RSTART, RLENGTH)
-                    if (s == suite && (sb == "" || sb ~ /debian-archive/)) print 1, uri
-                    else if (s !~ /-security$/ && (sb ~ /debian-archive/ || uri ~ /\/debian\/?$/)) print 2, uri
-                }' "$f"
-        done
-    } | sort -s -k1,1n | head -n 1 | cut -d' ' -f2- | sed 's:/*$::'
-}
-
 if [ "$print_mirror" -eq 0 ]; then
     need_docker
     if [ "$force" -eq 0 ] && [ -n "$(image_id)" ] && image_is_current; then
         exit 0
     fi
 else
-    mirror="${RAPTIFORMICA_DEBIAN_MIRROR:-$(host_debian_mirror)}"
+    mirror="${RAPTIFORMICA_DEBIAN_MIRROR:-$(host_debian_mirror "$SUITE")}"
     [ -n "$mirror" ] || die "found no Debian mirror in the host's apt sources"
     printf '%s\n' "$mirror"
     exit 0
@@ -179,7 +116,7 @@ fi
 
 mirror="${RAPTIFORMICA_DEBIAN_MIRROR:-}"
 if [ -z "$mirror" ]; then
-    mirror=$(host_debian_mirror)
+    mirror=$(host_debian_mirror "$SUITE")
     [ -n "$mirror" ] || fail "found no Debian mirror in /etc/apt/sources.list{,.d/*}; set RAPTIFORMICA_DEBIAN_MIRROR"
 fi
 log "using Debian mirror $mirror (suite $SUITE)"
@@ -187,36 +124,8 @@ log "using Debian mirror $mirror (suite $SUITE)"
 workdir=$(mktemp -d "$cache/docker-image-build.XXXXXX")
 rootfs_tar="$workdir/rootfs.tar"
 
-# Read by the customize hooks below (hooks run with our environment).
-RAPTIFORMICA_ENTRYPOINT_SRC="$SCRIPT_DIR/entrypoint.sh"
-export RAPTIFORMICA_ENTRYPOINT_SRC
-
-# Merged /usr by mmdebstrap's own hook (installs usr-is-merged) rather than by
-# the usrmerge package, which would drag perl (~50 MB) into the image.
-set --
-merged_usr_hooks=/usr/share/mmdebstrap/hooks/merged-usr
-if [ -d "$merged_usr_hooks" ]; then
-    set -- --hook-dir="$merged_usr_hooks"
-fi
-
 log "bootstrapping the Debian $SUITE rootfs with mmdebstrap"
-# shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell
-mmdebstrap \
-    --variant=minbase \
-    "$@" \
-    --include="$PACKAGES" \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
-    --customize-hook='sed -i "s/^session[[:space:]]\{1,\}required[[:space:]]\{1,\}pam_loginuid.so/session optional pam_loginuid.so/" "$1/etc/pam.d/sshd"' \
-    --customize-hook='install -m 0755 "$RAPTIFORMICA_ENTRYPOINT_SRC" "$1/usr/local/sbin/raptiformica-entrypoint"' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/var/log/*.log "$1"/var/log/apt/* "$1"/tmp/* "$1"/etc/machine-id; : >"$1/etc/machine-id"' \
-    "$SUITE" "$rootfs_tar" "deb $mirror $SUITE main" \
-    >>"$build_log" 2>&1 || fail "mmdebstrap failed"
+debian_rootfs "$rootfs_tar" "$PACKAGES" "$mirror" >>"$build_log" 2>&1 || fail "mmdebstrap failed"
 
 log "importing the rootfs ($(du -h "$rootfs_tar" | cut -f1)) as $RAPTIFORMICA_DOCKER_IMAGE"
 docker import \

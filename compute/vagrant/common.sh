@@ -53,11 +53,11 @@ box_packages() {
 }
 
 # The first 12 hex digits of the SHA-256 of the box's recipe (the guest init, the docker
-# entrypoint it ends in, the package list, the kernel): the box is named after it, so a changed
-# recipe builds a new box.
+# entrypoint it ends in, the shared rootfs recipe, the package list, the kernel): the box is
+# named after it, so a changed recipe builds a new box.
 box_sum() {
     {
-        cat "$VAGRANT_DIR/vm-init.sh" "$VAGRANT_DIR/../docker/entrypoint.sh" "$VAGRANT_DIR/ensure_box.sh"
+        cat "$VAGRANT_DIR/vm-init.sh" "$VAGRANT_DIR/../docker/entrypoint.sh" "$VAGRANT_DIR/../docker/rootfs.sh" "$VAGRANT_DIR/ensure_box.sh"
         box_packages
         kernel_version
     } | sha256sum | cut -c1-12

@@ -15,6 +15,8 @@
 set -eu
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
+# shellcheck source=../docker/rootfs.sh
+. "$SCRIPT_DIR/../docker/rootfs.sh"
 
 kver=$(kernel_version)
 [ -n "$kver" ] || die "no Debian kernel in /boot: run $SCRIPT_DIR/setup.sh (installs linux-image-amd64)"
@@ -76,7 +78,7 @@ command -v mmdebstrap >/dev/null 2>&1 || fail "mmdebstrap is missing: run $SCRIP
 command -v qemu-img >/dev/null 2>&1 || fail "qemu-img is missing: run $SCRIPT_DIR/setup.sh"
 
 log "building the vagrant box $name (first use only, a few minutes; log: $build_log)"
-mirror="${RAPTIFORMICA_DEBIAN_MIRROR:-$(sh "$SCRIPT_DIR/../docker/ensure_image.sh" --print-mirror)}"
+mirror="${RAPTIFORMICA_DEBIAN_MIRROR:-$(host_debian_mirror bookworm)}"
 [ -n "$mirror" ] || fail "found no Debian mirror in the host's apt sources; set RAPTIFORMICA_DEBIAN_MIRROR"
 work=$(mktemp -d "$state/box-build.XXXXXX")
 rootfs="$work/rootfs"
@@ -84,30 +86,14 @@ box="$work/box"
 mkdir -p "$box"
 
 log "1/4 bootstrapping the Debian bookworm root filesystem (mirror $mirror)"
-set --
-if [ -d /usr/share/mmdebstrap/hooks/merged-usr ]; then
-    set -- --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
-fi
-RAPTIFORMICA_ENTRYPOINT_SRC="$SCRIPT_DIR/../docker/entrypoint.sh"
 RAPTIFORMICA_VM_INIT_SRC="$SCRIPT_DIR/vm-init.sh"
-export RAPTIFORMICA_ENTRYPOINT_SRC RAPTIFORMICA_VM_INIT_SRC
+export RAPTIFORMICA_VM_INIT_SRC
+# The docker base image's recipe, plus the VM's init and an empty fstab.
 # shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell
-mmdebstrap \
-    --variant=minbase \
-    "$@" \
-    --include="$(box_packages)" \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
-    --customize-hook='sed -i "s/^session[[:space:]]\{1,\}required[[:space:]]\{1,\}pam_loginuid.so/session optional pam_loginuid.so/" "$1/etc/pam.d/sshd"' \
-    --customize-hook='install -m 0755 "$RAPTIFORMICA_ENTRYPOINT_SRC" "$1/usr/local/sbin/raptiformica-entrypoint"' \
+debian_rootfs "$rootfs" "$(box_packages)" "$mirror" \
     --customize-hook='install -m 0755 "$RAPTIFORMICA_VM_INIT_SRC" "$1/usr/local/sbin/raptiformica-vm-init"' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/lib/dpkg/*-old "$1"/var/log/*.log "$1"/var/log/apt/* "$1"/tmp/* "$1"/etc/machine-id; : >"$1/etc/machine-id"; : >"$1/etc/fstab"' \
-    bookworm "$rootfs" "deb $mirror bookworm main" >>"$build_log" 2>&1 || fail "mmdebstrap failed"
+    --customize-hook=': >"$1/etc/fstab"' \
+    >>"$build_log" 2>&1 || fail "mmdebstrap failed"
 
 log "2/4 adding the kernel's modules ($kver) and the box key"
 mods="/lib/modules/$kver"

@@ -67,7 +67,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         }
         if link.is_none() {
             let shun: HashSet<String> = failed_since.keys().cloned().chain(broken.take()).collect();
-            link = cluster_link::connect(&identity, &config, &shun).await;
+            link = cluster_link::connect(&identity, &config, &shun, Duration::from_secs(10)).await;
             if let Some(l) = &link {
                 rec.event("link", format!("watching the cluster through node {}", l.node));
                 no_leader_ticks = 0;

@@ -14,7 +14,7 @@ pub fn run(ctx: &Context, action: SnapshotAction) -> anyhow::Result<()> {
     match action {
         SnapshotAction::Save { file } => crate::runtime()?.block_on(async {
             let reached = cluster_link::reach(ctx).await?;
-            let archive = reached.api.save_snapshot().await;
+            let archive = reached.api().save_snapshot().await;
             let through = reached.through();
             reached.close().await;
             let archive = archive.context("consul gave no snapshot")?;
@@ -37,6 +37,24 @@ pub fn run(ctx: &Context, action: SnapshotAction) -> anyhow::Result<()> {
                 let pairs = snapshot::kv_of(&consul, archive).await?;
                 let (restored, kept): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|p| snapshot::is_restored(&p.key));
                 let reached = cluster_link::reach(ctx).await?;
+                // A log restored over one the cluster already has would mix two histories
+                // (and its nodes have applied the other one): refused, nothing written.
+                let mut clashing = Vec::new();
+                for name in snapshot::state_logs(&restored) {
+                    let log = crate::consensus::state_log::Log::new(&name);
+                    if let Some((raw, _)) = reached.api().get_raw(&log.index_key()).await? {
+                        clashing.push(format!("`{name}` (at index {})", String::from_utf8_lossy(&raw).trim()));
+                    }
+                }
+                if !clashing.is_empty() {
+                    let through = reached.through();
+                    reached.close().await;
+                    bail!(
+                        "nothing restored: the cluster reached through {through} already has the log of state machine {}, \
+                         which the snapshot holds too; restore into a new cluster (a state machine's log cannot be merged)",
+                        clashing.join(", ")
+                    );
+                }
                 let question = format!(
                     "restore {} keys from {} (index {}) into the cluster reached through {}? \
                      Keys it has too are replaced; its own {} ({} keys in the snapshot) stay as they are.",
@@ -51,7 +69,7 @@ pub fn run(ctx: &Context, action: SnapshotAction) -> anyhow::Result<()> {
                     reached.close().await;
                     bail!("nothing restored");
                 }
-                let written = reached.api.import_kv(&restored).await;
+                let written = reached.api().import_kv(&restored).await;
                 let through = reached.through();
                 reached.close().await;
                 written.context("the restore stopped part way; run it again")?;

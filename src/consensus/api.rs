@@ -236,6 +236,18 @@ impl ConsulApi {
         Ok((out, index))
     }
 
+    /// The KV's index for every key under `raptiformica/`, read cheaply (only the top-level
+    /// key names travel): it changes whenever any shared key is written or deleted, so a
+    /// reader can keep its copy of the config until it does.
+    pub async fn config_index(&self) -> anyhow::Result<u64> {
+        let url = format!("{}/v1/kv/{PREFIX}/?keys&separator=/", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        match resp.status().as_u16() {
+            200 | 404 => Ok(consul_index(&resp)),
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
+    }
+
     /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
     pub async fn read_tree(&self, key: &str) -> anyhow::Result<Mapping> {
         let below = format!("{key}/");

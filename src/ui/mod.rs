@@ -122,7 +122,7 @@ async fn collect_for_ever(ctx: Context, tx: watch::Sender<Arc<View>>) {
         }
         if let Some(r) = &reached {
             // A tunnel whose node died may hang rather than fail: give up on it quickly.
-            let gathered = tokio::time::timeout(GATHER_LIMIT, view::collect(&r.api, &agent_token, &mut seen))
+            let gathered = tokio::time::timeout(GATHER_LIMIT, view::collect(r.api(), &agent_token, &mut seen))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", GATHER_LIMIT.as_secs())));
             match gathered {
@@ -135,7 +135,7 @@ async fn collect_for_ever(ctx: Context, tx: watch::Sender<Arc<View>>) {
                     let through = r.through();
                     stale(&tx, format!("{through} does not answer ({e:#}); trying another node"));
                     let r = reached.take().expect("checked");
-                    if let Some(l) = &r.link {
+                    if let Reached::Tunnel(l) = &r {
                         shun.insert(l.node.clone());
                     }
                     r.close().await;

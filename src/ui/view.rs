@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::agent::report::{self, Report};
 use crate::agent::status;
-use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
 use crate::consensus::members::{self, Member};
 use crate::events::Event;
@@ -84,22 +83,38 @@ pub struct View {
     pub config: Value,
 }
 
-/// When the view first saw each cluster event (consul's events carry no time).
+/// What the collector keeps between views: when it first saw each cluster event (consul's
+/// events carry no time), and the shared config with the KV index it was read at (read again
+/// only when the index moved).
 #[derive(Default)]
-pub struct Seen(HashMap<String, u64>);
+pub struct Seen {
+    events: HashMap<String, u64>,
+    config: Option<(u64, Mapping)>,
+}
+
+impl Seen {
+    /// The shared config: the copy kept, unless the KV's `index` moved since it was read.
+    async fn config(&mut self, api: &ConsulApi, index: u64) -> anyhow::Result<Mapping> {
+        let fresh = matches!(&self.config, Some((at, _)) if *at == index && index != 0);
+        if !fresh {
+            let (config, at) = api.read_all_indexed().await?;
+            self.config = Some((at.max(index), config));
+        }
+        Ok(self.config.as_ref().expect("just read").1.clone())
+    }
+}
 
 /// Gathers the view from `api`; `agent_token` reads the event list.
 pub async fn collect(api: &ConsulApi, agent_token: &str, seen: &mut Seen) -> anyhow::Result<View> {
     let started = std::time::Instant::now();
-    let (members, config, reports, health, events) = tokio::join!(
+    let (members, index, reports, health, events) = tokio::join!(
         members::local(api),
-        api.read_all(),
+        api.config_index(),
         api.read_tree(report::PREFIX),
         api.autopilot_health(),
         api.events(0, Duration::ZERO, agent_token),
     );
     let members = members?;
-    let config = config?;
     let reports = reports.unwrap_or_default();
     let last_contact = health.map(|h| last_contacts(&h)).unwrap_or_default();
     let now = status::now();
@@ -107,8 +122,9 @@ pub async fn collect(api: &ConsulApi, agent_token: &str, seen: &mut Seen) -> any
         .map(|(raw, _)| raw.iter().map(Event::from_raw).collect())
         .unwrap_or_default();
     for e in &events {
-        seen.0.entry(e.id.clone()).or_insert(now);
+        seen.events.entry(e.id.clone()).or_insert(now);
     }
+    let config = seen.config(api, index?).await?;
     let mut view = build(&members, &config, &reports, &last_contact, &events, seen, now);
     view.took_ms = started.elapsed().as_millis() as u64;
     Ok(view)
@@ -206,7 +222,7 @@ fn happenings(events: &[Event], seen: &Seen, reports: &BTreeMap<String, Report>)
     let mut all: Vec<Happening> = events
         .iter()
         .map(|e| Happening {
-            at: seen.0.get(&e.id).copied().unwrap_or_default(),
+            at: seen.events.get(&e.id).copied().unwrap_or_default(),
             node: e.node.clone().unwrap_or_default(),
             source: "event".into(),
             kind: e.name.clone(),
@@ -326,7 +342,10 @@ mod tests {
             payload: Vec::new(),
             payload_text: "hello".into(),
         }];
-        let seen = Seen(HashMap::from([("e1".to_string(), 9)]));
+        let seen = Seen {
+            events: HashMap::from([("e1".to_string(), 9)]),
+            config: None,
+        };
         let v = build(
             &[member("a", "alive", "server"), member("b", "failed", "server")],
             &config(),

@@ -183,3 +183,46 @@ fn assert_cleaned_up_once(env: &TestEnv) {
     let cleanups = std::fs::read_to_string(env.dir.path().join("instances/cleanups")).unwrap();
     assert_eq!(cleanups.lines().count(), 1, "clean-up ran once");
 }
+
+/// The Debian mirror both images are built from is read off this host's apt sources (deb822
+/// and one-line formats), skipping the security archive and other vendors' repositories.
+#[test]
+fn the_image_builders_read_the_mirror_from_apt_sources() {
+    let env = TestEnv::new();
+    let apt = env.dir.path().join("apt");
+    std::fs::create_dir_all(apt.join("sources.list.d")).unwrap();
+    let mirror = |apt: &std::path::Path| {
+        let out = std::process::Command::new("sh")
+            .arg(crate::harness::root().join("compute/docker/ensure_image.sh"))
+            .arg("--print-mirror")
+            .env("APT_SOURCES_DIR", apt)
+            .env_remove("RAPTIFORMICA_DEBIAN_MIRROR")
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stdout).trim().to_string())
+    };
+    std::fs::write(
+        apt.join("sources.list.d/debian.sources"),
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n\
+         Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+    )
+    .unwrap();
+    std::fs::write(
+        apt.join("sources.list.d/other.list"),
+        "deb [signed-by=/usr/share/keyrings/vendor.gpg] http://vendor.example/apt bookworm main\n",
+    )
+    .unwrap();
+    assert_eq!(mirror(&apt), (true, "http://mirror.example/debian".to_string()));
+    // The one-line format only.
+    std::fs::remove_file(apt.join("sources.list.d/debian.sources")).unwrap();
+    std::fs::write(
+        apt.join("sources.list"),
+        "# deb http://old.example/debian bookworm main\ndeb http://line.example/debian bookworm main contrib\n",
+    )
+    .unwrap();
+    assert_eq!(mirror(&apt), (true, "http://line.example/debian".to_string()));
+    // None at all: a clear failure, not an empty mirror.
+    std::fs::remove_file(apt.join("sources.list")).unwrap();
+    assert_eq!(mirror(&apt), (false, String::new()));
+}

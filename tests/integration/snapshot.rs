@@ -1,7 +1,9 @@
 //! `snapshot save` / `restore` on real clusters (issue 12): a KV value written before the save
 //! reads back on every node of a new cluster after the restore, while the new cluster keeps its
-//! own neighbours and members; a file that is not a consul snapshot, and a restore without
-//! `--yes` where nobody can be asked, change nothing.
+//! own neighbours and members; a state machine's log comes along and is applied by the new
+//! nodes (not the old nodes' progress); a file that is not a consul snapshot, a restore without
+//! `--yes` where nobody can be asked, and a restore over a log the cluster already has change
+//! nothing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -34,8 +36,27 @@ fn a_snapshot_brings_the_kv_back_into_a_new_cluster_which_keeps_its_own_keys() {
         assert_eq!(nodes.len(), 3);
         nodes
     };
+    env.module(
+        "acc/raptiformica.json",
+        r#"{"state": {"acc": {"apply": "cat >> /root/acc.state && echo >> /root/acc.state",
+                       "snapshot": "cat /root/acc.state 2>/dev/null || true",
+                       "restore": "cat > /root/acc.state"}}}"#,
+    );
     let old = cluster();
     sh(&old[0], &format!("raptiformica config set {KEY} in-snapshot"));
+    for entry in ["one", "two"] {
+        let out = crate::cluster::docker(&[
+            "exec",
+            &old[0],
+            "raptiformica",
+            "state",
+            "append",
+            "acc",
+            entry,
+            "--wait",
+        ]);
+        assert!(out.status.success(), "{}", crate::harness::text(&out.stderr));
+    }
     assert_eq!(get_on(&old[1], KEY), "in-snapshot");
     let ids = |env: &crate::harness::TestEnv| -> Vec<String> {
         crate::cluster::members(env)
@@ -83,4 +104,22 @@ fn a_snapshot_brings_the_kv_back_into_a_new_cluster_which_keeps_its_own_keys() {
         );
     }
     assert_eq!(count(&env, "alive", None), 3, "and its members");
+
+    // The state machine's log came along: the new nodes apply it, and only they are listed.
+    for node in &new {
+        let applied = wait_until(Duration::from_secs(30), || {
+            sh(node, "cat /root/acc.state 2>/dev/null") == "one\ntwo"
+        });
+        assert!(
+            applied.is_some(),
+            "{node}: {:?}",
+            sh(node, "cat /root/acc.state 2>/dev/null")
+        );
+    }
+    let status = sh(&new[0], "raptiformica state status acc --json");
+    assert!(old_ids.iter().all(|id| !status.contains(id.as_str())), "{status}");
+
+    // Restoring it again would mix two histories of that log: refused.
+    let err = env.fails(&["snapshot", "restore", file.to_str().unwrap(), "--yes"]);
+    assert!(err.contains("already has the log of state machine `acc`"), "{err}");
 }

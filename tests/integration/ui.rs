@@ -195,6 +195,21 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
         }
     }
 
+    // A shared key written on a node reaches the map's config (kept between views, read
+    // again only when the KV's index moves).
+    sh(
+        &containers[1],
+        "raptiformica config set raptiformica/test/ui_probe seen-by-the-map",
+    );
+    let shown = wait_until(Duration::from_secs(20), || {
+        get(&format!("{base}/api/config"), None).1.contains("seen-by-the-map")
+    });
+    assert!(
+        shown.is_some(),
+        "/api/config: {}",
+        get(&format!("{base}/api/config"), None).1
+    );
+
     let mut browser = Browser::open(&format!("{base}/"));
     let shown = wait_until(Duration::from_secs(30), || {
         let t = browser.text();
