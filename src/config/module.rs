@@ -104,6 +104,18 @@ pub fn parse(path: &Path) -> Result<Option<ModuleFile>, String> {
         return Ok(None);
     };
     if !object.contains_key(API_VERSION_KEY) {
+        // Named as the original project names its modules: surely meant as one.
+        if path.file_stem().is_some_and(|s| s == "raptiformica") {
+            let line = if ext == "json" {
+                format!("\"{API_VERSION_KEY}\": \"0.1\"")
+            } else {
+                format!("{API_VERSION_KEY} = \"0.1\"")
+            };
+            return Err(format!(
+                "module `{}`: it has no `{API_VERSION_KEY}`, which marks a file as a module; add `{line}` at its top level",
+                path.display()
+            ));
+        }
         return Ok(None);
     }
     Ok(Some(ModuleFile {
@@ -161,6 +173,29 @@ mod tests {
         );
         assert_eq!(found.warnings.len(), 1);
         assert!(found.warnings[0].contains("broken.json"), "{:?}", found.warnings);
+    }
+
+    #[test]
+    fn a_module_file_without_the_version_key_is_named_with_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "m/raptiformica.json",
+            r#"{"state": {"acc": {"apply": "true"}}}"#,
+        );
+        write(d.path(), "t/raptiformica.toml", "[state.acc]\napply = \"true\"\n");
+        write(d.path(), "o/other.json", r#"{"state": 1}"#);
+        let mut found = Discovery::default();
+        discover(d.path(), &mut found);
+        assert!(found.modules.is_empty());
+        assert_eq!(found.warnings.len(), 2, "{:?}", found.warnings);
+        assert!(
+            found.warnings[0].contains("m/raptiformica.json"),
+            "{:?}",
+            found.warnings
+        );
+        assert!(found.warnings[0].contains(r#"add `"raptiformica_api_version": "0.1"`"#));
+        assert!(found.warnings[1].contains(r#"add `raptiformica_api_version = "0.1"`"#));
     }
 
     #[test]

@@ -38,7 +38,8 @@ fn a_snapshot_brings_the_kv_back_into_a_new_cluster_which_keeps_its_own_keys() {
     };
     env.module(
         "acc/raptiformica.json",
-        r#"{"state": {"acc": {"apply": "cat >> /root/acc.state && echo >> /root/acc.state",
+        r#"{"raptiformica_api_version": "0.1",
+            "state": {"acc": {"apply": "cat >> /root/acc.state && echo >> /root/acc.state",
                        "snapshot": "cat /root/acc.state 2>/dev/null || true",
                        "restore": "cat > /root/acc.state"}}}"#,
     );
