@@ -128,7 +128,7 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
         };
         let mut failure = None;
         if applied < last {
-            match catch_up(&ctx, &api, &log, &machine, &file, &mut applied).await {
+            match catch_up(&ctx, &api, &log, &machine, &file, &mut applied, last).await {
                 Ok(n) if n > 0 => tracing::debug!("state machine `{name}`: {n} entries applied, at {applied}"),
                 Ok(_) => {}
                 Err(e) => failure = Some(format!("{e:#}")),
@@ -165,8 +165,9 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
     }
 }
 
-/// Applies what follows `applied`, restoring the snapshot first when the entries needed were
-/// compacted away. How many entries were applied.
+/// Applies what follows `applied` up to `last` (the log's index; more when they are there),
+/// restoring the snapshot first when the entries needed were compacted away. How many entries
+/// were applied.
 async fn catch_up(
     ctx: &Context,
     api: &ConsulApi,
@@ -174,8 +175,9 @@ async fn catch_up(
     machine: &Machine,
     file: &std::path::Path,
     applied: &mut u64,
+    last: u64,
 ) -> anyhow::Result<usize> {
-    let mut entries = log.entries_after(api, *applied).await?;
+    let mut entries = log.entries_after(api, *applied, last).await?;
     if entries.first().is_none_or(|(i, _)| *i > *applied + 1) {
         // What we need next is gone: the snapshot covers it, if anything does.
         if let Some((at, data)) = log.snapshot(api).await?
@@ -192,7 +194,7 @@ async fn catch_up(
             *applied = at;
             write_applied(file, at)?;
             tracing::info!("state machine `{}`: restored the snapshot at {at}", machine.name);
-            entries = log.entries_after(api, *applied).await?;
+            entries = log.entries_after(api, *applied, last).await?;
         }
     }
     let mut done = 0;

@@ -485,13 +485,29 @@ impl ConsulApi {
 
     /// Every key below `prefix` (a string prefix) with its raw bytes, sorted by key.
     pub async fn list_raw(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let (raw, _) = self.kv_pairs(&format!("{}?recurse", encode_path(prefix))).await?;
-        let mut out = raw
-            .into_iter()
-            .map(|p| Ok((p.key.clone(), p.bytes()?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut out = self.list_raw_unsorted(prefix.to_string()).await?;
         out.sort();
         Ok(out)
+    }
+
+    /// As [`ConsulApi::list_raw`], in consul's order (owned prefix: for many reads at once).
+    pub async fn list_raw_unsorted(&self, prefix: String) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let (raw, _) = self.kv_pairs(&format!("{}?recurse", encode_path(&prefix))).await?;
+        raw.into_iter().map(|p| Ok((p.key.clone(), p.bytes()?))).collect()
+    }
+
+    /// The keys starting with `prefix`, without their values.
+    pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/v1/kv/{}?keys", self.base, encode_path(prefix));
+        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        match resp.status().as_u16() {
+            404 => Ok(Vec::new()),
+            200 => resp
+                .json()
+                .await
+                .with_context(|| format!("GET {url}: unexpected reply")),
+            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
+        }
     }
 
     /// GET `/v1/kv/<path>` (the path with its query): the pairs (none for a 404) and the

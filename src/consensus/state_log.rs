@@ -137,16 +137,26 @@ impl Log {
         Ok((value.map_or(0, |(b, _)| number(&b)), next))
     }
 
-    /// The retained entries after `after`, in index order.
-    pub async fn entries_after(&self, api: &ConsulApi, after: u64) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+    /// The retained entries after `after`, in index order, reading only the key range up to
+    /// `upto` (and the rest of its last block): not the whole retained log, which a busy
+    /// machine keeps up to `snapshot_every` entries of and every node reads after each append.
+    /// The range is read as at most [`MAX_BLOCKS`] key prefixes (the keys are zero-padded
+    /// decimals), at once.
+    pub async fn entries_after(&self, api: &ConsulApi, after: u64, upto: u64) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
         let prefix = self.entries_prefix();
-        Ok(api
-            .list_raw(&prefix)
+        let reads = range_prefixes(after + 1, upto)
+            .into_iter()
+            .map(|p| api.list_raw_unsorted(format!("{prefix}{p}")));
+        let mut entries: Vec<(u64, Vec<u8>)> = futures_util::future::try_join_all(reads)
             .await?
             .into_iter()
+            .flatten()
             .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse::<u64>().ok()?, v)))
             .filter(|(i, _)| *i > after)
-            .collect())
+            .collect();
+        entries.sort_by_key(|(i, _)| *i);
+        entries.dedup_by_key(|(i, _)| *i);
+        Ok(entries)
     }
 
     /// The latest snapshot: (the index it covers, its data).
@@ -179,15 +189,15 @@ impl Log {
             bail!("consul rolled back the snapshot of `{}`", self.name);
         }
         let old: Vec<Value> = api
-            .list_raw(&self.entries_prefix())
+            .list_keys(&self.entries_prefix())
             .await?
             .into_iter()
-            .filter(|(k, _)| {
+            .filter(|k| {
                 k.strip_prefix(&self.entries_prefix())
                     .and_then(|i| i.parse::<u64>().ok())
                     .is_some_and(|i| i <= index)
             })
-            .map(|(k, _)| json!({"KV": {"Verb": "delete", "Key": k}}))
+            .map(|k| json!({"KV": {"Verb": "delete", "Key": k}}))
             .collect();
         let compacted = old.len();
         for batch in old.chunks(64) {
@@ -236,6 +246,30 @@ impl Log {
     }
 }
 
+/// The most key prefixes one read of a range of entries takes.
+pub const MAX_BLOCKS: u64 = 10;
+
+/// Key prefixes (of the 20-digit entry keys) that together hold every index in `lo..=hi`:
+/// aligned blocks of the smallest power of ten that covers the range in at most
+/// [`MAX_BLOCKS`] of them (so a read brings at most two partial blocks more than asked).
+fn range_prefixes(lo: u64, hi: u64) -> Vec<String> {
+    if hi < lo {
+        return Vec::new();
+    }
+    let mut digits = 0u32;
+    let mut size = 1u64;
+    while hi / size - lo / size + 1 > MAX_BLOCKS {
+        digits += 1;
+        size *= 10;
+    }
+    (lo / size..=hi / size)
+        .map(|block| {
+            let key = format!("{:020}", block * size);
+            key[..20 - digits as usize].to_string()
+        })
+        .collect()
+}
+
 /// A state machine name: what our keys and consul's take.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
@@ -265,6 +299,39 @@ pub fn read_input(given: &str) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_of_entries_is_read_as_a_few_aligned_prefixes() {
+        assert!(range_prefixes(5, 4).is_empty());
+        assert_eq!(range_prefixes(7, 7), ["00000000000000000007"]);
+        assert_eq!(range_prefixes(1, 10).len(), 10);
+        // 9951..=10050 spans 100 indexes: blocks of 100 (99xx, 100xx).
+        assert_eq!(
+            range_prefixes(9951, 10050),
+            ["000000000000000099", "000000000000000100"]
+        );
+        // Every index of the range is under one of them, and few others are.
+        for (lo, hi) in [
+            (1, 1),
+            (3, 999),
+            (995, 1_004),
+            (123_456, 130_000),
+            (1, 5_000),
+            (4_999_990, 5_000_011),
+        ] {
+            let prefixes = range_prefixes(lo, hi);
+            assert!(prefixes.len() as u64 <= MAX_BLOCKS, "{lo}..={hi}: {prefixes:?}");
+            for i in [lo, (lo + hi) / 2, hi] {
+                let key = format!("{i:020}");
+                assert!(
+                    prefixes.iter().any(|p| key.starts_with(p.as_str())),
+                    "{i} in {prefixes:?}"
+                );
+            }
+            let covered: u64 = prefixes.iter().map(|p| 10u64.pow(20 - p.len() as u32)).sum();
+            assert!(covered <= (hi - lo + 1) * 20 + 10, "{lo}..={hi}: {covered}");
+        }
+    }
 
     #[test]
     fn keys_sort_in_index_order_and_names_are_checked() {
