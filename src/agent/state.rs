@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::status::Recorder;
 use crate::config;
@@ -22,6 +22,10 @@ use crate::state_machine::{self, Machine};
 const WAIT: Duration = Duration::from_secs(60);
 /// How often the declared machines are looked up again.
 const RESCAN: Duration = Duration::from_secs(10);
+/// How long an applier keeps its machine's commands before reading the config again.
+const RELOAD: Duration = Duration::from_secs(1);
+/// How often an applier that is behind writes its progress (see `mid_burst`).
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// Pause before an apply that failed is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How long one apply, snapshot or restore may run.
@@ -100,6 +104,8 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
     let mut wait_index = 0u64;
     let mut published: Option<(u64, Option<String>)> = None;
     let mut snapshot_at = 0u64;
+    let mut loaded: Option<(Machine, Instant)> = None;
+    let mut published_at = Instant::now();
     loop {
         let last = match log.watch_index(&api, wait_index, WAIT).await {
             Ok((last, next)) => {
@@ -114,17 +120,24 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
                 continue;
             }
         };
-        let paths = ctx.paths.clone();
-        let n = name.clone();
-        let machine = match tokio::task::spawn_blocking(move || {
-            config::load_over(&paths, None)
-                .map_err(anyhow::Error::from)
-                .and_then(|c| state_machine::find(&c, &n))
-        })
-        .await
-        {
-            Ok(Ok(m)) => m,
-            _ => return tracing::info!("state machine `{name}` is no longer declared here"),
+        // The machine's commands, looked up again at most every RELOAD (not every round of
+        // a burst: a config load reads every module file).
+        let machine = match loaded.take().filter(|(_, at)| at.elapsed() < RELOAD) {
+            Some(kept) => loaded.insert(kept).0.clone(),
+            None => {
+                let paths = ctx.paths.clone();
+                let n = name.clone();
+                match tokio::task::spawn_blocking(move || {
+                    config::load_over(&paths, None)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|c| state_machine::find(&c, &n))
+                })
+                .await
+                {
+                    Ok(Ok(m)) => loaded.insert((m, Instant::now())).0.clone(),
+                    _ => return tracing::info!("state machine `{name}` is no longer declared here"),
+                }
+            }
         };
         let mut failure = None;
         if applied < last {
@@ -135,10 +148,21 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
             }
         }
         let now = (applied, failure.clone());
+        // In a burst (more entries came meanwhile) the progress is written at most every
+        // PUBLISH_EVERY, not after each round: each write is a Raft commit, which the
+        // appenders wait on too. Caught up, or stopped by a failure, it is written at once.
         if published.as_ref() != Some(&now) {
-            match log.record_applied(&api, &me, applied, failure.as_deref()).await {
-                Ok(()) => published = Some(now),
-                Err(e) => tracing::debug!("state machine `{name}`: {e:#}"),
+            let mid_burst = failure.is_none()
+                && published_at.elapsed() < PUBLISH_EVERY
+                && matches!(log.watch_index(&api, 0, Duration::ZERO).await, Ok((index, _)) if index > applied);
+            if !mid_burst {
+                match log.record_applied(&api, &me, applied, failure.as_deref()).await {
+                    Ok(()) => {
+                        published = Some(now);
+                        published_at = Instant::now();
+                    }
+                    Err(e) => tracing::debug!("state machine `{name}`: {e:#}"),
+                }
             }
         }
         if let Some(why) = failure {
