@@ -240,12 +240,8 @@ impl ConsulApi {
     /// key names travel): it changes whenever any shared key is written or deleted, so a
     /// reader can keep its copy of the config until it does.
     pub async fn config_index(&self) -> anyhow::Result<u64> {
-        let url = format!("{}/v1/kv/{PREFIX}/?keys&separator=/", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        match resp.status().as_u16() {
-            200 | 404 => Ok(consul_index(&resp)),
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
-        }
+        let (_, index): (Vec<String>, u64) = self.kv_get(&format!("{PREFIX}/?keys&separator=/")).await?;
+        Ok(index)
     }
 
     /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
@@ -498,34 +494,31 @@ impl ConsulApi {
 
     /// The keys starting with `prefix`, without their values.
     pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let url = format!("{}/v1/kv/{}?keys", self.base, encode_path(prefix));
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        match resp.status().as_u16() {
-            404 => Ok(Vec::new()),
-            200 => resp
-                .json()
-                .await
-                .with_context(|| format!("GET {url}: unexpected reply")),
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
-        }
+        Ok(self.kv_get(&format!("{}?keys", encode_path(prefix))).await?.0)
     }
 
     /// GET `/v1/kv/<path>` (the path with its query): the pairs (none for a 404) and the
     /// index of the read.
     async fn kv_pairs(&self, path: &str) -> anyhow::Result<(Vec<RawPair>, u64)> {
+        self.kv_get(path).await
+    }
+
+    /// GET `/v1/kv/<path>` (the path with its query): the reply (its default for a 404, no
+    /// such key) and the index of the read (`X-Consul-Index`).
+    async fn kv_get<T: serde::de::DeserializeOwned + Default>(&self, path: &str) -> anyhow::Result<(T, u64)> {
         let url = format!("{}/v1/kv/{path}", self.base);
         let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
         let index = consul_index(&resp);
         match resp.status().as_u16() {
-            404 => return Ok((Vec::new(), index)),
+            404 => return Ok((T::default(), index)),
             200 => {}
             s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
         }
-        let raw = resp
+        let reply = resp
             .json()
             .await
             .with_context(|| format!("GET {url}: unexpected reply"))?;
-        Ok((raw, index))
+        Ok((reply, index))
     }
 
     /// The servers' health as autopilot sees it (`/v1/operator/autopilot/health`: each
@@ -545,16 +538,7 @@ impl ConsulApi {
 
     /// Every KV pair as consul holds it: key, value (base64, as consul gives it) and flags.
     pub async fn export_kv(&self) -> anyhow::Result<Vec<ExportedPair>> {
-        let url = format!("{}/v1/kv/?recurse", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        match resp.status().as_u16() {
-            404 => Ok(Vec::new()),
-            200 => resp
-                .json()
-                .await
-                .with_context(|| format!("GET {url}: unexpected reply")),
-            s => bail!("GET {url}: {s}: {}", resp.text().await.unwrap_or_default().trim()),
-        }
+        Ok(self.kv_get("?recurse").await?.0)
     }
 
     /// Sets every pair (values as base64), in transactions of [`TXN_OPS`].
