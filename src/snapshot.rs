@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::consensus::agent::DATACENTER;
 use crate::consensus::api::{ConsulApi, ExportedPair};
+use crate::consensus::state_log;
 
 /// Key prefixes a restore leaves as the cluster has them.
 pub const KEPT: [&str; 4] = [
@@ -37,24 +38,14 @@ pub const KEPT: [&str; 4] = [
 /// runtime of the state machines (which node applied what, which failed, who held the
 /// snapshot lock: nodes of another cluster).
 pub fn is_restored(key: &str) -> bool {
-    if KEPT.iter().any(|p| key.starts_with(p)) {
-        return false;
-    }
-    match key.strip_prefix(STATE_PREFIX).and_then(|rest| rest.split_once('/')) {
-        Some((_, field)) => !(field == "lock" || field.starts_with("applied/") || field.starts_with("failed/")),
-        None => true,
-    }
+    !KEPT.iter().any(|p| key.starts_with(p)) && !state_log::is_cluster_runtime(key)
 }
-
-const STATE_PREFIX: &str = "raptiformica-state/";
 
 /// The state machines whose logs `pairs` hold (each with its `index` key).
 pub fn state_logs(pairs: &[ExportedPair]) -> Vec<String> {
     pairs
         .iter()
-        .filter_map(|p| p.key.strip_prefix(STATE_PREFIX)?.strip_suffix("/index"))
-        .filter(|name| !name.contains('/'))
-        .map(str::to_string)
+        .filter_map(|p| state_log::log_of_index_key(&p.key))
         .collect()
 }
 

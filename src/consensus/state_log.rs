@@ -246,6 +246,25 @@ impl Log {
     }
 }
 
+/// Whether `key` is a log's record of one cluster's nodes (which node applied what, which
+/// failed, who holds the snapshot lock) rather than the log itself.
+pub fn is_cluster_runtime(key: &str) -> bool {
+    let Some((_, field)) = key
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    field == "lock" || field.starts_with("applied/") || field.starts_with("failed/")
+}
+
+/// The state machine whose log's `index` key `key` is, if it is one.
+pub fn log_of_index_key(key: &str) -> Option<String> {
+    let name = key.strip_prefix(PREFIX)?.strip_prefix('/')?.strip_suffix("/index")?;
+    (!name.contains('/')).then(|| name.to_string())
+}
+
 /// The most key prefixes one read of a range of entries takes.
 pub const MAX_BLOCKS: u64 = 10;
 
