@@ -33,12 +33,24 @@ pub fn read(file: &Path) -> Option<Advertised> {
     serde_json::from_slice(&std::fs::read(file).ok()?).ok()
 }
 
+/// What a node printed of its advertised address (its `advertised.json`, read by a slaver),
+/// if it parses and passes the checks of a host and a port; a bad one is named in the log.
+pub fn parse_reported(text: &str) -> Option<Advertised> {
+    let a: Advertised = serde_json::from_str(text).ok()?;
+    match crate::config::known::check_host(&a.host) {
+        Ok(()) if a.port > 0 => Some(a),
+        Ok(()) => None,
+        Err(why) => {
+            crate::config::known::warn_once(format!("the node's advertised address is ignored: {why}"));
+            None
+        }
+    }
+}
+
 /// Records `host:port` for the node `id` (this node): the file, then the shared config.
 pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Result<crate::config::shared::Written> {
-    anyhow::ensure!(
-        !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('/'),
-        "`{host}` is not a host name or address"
-    );
+    crate::config::known::check_host(host).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(port > 0, "port 0 is not a port: give one from 1 to 65535");
     let file = path(paths);
     let text = serde_json::to_vec_pretty(&Advertised {
         host: host.into(),
@@ -73,5 +85,19 @@ mod tests {
         );
         std::fs::write(&f, "{").unwrap();
         assert_eq!(read(&f), None);
+    }
+
+    #[test]
+    fn a_reported_address_is_checked_as_data() {
+        assert_eq!(
+            parse_reported(r#"{"host": "203.0.113.7", "port": 2222}"#).map(|a| a.port),
+            Some(2222)
+        );
+        assert_eq!(
+            parse_reported(r#"{"host": "1.2.3.4 -oProxyCommand=x", "port": 22}"#),
+            None
+        );
+        assert_eq!(parse_reported(r#"{"host": "1.2.3.4", "port": 0}"#), None);
+        assert_eq!(parse_reported("nonsense"), None);
     }
 }

@@ -64,6 +64,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status && !a.recover);
     init_logging(cli.verbose, long_running);
     let home = std::env::var_os("HOME").map(PathBuf::from);
+    // An empty path would make the current directory the cache, silently.
+    anyhow::ensure!(
+        !cli.cache_dir.trim().is_empty(),
+        "the cache dir path is empty (`--cache-dir ''` or `RAPTIFORMICA_CACHE_DIR=`): name a directory, \
+         or unset RAPTIFORMICA_CACHE_DIR for the default ~/.raptiformica.d"
+    );
     let cache_dir = expand_home(&cli.cache_dir, home.as_deref());
     let ctx = Context {
         paths: {

@@ -315,9 +315,9 @@ async fn alive_member(ctx: &Context, remote: &Remote) -> Option<String> {
     let mut lines = out.stdout.splitn(3, '\n');
     let (first, advertised, rest) = (lines.next()?, lines.next()?, lines.next()?);
     let id = node_id(&first.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
-    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(advertised) {
-        Ok(a) => (a.host, a.port),
-        Err(_) => (remote.host.clone(), remote.port),
+    let (host, port) = match crate::advertise::parse_reported(advertised) {
+        Some(a) => (a.host, a.port),
+        None => (remote.host.clone(), remote.port),
     };
     let members: Value = serde_json::from_str(rest).ok()?;
     let alive = members
@@ -511,9 +511,9 @@ async fn assimilate(
     let host_key = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     let id = node_id(&host_key);
     // The address the node advertises (NAT, a port forward) wins over the one we used.
-    let (host, port) = match serde_json::from_str::<crate::advertise::Advertised>(rest) {
-        Ok(a) => (a.host, a.port),
-        Err(_) => (remote.host.clone(), remote.port),
+    let (host, port) = match crate::advertise::parse_reported(rest) {
+        Some(a) => (a.host, a.port),
+        None => (remote.host.clone(), remote.port),
     };
     let out = remote
         .run(

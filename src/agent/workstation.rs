@@ -13,7 +13,7 @@ use super::settings::Settings;
 use super::status::Recorder;
 use crate::cluster_link::{self, Link};
 use crate::compute::{self, Instance};
-use crate::config::{self, Config, MutableCache, mapping};
+use crate::config::{self, Config, mapping};
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
 use crate::consensus::lock;
@@ -298,10 +298,13 @@ async fn replace(
     rec: &Recorder,
 ) -> anyhow::Result<()> {
     let servers_before = alive_servers(&link.api).await;
-    // Start from the cluster's view: the cache becomes the KV (evictions, promotions).
+    // Start from the cluster's view (evictions, promotions): its data, never its commands.
     let kv = link.api.read_all().await?;
     if mapping::validate(&kv).is_ok() {
-        MutableCache::new(&ctx.paths.cache_dir).update(|_| Ok((kv.clone(), ())))?;
+        let refused = config::edit::adopt_cluster(&ctx.paths, &kv)?;
+        if let Some(notice) = config::trust::refused_notice(&refused) {
+            tracing::warn!("{notice}");
+        }
     }
     let config = {
         let ctx = ctx.clone();
@@ -333,8 +336,10 @@ async fn replace(
             );
         }
     }
-    // Our instances that are gone (docker rm -f'd, powered off): prune them; their type is the
-    // type to spawn.
+    // Our instances of the lost servers that are gone (docker rm -f'd, powered off): prune
+    // them; their type is the type to spawn. Any other instance is left alone, stopped or not
+    // (a client down for maintenance is not ours to delete).
+    let lost_at = lost_addresses(&before, lost);
     let instances = Instance::list(&ctx.paths.machines_dir());
     for inst in &instances {
         let Ok(t) = compute::find(&config, &inst.compute, &inst.server) else {
@@ -342,6 +347,9 @@ async fn replace(
         };
         if ty.is_none() {
             ty = Some(t.clone());
+        }
+        if !is_at(inst, &lost_at) {
+            continue;
         }
         let (c, t2, i) = (ctx.clone(), t.clone(), inst.clone());
         let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
@@ -447,6 +455,24 @@ async fn replace(
     Ok(())
 }
 
+/// Where the lost members were reached (`host`, `ssh_port`), from their neighbour entries.
+fn lost_addresses(known: &[neighbours::Neighbour], lost: &[String]) -> Vec<(String, u16)> {
+    known
+        .iter()
+        .filter(|n| lost.contains(&n.id))
+        .filter_map(|n| Some((n.host.clone()?, n.ssh_port)))
+        .collect()
+}
+
+/// Whether instance `inst` is the machine at one of `addresses`.
+fn is_at(inst: &Instance, addresses: &[(String, u16)]) -> bool {
+    inst.host.as_deref().is_some_and(|h| {
+        addresses
+            .iter()
+            .any(|(host, port)| host == h && *port == inst.port.unwrap_or(22))
+    })
+}
+
 /// How many servers are alive (voting or not yet), as the linked node sees them.
 async fn alive_servers_joined(api: &ConsulApi) -> usize {
     api.members()
@@ -471,4 +497,47 @@ async fn alive_servers(api: &ConsulApi) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_lost_members_machines_are_candidates_for_pruning() {
+        let mapping: crate::config::Mapping = [
+            ("lost", "10.0.0.2", "22"),
+            ("stopped-client", "10.0.0.4", "22"),
+            ("alive", "10.0.0.3", "2222"),
+        ]
+        .iter()
+        .flat_map(|(id, host, port)| {
+            [
+                (neighbours::key(id, "host"), json!(host)),
+                (neighbours::key(id, "ssh_port"), json!(port)),
+            ]
+        })
+        .collect();
+        let known = neighbours::all(&mapping);
+        let at = lost_addresses(&known, &["lost".to_string()]);
+        assert_eq!(at, vec![("10.0.0.2".to_string(), 22)]);
+        let inst = |host: Option<&str>, port: Option<u16>| Instance {
+            id: "i".into(),
+            compute: "docker".into(),
+            server: "headless".into(),
+            dir: Default::default(),
+            host: host.map(str::to_string),
+            port,
+            host_keys: None,
+        };
+        assert!(is_at(&inst(Some("10.0.0.2"), None), &at));
+        assert!(is_at(&inst(Some("10.0.0.2"), Some(22)), &at));
+        assert!(
+            !is_at(&inst(Some("10.0.0.4"), None), &at),
+            "the stopped client is not lost"
+        );
+        assert!(!is_at(&inst(Some("10.0.0.2"), Some(2222)), &at));
+        assert!(!is_at(&inst(None, None), &at));
+    }
 }

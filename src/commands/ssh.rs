@@ -11,10 +11,11 @@ use crate::ssh::Identity;
 
 pub fn run(ctx: &Context, args: SshArgs) -> anyhow::Result<()> {
     let (host, port) = target(ctx, args.machine.as_deref())?;
+    crate::config::known::check_host(&host).map_err(|e| anyhow::anyhow!("cannot reach that machine: {e}"))?;
     let identity = Identity::ensure(ctx)?;
     let mut argv = identity.command_line(&host, port);
     if args.info_only {
-        println!("{}", argv.join(" "));
+        println!("{}", shell_line(&argv)?);
         return Ok(());
     }
     if !args.command.is_empty() {
@@ -27,6 +28,12 @@ pub fn run(ctx: &Context, args: SshArgs) -> anyhow::Result<()> {
         Some(code) => Err(crate::ExitWith(code).into()),
         None => bail!("ssh was killed by a signal"),
     }
+}
+
+/// `argv` as one line that a shell reads back as exactly these words (each quoted where it
+/// needs to be), safe to paste and to use as `$(raptiformica ssh --info-only) CMD`.
+fn shell_line(argv: &[String]) -> anyhow::Result<String> {
+    shlex::try_join(argv.iter().map(String::as_str)).context("a word of the ssh command line holds a NUL byte")
 }
 
 /// The machine to reach: an instance (by id prefix or host), a known node (by id prefix or
@@ -99,6 +106,28 @@ fn looks_like_host(m: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_info_line_reads_back_as_the_same_words() {
+        let argv: Vec<String> = [
+            "ssh",
+            "-F",
+            "/tmp/a dir/ssh_config",
+            "-p",
+            "22",
+            "root@10.0.0.1",
+            "it's",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let line = shell_line(&argv).unwrap();
+        assert_eq!(shlex::split(&line).unwrap(), argv);
+        assert!(
+            line.starts_with("ssh -F ") && line.contains(" -p 22 root@10.0.0.1 "),
+            "{line}"
+        );
+    }
 
     #[test]
     fn addresses_and_resolving_names_look_like_hosts() {

@@ -17,6 +17,7 @@ pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Wri
     let ((), written) = shared::commit(paths, &one, &[], |cached| {
         let mut next = effective_below_cache(paths, cached);
         mapping::check_settable(&next, key).map_err(anyhow::Error::msg)?;
+        super::known::check(key, &value).map_err(refused)?;
         next.insert(key.to_string(), value);
         Ok((next, ()))
     })?;
@@ -26,6 +27,7 @@ pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Wri
 /// Sets every key of `entries` in the mutable cache and in the shared config (a node's own
 /// neighbour entry, what a slaver handed over).
 pub fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<shared::Written> {
+    super::known::check_all(entries).map_err(refused)?;
     let ((), written) = shared::commit(paths, entries, &[], |cached| {
         let mut next = effective_below_cache(paths, cached);
         next.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -38,6 +40,7 @@ pub fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<sha
 /// the shared config: the mutable cache and, on a node, consul's KV. A module being installed
 /// or removed (`modules`) changes its keys this way.
 pub fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyhow::Result<shared::Written> {
+    super::known::check_all(set).map_err(refused)?;
     let ((), written) = shared::commit(paths, set, removed, |cached| {
         let mut next = effective_below_cache(paths, cached);
         for key in removed {
@@ -57,6 +60,16 @@ pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> an
         let mut next = effective_below_cache(paths, cached);
         let out = change(&mut next)?;
         Ok((next, out))
+    })
+}
+
+/// Takes the cluster's shared config `kv` into the cache of a machine that is not a node (the
+/// workstation): the cluster's data, this machine's own commands (see [`super::trust`]), under
+/// one exclusive lock. Returns the command keys of the cluster that were not taken.
+pub fn adopt_cluster(paths: &Paths, kv: &mapping::Mapping) -> anyhow::Result<Vec<String>> {
+    MutableCache::new(&paths.cache_dir).update(|cached| {
+        let adopted = super::trust::adopt(&effective_below_cache(paths, cached), kv);
+        Ok((adopted.mapping, adopted.refused))
     })
 }
 
@@ -140,6 +153,11 @@ fn unset_in(paths: &Paths, key: &str, cached: Option<mapping::Mapping>) -> anyho
         Unset::FellBack(fell_back)
     };
     Ok((next, result))
+}
+
+/// A value refused by its key's check, with the fix.
+fn refused(why: String) -> anyhow::Error {
+    anyhow::anyhow!("refused: {why}; nothing was changed (set a valid value, or `raptiformica config unset` the key)")
 }
 
 /// The modules overlaid with the cache: the mapping a change to the cache starts from.

@@ -11,8 +11,10 @@
 
 pub mod cache;
 pub mod edit;
+pub mod known;
 pub mod module;
 pub mod shared;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;

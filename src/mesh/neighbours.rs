@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Mapping;
+use crate::config::{Mapping, known};
 
 /// Where the neighbours live in the shared config.
 pub const NEIGHBOURS: &str = "raptiformica/meshnet/neighbours";
@@ -66,10 +66,13 @@ pub fn key(id: &str, field: &str) -> String {
     format!("{NEIGHBOURS}/{id}/{field}")
 }
 
-/// Every neighbour in `mapping`, sorted by id. Fields that do not parse are left out.
+/// Every neighbour in `mapping`, sorted by id. Fields that do not parse are left out; a
+/// neighbour whose way in (`host`, `ssh_port`, `ssh_via`) fails its check has no `host`, so
+/// nothing dials it, and the log says why once.
 pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
     let prefix = format!("{NEIGHBOURS}/");
     let mut out: Vec<Neighbour> = Vec::new();
+    let mut unusable: Vec<String> = Vec::new();
     for (k, v) in mapping.range(prefix.clone()..) {
         let Some(rest) = k.strip_prefix(&prefix) else { break };
         let Some((id, field)) = rest.split_once('/') else {
@@ -94,6 +97,13 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
+        if matches!(field, "host" | "ssh_port" | "ssh_via")
+            && let Err(why) = known::check(k, v)
+        {
+            known::warn_once(format!("neighbour {id} is ignored: {why}"));
+            unusable.push(id.to_string());
+            continue;
+        }
         match field {
             "host" => n.host = Some(text),
             "ssh_port" => n.ssh_port = text.parse().unwrap_or(22),
@@ -114,6 +124,9 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             }
             _ => {}
         }
+    }
+    for n in out.iter_mut().filter(|n| unusable.contains(&n.id)) {
+        n.host = None;
     }
     out
 }
@@ -207,6 +220,29 @@ mod tests {
         assert_eq!(n[1].ssh_port, 2222);
         assert_eq!(n[1].consul_role, Some(Role::Client));
         assert_eq!(n[2].overlay_address, None);
+    }
+
+    #[test]
+    fn a_neighbour_whose_way_in_fails_its_check_is_never_dialed() {
+        let mut m = Mapping::new();
+        entry(&mut m, "evil", &[("host", "127.0.0.1 -oProxyCommand='touch /tmp/x'")]);
+        entry(&mut m, "dash", &[("host", "-oProxyCommand=x")]);
+        entry(&mut m, "port", &[("host", "10.0.0.3"), ("ssh_port", "abc")]);
+        entry(&mut m, "via", &[("host", "10.0.0.4"), ("ssh_via", "j:22 -oX=y")]);
+        entry(&mut m, "good", &[("host", "10.0.0.5"), ("ssh_port", "2222")]);
+        let n = all(&m);
+        assert_eq!(n.len(), 5, "the entries are kept (their ids count), only unreachable");
+        let hosts: Vec<(&str, Option<&str>)> = n.iter().map(|n| (n.id.as_str(), n.host.as_deref())).collect();
+        assert_eq!(
+            hosts,
+            [
+                ("dash", None),
+                ("evil", None),
+                ("good", Some("10.0.0.5")),
+                ("port", None),
+                ("via", None)
+            ]
+        );
     }
 
     #[test]

@@ -97,11 +97,9 @@ pub fn own_id(overlay: &OverlayIdentity) -> String {
 pub fn overlay(ctx: &Context, mapping: &Mapping) -> anyhow::Result<Yggdrasil> {
     let port = match mapping.get(PORT_KEY) {
         None => yggdrasil::DEFAULT_PORT,
-        Some(v) => v
-            .as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .and_then(|p| u16::try_from(p).ok())
-            .with_context(|| format!("`{PORT_KEY}` must be a port number, not {v}"))?,
+        Some(v) => config::known::parse_port(v).map_err(|e| {
+            anyhow::anyhow!("`{PORT_KEY}`: {e}; fix it with `raptiformica config set {PORT_KEY} 12345`")
+        })?,
     };
     let dir = shared::mesh_dir(&ctx.paths);
     create_private_dir(&dir)?;

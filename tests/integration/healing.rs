@@ -104,6 +104,36 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     );
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
 
+    // Root on a node writes commands into the shared config, meant for the workstation: a
+    // hook its replacement would fire and the back-end's `available` check.
+    let marker = env.cache().join("kv-command-ran-here");
+    let m = marker.display();
+    for (key, value) in [
+        (
+            "raptiformica/platform/default/hooks/after_start_instance/evil/command".to_string(),
+            format!("id > {m}.hook"),
+        ),
+        (
+            "raptiformica/platform/default/hooks/after_slave/evil/command".to_string(),
+            format!("id > {m}.slave"),
+        ),
+        (
+            "raptiformica/compute/docker/headless/available".to_string(),
+            format!("id > {m}.available; command -v docker >/dev/null"),
+        ),
+    ] {
+        on(&writer, &["config", "set", &key, &value]);
+    }
+    // A client (a 4th node) stopped for maintenance: a replacement must leave it alone.
+    env.ok(&["spawn", "--compute-type", "docker"]);
+    assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", Some("client")) == 1).is_some());
+    let stopped = running_nodes(&env)
+        .into_iter()
+        .find(|id| sh(id, "cat /root/.raptiformica.d/mesh/consul.json").contains("\"server\": false"))
+        .expect("the 4th node is a client");
+    assert!(docker(&["stop", "-t", "1", &stopped]).status.success());
+    assert!(wait_until(Duration::from_secs(60), || count(&env, "failed", Some("client")) == 1).is_some());
+
     // One server lost: the host's agent spawns a replacement.
     let _agent = HostAgent::start(&env);
     assert!(docker(&["rm", "-f", &cut]).status.success());
@@ -112,12 +142,30 @@ fn a_cut_node_catches_up_and_a_lost_server_is_replaced() {
     let replaced = wait_until(Duration::from_secs(240), || {
         running_nodes(&env).len() == 3 && count(&env, "alive", Some("server")) == 3
     });
-    assert!(
-        replaced.is_some(),
-        "no replacement: {}",
-        std::fs::read_to_string(env.cache().join("host-agent.log")).unwrap_or_default()
-    );
+    let log = std::fs::read_to_string(env.cache().join("host-agent.log")).unwrap_or_default();
+    assert!(replaced.is_some(), "no replacement: {log}");
     eprintln!("lost server replaced after {:?}", t.elapsed());
+    assert!(
+        docker(&["inspect", &stopped]).status.success(),
+        "the replacement deleted the stopped client: {log}"
+    );
+    // The workstation took the cluster's data (the new neighbours) but none of its commands.
+    env.ok(&["members"]);
+    for suffix in ["hook", "slave", "available"] {
+        let ran = std::path::PathBuf::from(format!("{m}.{suffix}"));
+        assert!(
+            !ran.exists(),
+            "a command written into the KV by a node ran on the workstation ({suffix}): {}",
+            std::fs::read_to_string(&ran).unwrap_or_default()
+        );
+    }
+    let here = env.ok(&["config", "get", "raptiformica/compute/docker/headless/available"]);
+    assert!(!here.contains("kv-command-ran-here"), "{here}");
+    assert!(
+        log.contains("were not taken"),
+        "the agent did not say it refused the commands: {log}"
+    );
+    assert!(docker(&["start", &stopped]).status.success());
 }
 
 #[test]

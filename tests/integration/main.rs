@@ -17,5 +17,6 @@ mod package;
 mod shared_config;
 mod snapshot;
 mod state;
+mod trust;
 mod ui;
 mod vagrant;
