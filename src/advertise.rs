@@ -48,7 +48,12 @@ pub fn parse_reported(text: &str) -> Option<Advertised> {
 }
 
 /// Records `host:port` for the node `id` (this node): the file, then the shared config.
-pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Result<crate::config::shared::Written> {
+pub async fn advertise(
+    paths: &Paths,
+    id: &str,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<crate::config::shared::Written> {
     crate::config::known::check_host(host).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(port > 0, "port 0 is not a port: give one from 1 to 65535");
     let file = path(paths);
@@ -65,6 +70,7 @@ pub fn advertise(paths: &Paths, id: &str, host: &str, port: u16) -> anyhow::Resu
             (neighbours::key(id, "ssh_port"), Value::from(port.to_string())),
         ]),
     )
+    .await
 }
 
 #[cfg(test)]

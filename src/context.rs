@@ -17,12 +17,18 @@ pub struct Context {
     /// `spawn --no-package`: compute commands get `RAPTIFORMICA_NO_PACKAGE=1` and start from
     /// the plain base image even when a packaged one exists.
     pub no_package: bool,
+    /// The cache was refreshed from consul's KV when this command started ([`config::shared::sync`]).
+    pub synced: bool,
 }
 
 impl Context {
-    /// Loads the effective config (modules and the mutable cache).
+    /// Loads the effective config (modules and the mutable cache; files only).
     pub fn config(&self) -> anyhow::Result<Config> {
-        Ok(config::load(&self.paths)?)
+        Ok(if self.synced {
+            config::load_synced(&self.paths)?
+        } else {
+            config::load(&self.paths)?
+        })
     }
 
     /// A shell command run from the install dir, with the `RAPTIFORMICA_*` environment every

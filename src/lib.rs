@@ -83,10 +83,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
         public_key_file: None,
         no_package: false,
+        synced: false,
     };
     if let Some(token) = consensus::acl::read_token(&ctx.paths) {
         consensus::api::use_token(token);
     }
+    // On a node, the one step that talks to consul before a command reads the config: pending
+    // changes pushed, the KV read and cached. Loading the config afterwards reads files only.
+    let wants_config = !matches!(
+        cli.command,
+        Command::Keeper | Command::Completions { .. } | Command::Clean(_) | Command::Agent(_)
+    );
+    let ctx = if wants_config && config::shared::consul_configured(&ctx.paths) {
+        let synced = runtime()?.block_on(config::shared::sync(&ctx.paths));
+        Context { synced, ..ctx }
+    } else {
+        ctx
+    };
     match cli.command {
         Command::Config(args) => commands::config::run(&ctx, args),
         Command::Spawn(args) => commands::spawn::run(&ctx, args),

@@ -312,7 +312,7 @@ pub struct Installed {
 
 /// Installs `source` as `<cache-dir>/modules/<name>`, replacing an install of the same name,
 /// and puts its keys in the shared config. Nothing changes when any step fails.
-pub fn install(ctx: &Context, source: &Source) -> anyhow::Result<Installed> {
+pub async fn install(ctx: &Context, source: &Source) -> anyhow::Result<Installed> {
     let dir = ctx.paths.user_modules_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let _lock = lock(&dir)?;
@@ -349,7 +349,8 @@ pub fn install(ctx: &Context, source: &Source) -> anyhow::Result<Installed> {
     let staged = staging.keep();
     let swapped = std::fs::rename(&staged, &target)
         .with_context(|| format!("cannot move the module into `{}`", target.display()));
-    let result = swapped.and_then(|()| {
+    let result = async {
+        swapped?;
         // Keys an earlier version had and this one has not leave as on uninstall.
         let gone: Mapping = old
             .iter()
@@ -362,9 +363,11 @@ pub fn install(ctx: &Context, source: &Source) -> anyhow::Result<Installed> {
         let mut set = plan.set;
         set.extend(new.clone());
         let written = edit::apply(&ctx.paths, &set, &plan.removed)
+            .await
             .with_context(|| format!("cannot put the keys of `{}` in the shared config", source.name))?;
-        Ok((set, plan.removed, written))
-    });
+        anyhow::Ok((set, plan.removed, written))
+    }
+    .await;
     match result {
         Ok((set, removed, written)) => {
             if old.is_some() {
@@ -472,7 +475,7 @@ pub struct Uninstalled {
 
 /// Removes the installed module `name`: its keys leave the shared config (see [`removal`]),
 /// then its folder goes. Nothing changes when the config change fails.
-pub fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<Uninstalled> {
+pub async fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<Uninstalled> {
     let dir = ctx.paths.user_modules_dir();
     let installed = installed_names(&dir)?;
     if !installed.iter().any(|n| n == name) {
@@ -492,14 +495,16 @@ pub fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<Uninstalled> {
     // Hidden, the folder no longer counts as a module: what loads now is what remains.
     let aside = dir.join(format!(".uninstall-{name}.{}", std::process::id()));
     std::fs::rename(&target, &aside).with_context(|| format!("cannot move `{}` aside", target.display()))?;
-    let result = (|| {
+    let result = async {
         let remaining = config::load_modules(&ctx.paths).0.mapping;
         let shared_now = config::shared_layer(&ctx.paths)?;
         let plan = removal(&module, &remaining, shared_now.as_ref());
         let written = edit::apply(&ctx.paths, &plan.set, &plan.removed)
+            .await
             .with_context(|| format!("cannot take the keys of `{name}` out of the shared config"))?;
         anyhow::Ok((plan, written))
-    })();
+    }
+    .await;
     match result {
         Ok((removal, written)) => {
             std::fs::remove_dir_all(&aside)

@@ -113,7 +113,7 @@ fn handle(ctx: &Context, me: &str, kv: Option<shared::Snapshot>, event: &Event) 
     if event.node.as_deref().is_some_and(|n| n != me) {
         return None;
     }
-    let config = match config::load_over(&ctx.paths, kv) {
+    let config = match config::load_over(&ctx.paths, shared::take(&ctx.paths, kv)) {
         Ok(c) => c,
         Err(e) => {
             return Some(format!(

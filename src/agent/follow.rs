@@ -71,7 +71,7 @@ pub async fn follow(
         let (ctx2, ygg2, me2, lock) = (ctx.clone(), ygg.clone(), me.clone(), mesh_lock.clone());
         let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
             // Caches the KV (and refuses an unusable one).
-            let config = config::load_over(&ctx2.paths, Some(kv))?;
+            let config = config::load_over(&ctx2.paths, config::shared::take(&ctx2.paths, Some(kv)))?;
             let plan = node::overlay_plan(&config.mapping, &me2, &down)?;
             let file = std::fs::File::create(&lock)?;
             file.lock()?;

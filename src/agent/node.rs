@@ -133,7 +133,7 @@ fn answers(p: &mesh::Peer) -> bool {
 }
 
 fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {
-    let config = match config::load_over(&ctx.paths, kv) {
+    let config = match config::load_over(&ctx.paths, shared::take(&ctx.paths, kv)) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("cluster_change not fired: cannot load the config: {e:#}");
@@ -601,28 +601,20 @@ impl Tick {
             return;
         }
         self.last_promotion = Some(Instant::now());
-        let ctx = self.ctx.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            mesh::node::mesh(
-                &ctx,
-                &mesh::node::MeshOptions {
-                    with_config: Mapping::new(),
-                    wait: Duration::from_secs(15),
-                    after_mesh: false,
-                },
-            )
-        })
-        .await;
-        match result {
-            Ok(Ok(r)) => self.rec.event(
+        let opts = mesh::node::MeshOptions {
+            with_config: Mapping::new(),
+            wait: Duration::from_secs(15),
+            after_mesh: false,
+        };
+        match mesh::node::mesh(&self.ctx, &opts).await {
+            Ok(r) => self.rec.event(
                 "promote",
                 format!(
                     "this node is a consul server now (consul {})",
                     r.consul_daemon.unwrap_or_default()
                 ),
             ),
-            Ok(Err(e)) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
-            Err(e) => self.rec.event("error", format!("promotion panicked: {e}")),
+            Err(e) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn withdraw(mesh_dir: &Path) {
 
 /// `raptiformica agent --recover`: asks this node's agent to rebuild consensus now, waits
 /// until it did and a leader is back, and says what happened.
-pub fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
+pub async fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
     use crate::config::shared;
     use crate::consensus::api::ConsulApi;
     let dir = shared::mesh_dir(paths);
@@ -63,8 +63,8 @@ pub fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
         anyhow::bail!("no agent runs on this node: `raptiformica mesh` starts it (it does the recovery)");
     }
     let api = ConsulApi::local()?;
-    let leader = || shared::block_on(api.leader()).ok().flatten();
-    if let Some(l) = leader() {
+    let leader = async || api.leader().await.ok().flatten();
+    if let Some(l) = leader().await {
         anyhow::bail!("consul here sees a leader ({l}): quorum is not lost, nothing to recover");
     }
     let asked = super::status::now();
@@ -88,17 +88,17 @@ pub fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
                 super::keeper::agent(paths).log_file.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     if answer.kind != "recover" || !answer.detail.starts_with("quorum lost") {
         anyhow::bail!("{}", answer.detail);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
-        if let Some(l) = leader() {
+        if let Some(l) = leader().await {
             return Ok(format!("{}; leader {l}", answer.detail));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!(
         "{}, but no leader within 30 s; see `raptiformica members`",

@@ -9,7 +9,7 @@ pub fn run(ctx: &Context, args: AdvertiseArgs) -> anyhow::Result<()> {
     let key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
         .context("cannot read this machine's host key (/etc/ssh/ssh_host_ed25519_key.pub): is it a node?")?;
     let id = crate::node_id::node_id(&key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
-    let written = crate::advertise::advertise(&ctx.paths, &id, &args.host, args.port)?;
+    let written = crate::runtime()?.block_on(crate::advertise::advertise(&ctx.paths, &id, &args.host, args.port))?;
     let how = match written {
         crate::config::shared::Written::Consul => "in the shared config",
         crate::config::shared::Written::CacheOnly => "cached; it reaches the shared config once consul answers",

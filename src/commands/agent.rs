@@ -6,7 +6,7 @@ use crate::context::Context;
 
 pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     if args.recover {
-        let done = agent::recover::ask(&ctx.paths)?;
+        let done = crate::runtime()?.block_on(agent::recover::ask(&ctx.paths))?;
         println!("{done}");
         return Ok(());
     }

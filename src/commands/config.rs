@@ -22,7 +22,9 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
                 Value::String(value)
             };
             check_known_setting(&key, &value)?;
-            let written = edit::set(&ctx.paths, &key, value).with_context(|| format!("failed to set `{key}`"))?;
+            let written = crate::runtime()?
+                .block_on(edit::set(&ctx.paths, &key, value))
+                .with_context(|| format!("failed to set `{key}`"))?;
             if written == crate::config::shared::Written::CacheOnly {
                 eprintln!("consul did not answer: `{key}` is set in the cache and goes to the cluster later");
             }
@@ -30,7 +32,10 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
         }
         Some(ConfigAction::Unset { key }) => {
             let key = normalize(&key)?;
-            match edit::unset(&ctx.paths, &key).with_context(|| format!("failed to unset `{key}`"))? {
+            match crate::runtime()?
+                .block_on(edit::unset(&ctx.paths, &key))
+                .with_context(|| format!("failed to unset `{key}`"))?
+            {
                 edit::Unset::Removed(n) => eprintln!("removed {n} key(s)"),
                 edit::Unset::FellBack(keys) => {
                     for k in keys {

@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
         return rejoin(ctx);
     }
     let members = if shared::consul_configured(&ctx.paths) {
-        shared::block_on(async {
+        crate::runtime()?.block_on(async {
             let api = ConsulApi::local()?;
             members::local(&api).await.context(
                 "the local consul agent does not answer; `raptiformica mesh` starts it \
@@ -134,7 +134,7 @@ fn rejoin(ctx: &Context) -> anyhow::Result<()> {
         .filter_map(|n| n.overlay_address)
         .filter(|a| *a != me.address)
         .collect();
-    let results = shared::block_on(async {
+    let results = crate::runtime()?.block_on(async {
         let api = ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(10))?;
         let mut results = Vec::new();
         for a in &addresses {

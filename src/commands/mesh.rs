@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
         wait: Duration::from_secs(args.wait),
         after_mesh: !args.no_after_mesh,
     };
-    let report = node::mesh(ctx, &opts)?;
+    let report = crate::runtime()?.block_on(node::mesh(ctx, &opts))?;
     // The agent keeps this node in the cluster from now on (its keeper restarts it).
     let agent = if args.no_agent {
         "not started (--no-agent)".to_string()

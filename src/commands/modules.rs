@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, action: ModulesAction) -> anyhow::Result<()> {
 
 fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
     let source = Source::resolve(source)?;
-    let done = user_modules::install(ctx, &source)?;
+    let done = crate::runtime()?.block_on(user_modules::install(ctx, &source))?;
     let i = &done.info;
     eprintln!(
         "{} `{}` from `{}` into `{}`: server types [{}], compute types [{}], {} hook handler(s)",
@@ -42,7 +42,7 @@ fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
 }
 
 fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<()> {
-    let done = user_modules::uninstall(ctx, name)?;
+    let done = crate::runtime()?.block_on(user_modules::uninstall(ctx, name))?;
     let r = &done.removal;
     eprintln!(
         "removed `{}`: {} key(s) removed, {} restored to the value of the other modules",

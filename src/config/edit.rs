@@ -12,7 +12,7 @@ use crate::paths::Paths;
 
 /// Sets `key` (already normalized) to `value` in the mutable cache.
 /// On a node in a cluster the change goes to consul's KV too (or is pushed later).
-pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Written> {
+pub async fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Written> {
     let one = mapping::Mapping::from([(key.to_string(), value.clone())]);
     let ((), written) = shared::commit(paths, &one, &[], |cached| {
         let mut next = effective_below_cache(paths, cached);
@@ -20,26 +20,28 @@ pub fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Wri
         super::known::check(key, &value).map_err(refused)?;
         next.insert(key.to_string(), value);
         Ok((next, ()))
-    })?;
+    })
+    .await?;
     Ok(written)
 }
 
 /// Sets every key of `entries` in the mutable cache and in the shared config (a node's own
 /// neighbour entry, what a slaver handed over).
-pub fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<shared::Written> {
+pub async fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<shared::Written> {
     super::known::check_all(entries).map_err(refused)?;
     let ((), written) = shared::commit(paths, entries, &[], |cached| {
         let mut next = effective_below_cache(paths, cached);
         next.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok((next, ()))
-    })?;
+    })
+    .await?;
     Ok(written)
 }
 
 /// Sets `set` and removes the keys `removed` (each with what lies below it) in one change of
 /// the shared config: the mutable cache and, on a node, consul's KV. A module being installed
 /// or removed (`modules`) changes its keys this way.
-pub fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyhow::Result<shared::Written> {
+pub async fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyhow::Result<shared::Written> {
     super::known::check_all(set).map_err(refused)?;
     let ((), written) = shared::commit(paths, set, removed, |cached| {
         let mut next = effective_below_cache(paths, cached);
@@ -49,7 +51,8 @@ pub fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyho
         }
         next.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok((next, ()))
-    })?;
+    })
+    .await?;
     Ok(written)
 }
 
@@ -98,7 +101,7 @@ pub enum Unset {
 }
 
 /// Removes `key` and every key below it from the mutable cache (and the shared config).
-pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
+pub async fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
     let on_node = shared::consul_configured(paths);
     let (result, written) = shared::commit(paths, &mapping::Mapping::new(), &[key.to_string()], |cached| {
         match unset_in(paths, key, cached.clone()) {
@@ -107,7 +110,8 @@ pub fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
             Err(e) if on_node => Ok((effective_below_cache(paths, cached), Err(e))),
             Err(e) => Err(e),
         }
-    })?;
+    })
+    .await?;
     match (result, written) {
         (Ok(r), _) => Ok(r),
         (Err(_), shared::Written::Consul) => Ok(Unset::Removed(0)),

@@ -6,8 +6,10 @@
 //! 3. the mutable cache (`<cache-dir>/mutable_config.json`),
 //! 4. consul's KV, once the node is in a cluster.
 //!
-//! Loading is a pure function of the files named by [`Paths`]; every key remembers the layer
-//! (and file) that gave it its value, so `raptiformica config` can say where a value came from.
+//! Loading is a pure function of the files named by [`Paths`] (no network, no writes); every
+//! key remembers the layer (and file) that gave it its value, so `raptiformica config` can say
+//! where a value came from. On a node, the cache is its copy of consul's KV, refreshed by one
+//! explicit async step ([`shared::sync`]) that the command line takes before a command runs.
 
 pub mod cache;
 pub mod edit;
@@ -108,15 +110,26 @@ pub fn load_modules(paths: &Paths) -> (Config, Vec<String>) {
     (config, warnings)
 }
 
-/// The effective config from the files on this machine: modules, then the mutable cache.
-/// Warnings for skipped module files are logged; a corrupt cache is an error.
+/// The effective config from the files on this machine: modules, then the mutable cache (on
+/// a node, its copy of consul's KV: see [`shared::sync`], the step that refreshes it).
+/// Reads files only: no network, no writes.
 pub fn load(paths: &Paths) -> Result<Config, cache::CacheError> {
-    load_over(paths, shared::read(paths))
+    load_over(paths, None)
 }
 
-/// The effective config over `kv`, the shared config as read from consul (None: not
-/// reachable or not a cluster node). What consul gave is cached (pending local changes kept).
-pub fn load_over(paths: &Paths, kv: Option<shared::Snapshot>) -> Result<Config, cache::CacheError> {
+/// [`load`] on a node whose cache was just refreshed from consul's KV ([`shared::sync`]): the
+/// shared keys show as consul's.
+pub fn load_synced(paths: &Paths) -> Result<Config, cache::CacheError> {
+    let shared = MutableCache::new(&paths.cache_dir).read()?;
+    match shared {
+        Some(m) => load_over(paths, Some(m)),
+        None => load_over(paths, None),
+    }
+}
+
+/// The effective config over `shared`, the shared config as this machine last took it from
+/// consul (see [`shared::take`]); None: the mutable cache. Reads files only.
+pub fn load_over(paths: &Paths, shared: Option<Mapping>) -> Result<Config, cache::CacheError> {
     let (mut config, warnings) = load_modules(paths);
     for w in warnings {
         tracing::warn!("{w}");
@@ -128,39 +141,21 @@ pub fn load_over(paths: &Paths, kv: Option<shared::Snapshot>) -> Result<Config, 
         );
     }
     let cache = MutableCache::new(&paths.cache_dir);
-    let kv = kv.filter(|(kv, _)| match mapping::validate(kv) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("consul's KV holds an unusable shared config ({e}); using the cache");
-            false
-        }
-    });
-    // Consul's KV, when it answers, is the whole shared config: it replaces the cache.
-    let shared = match kv {
-        Some(snapshot) => match shared::cache_snapshot(paths, snapshot.clone()) {
-            Ok(cached) => Some((Layer::Consul, cached)),
-            Err(e) => {
-                tracing::warn!("cannot cache the shared config: {e:#}");
-                Some((Layer::Consul, snapshot.0))
-            }
-        },
-        None => cache.read()?.map(|c| (Layer::MutableCache, c)),
-    };
     match shared {
-        Some((Layer::Consul, m)) => config.overlay(Layer::Consul, None, &m),
-        Some((layer, m)) => config.overlay(layer, Some(&cache.path().to_path_buf()), &m),
-        None => {}
+        Some(m) => config.overlay(Layer::Consul, None, &m),
+        None => {
+            if let Some(m) = cache.read()? {
+                config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), &m);
+            }
+        }
     }
     Ok(config)
 }
 
-/// The shared layer alone: consul's KV when this node has it and it answers (cached, as
-/// [`load`] does), else the mutable cache; None when there is neither. What `modules uninstall`
-/// compares a module's values with, since the module layers below it are not shared.
+/// The shared layer alone: the mutable cache (on a node, its copy of consul's KV); None when
+/// there is none. What `modules uninstall` compares a module's values with, since the module
+/// layers below it are not shared.
 pub fn shared_layer(paths: &Paths) -> anyhow::Result<Option<Mapping>> {
-    if let Some(snapshot) = shared::read(paths).filter(|(kv, _)| mapping::validate(kv).is_ok()) {
-        return Ok(Some(shared::cache_snapshot(paths, snapshot)?));
-    }
     Ok(MutableCache::new(&paths.cache_dir).read()?)
 }
 

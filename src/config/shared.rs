@@ -51,38 +51,45 @@ fn pending_file(paths: &Paths) -> PathBuf {
     paths.cache_dir.join("var").join("pending_shared.json")
 }
 
-/// Runs `fut` to completion on a thread of its own, so that it works from sync code and from
-/// inside a runtime alike.
-pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime builds")
-                .block_on(fut)
-        })
-        .join()
-        .expect("the consul thread does not panic")
-    })
-}
-
 /// What the KV held at one read: the mapping and the KV's index of the read.
 pub type Snapshot = (Mapping, u64);
 
 /// The KV's mapping, when this node has consul and it answers with a seeded, non-empty KV.
 /// Changes made while consul was away are pushed first.
-pub fn read(paths: &Paths) -> Option<Snapshot> {
+pub async fn read(paths: &Paths) -> Option<Snapshot> {
     if !consul_configured(paths) {
         return None;
     }
-    block_on(async {
-        let api = ConsulApi::new(LOCAL_HTTP, TIMEOUT).ok()?;
-        read_with(paths, &api).await
-    })
+    let api = ConsulApi::new(LOCAL_HTTP, TIMEOUT).ok()?;
+    read_with(paths, &api).await
+}
+
+/// The step a command takes on a node before it loads the config: the pending changes are
+/// pushed, the KV read and cached (1.). True when the cache now holds the KV; false on a
+/// machine that is not a node, or when consul did not answer (the cache is used as it is).
+pub async fn sync(paths: &Paths) -> bool {
+    let Some(kv) = read(paths).await else {
+        return false;
+    };
+    take(paths, Some(kv)).is_some()
+}
+
+/// Caches `kv`, a read of the KV (pending keys keep their local values), and returns what was
+/// cached: the shared layer to load the config over. None when there is no read, or it is
+/// unusable (named in the log) or cannot be cached.
+pub fn take(paths: &Paths, kv: Option<Snapshot>) -> Option<Mapping> {
+    let (kv, index) = kv?;
+    if let Err(e) = super::mapping::validate(&kv) {
+        tracing::warn!("consul's KV holds an unusable shared config ({e}); using the cache");
+        return None;
+    }
+    match cache_snapshot(paths, (kv, index)) {
+        Ok(cached) => Some(cached),
+        Err(e) => {
+            tracing::warn!("cannot cache the shared config: {e:#}");
+            None
+        }
+    }
 }
 
 /// [`read`] for async callers with a client of their own (the agent): no thread, no runtime.
@@ -147,7 +154,7 @@ pub enum Written {
 /// cached mapping (it gets what is cached, None when nothing is), consul gets `set` and the
 /// removal of the trees under `removed`, and when consul does not answer the change is
 /// recorded as pending. Nothing is written when `change` fails.
-pub fn commit<T>(
+pub async fn commit<T>(
     paths: &Paths,
     set: &Mapping,
     removed: &[String],
@@ -160,7 +167,7 @@ pub fn commit<T>(
     let written = if !consul_configured(paths) {
         Written::Local
     } else {
-        let result = block_on(async {
+        let result = async {
             let api = ConsulApi::new(LOCAL_HTTP, TIMEOUT)?;
             push_pending_locked(paths, &api, &next, &held).await?;
             if !set.is_empty() {
@@ -170,7 +177,8 @@ pub fn commit<T>(
                 api.delete_tree(key).await?;
             }
             anyhow::Ok(())
-        });
+        }
+        .await;
         match result {
             Ok(()) => Written::Consul,
             Err(e) => {

@@ -207,7 +207,7 @@ pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
 }
 
 /// Meshes this node.
-pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
+pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
     let dir = shared::mesh_dir(&ctx.paths);
     create_private_dir(&dir)?;
@@ -237,13 +237,13 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
         updates.insert(GOSSIP_KEY.into(), Value::from(agent::new_gossip_key()?));
         mapping.extend(updates.clone());
     }
-    config::edit::set_many(&ctx.paths, &updates)?;
+    config::edit::set_many(&ctx.paths, &updates).await?;
 
     // The overlay.
     let all = neighbours::all(&mapping);
     let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
     let plan = overlay_plan(&mapping, &id, &BTreeSet::new())?;
-    let overlay_applied = ygg.apply(&plan, new_keys_policy(ctx))?;
+    let overlay_applied = crate::process::blocking(|| ygg.apply(&plan, new_keys_policy(ctx)))?;
     let peers = plan.dial;
 
     let mut report = Report {
@@ -294,12 +294,12 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
             acl_token: Some(acl_token.clone()),
         };
         // consul cannot bind before the overlay address exists.
-        ygg.wait_address(Duration::from_secs(10))?;
+        crate::process::blocking(|| ygg.wait_address(Duration::from_secs(10)))?;
         let consul = ConsulAgent::new(&dir);
-        let applied = consul.apply(&settings)?;
+        let applied = crate::process::blocking(|| consul.apply(&settings))?;
         report.consul_role = Some(role);
         report.consul_daemon = Some(applied.to_string());
-        let (leader, kv) = shared::block_on(sync_kv(ctx, &updates, opts.wait, &settings.retry_join));
+        let (leader, kv) = sync_kv(ctx, &updates, opts.wait, &settings.retry_join).await;
         if leader.is_none() && matches!(applied, Applied::Started | Applied::Restarted) && consul.pid().is_none() {
             bail!(
                 "consul stopped right after its start; its log ends with:\n{}",
@@ -312,7 +312,7 @@ pub fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
 
     if opts.after_mesh {
         let config = ctx.config()?;
-        hooks::fire(ctx, &config, "after_mesh");
+        crate::process::blocking(|| hooks::fire(ctx, &config, "after_mesh"));
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
