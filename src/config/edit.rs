@@ -7,15 +7,16 @@
 use anyhow::bail;
 use serde_json::Value;
 
-use super::{Config, MutableCache, load_modules, mapping, shared};
+use super::{MutableCache, load_modules, mapping, shared};
 use crate::paths::Paths;
 
 /// Sets `key` (already normalized) to `value` in the mutable cache.
 /// On a node in a cluster the change goes to consul's KV too (or is pushed later).
 pub async fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<shared::Written> {
+    let modules = load_modules(paths).0.mapping;
     let one = mapping::Mapping::from([(key.to_string(), value.clone())]);
     let ((), written) = shared::commit(paths, &one, &[], |cached| {
-        let mut next = effective_below_cache(paths, cached);
+        let mut next = below_cache(&modules, cached);
         mapping::check_settable(&next, key).map_err(anyhow::Error::msg)?;
         super::known::check(key, &value).map_err(refused)?;
         next.insert(key.to_string(), value);
@@ -28,9 +29,10 @@ pub async fn set(paths: &Paths, key: &str, value: Value) -> anyhow::Result<share
 /// Sets every key of `entries` in the mutable cache and in the shared config (a node's own
 /// neighbour entry, what a slaver handed over).
 pub async fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Result<shared::Written> {
+    let modules = load_modules(paths).0.mapping;
     super::known::check_all(entries).map_err(refused)?;
     let ((), written) = shared::commit(paths, entries, &[], |cached| {
-        let mut next = effective_below_cache(paths, cached);
+        let mut next = below_cache(&modules, cached);
         next.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok((next, ()))
     })
@@ -42,9 +44,10 @@ pub async fn set_many(paths: &Paths, entries: &mapping::Mapping) -> anyhow::Resu
 /// the shared config: the mutable cache and, on a node, consul's KV. A module being installed
 /// or removed (`modules`) changes its keys this way.
 pub async fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) -> anyhow::Result<shared::Written> {
+    let modules = load_modules(paths).0.mapping;
     super::known::check_all(set).map_err(refused)?;
     let ((), written) = shared::commit(paths, set, removed, |cached| {
-        let mut next = effective_below_cache(paths, cached);
+        let mut next = below_cache(&modules, cached);
         for key in removed {
             let below = format!("{key}/");
             next.retain(|k, _| k != key && !k.starts_with(&below));
@@ -59,8 +62,9 @@ pub async fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) ->
 /// Changes the mutable cache with `change`, which sees the modules overlaid with the cache,
 /// all under one exclusive lock.
 pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let modules = load_modules(paths).0.mapping;
     MutableCache::new(&paths.cache_dir).update(|cached| {
-        let mut next = effective_below_cache(paths, cached);
+        let mut next = below_cache(&modules, cached);
         let out = change(&mut next)?;
         Ok((next, out))
     })
@@ -70,8 +74,9 @@ pub fn update<T>(paths: &Paths, change: impl FnOnce(&mut mapping::Mapping) -> an
 /// workstation): the cluster's data, this machine's own commands (see [`super::trust`]), under
 /// one exclusive lock. Returns the command keys of the cluster that were not taken.
 pub fn adopt_cluster(paths: &Paths, kv: &mapping::Mapping) -> anyhow::Result<Vec<String>> {
+    let modules = load_modules(paths).0.mapping;
     MutableCache::new(&paths.cache_dir).update(|cached| {
-        let adopted = super::trust::adopt(&effective_below_cache(paths, cached), kv);
+        let adopted = super::trust::adopt(&below_cache(&modules, cached), kv);
         Ok((adopted.mapping, adopted.refused))
     })
 }
@@ -102,12 +107,13 @@ pub enum Unset {
 
 /// Removes `key` and every key below it from the mutable cache (and the shared config).
 pub async fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
+    let modules = load_modules(paths).0.mapping;
     let on_node = shared::consul_configured(paths);
     let (result, written) = shared::commit(paths, &mapping::Mapping::new(), &[key.to_string()], |cached| {
-        match unset_in(paths, key, cached.clone()) {
+        match unset_in(&modules, key, cached.clone()) {
             Ok((next, r)) => Ok((next, Ok(r))),
             // On a node, consul's KV may hold the key although this cache does not (yet).
-            Err(e) if on_node => Ok((effective_below_cache(paths, cached), Err(e))),
+            Err(e) if on_node => Ok((below_cache(&modules, cached), Err(e))),
             Err(e) => Err(e),
         }
     })
@@ -120,10 +126,13 @@ pub async fn unset(paths: &Paths, key: &str) -> anyhow::Result<Unset> {
 }
 
 /// The cache without `key` and what lies below it, and what that did.
-fn unset_in(paths: &Paths, key: &str, cached: Option<mapping::Mapping>) -> anyhow::Result<(mapping::Mapping, Unset)> {
-    let (modules, _) = load_modules(paths);
+fn unset_in(
+    modules: &mapping::Mapping,
+    key: &str,
+    cached: Option<mapping::Mapping>,
+) -> anyhow::Result<(mapping::Mapping, Unset)> {
     let Some(cached) = cached else {
-        if mapping::subtree(&modules.mapping, key).next().is_some() {
+        if mapping::subtree(&modules, key).next().is_some() {
             bail!(
                 "`{key}` comes from a module, not the mutable layer; override it with `config set` or remove the module"
             );
@@ -144,11 +153,11 @@ fn unset_in(paths: &Paths, key: &str, cached: Option<mapping::Mapping>) -> anyho
         rest.remove(k);
     }
     // Below the cache there are only the modules: keys they define show their value again.
-    let mut next = modules.mapping.clone();
+    let mut next = modules.clone();
     next.extend(rest);
     let fell_back: Vec<String> = gone
         .iter()
-        .filter(|k| modules.mapping.contains_key(*k))
+        .filter(|k| modules.contains_key(*k))
         .cloned()
         .collect();
     let result = if fell_back.is_empty() {
@@ -164,11 +173,12 @@ fn refused(why: String) -> anyhow::Error {
     anyhow::anyhow!("refused: {why}; nothing was changed (set a valid value, or `raptiformica config unset` the key)")
 }
 
-/// The modules overlaid with the cache: the mapping a change to the cache starts from.
-fn effective_below_cache(paths: &Paths, cached: Option<mapping::Mapping>) -> mapping::Mapping {
-    let (mut config, _): (Config, _) = load_modules(paths);
+/// The modules overlaid with the cache: the mapping a change to the cache starts from. The
+/// module files are read before the cache's lock is taken, so the lock is held only briefly.
+fn below_cache(modules: &mapping::Mapping, cached: Option<mapping::Mapping>) -> mapping::Mapping {
+    let mut next = modules.clone();
     if let Some(cached) = cached {
-        config.mapping.extend(cached);
+        next.extend(cached);
     }
-    config.mapping
+    next
 }
