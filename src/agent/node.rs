@@ -244,7 +244,7 @@ impl Tick {
             (false, None) => Some(now),
             (false, since) => since,
         };
-        let failed: Vec<&AgentMember> = members.iter().filter(|m| m.status == 4).collect();
+        let failed: Vec<&AgentMember> = members.iter().filter(|m| m.failed()).collect();
         self.failed_since
             .retain(|name, _| failed.iter().any(|m| &m.name == name));
         for m in &failed {
@@ -305,7 +305,7 @@ impl Tick {
         }
         let alive: Vec<&str> = members
             .iter()
-            .filter(|m| m.status == 1)
+            .filter(|m| m.alive())
             .map(|m| m.name.as_str())
             .collect();
         // Lost or never met peers: known neighbours that are not alive members (an evicted one
@@ -386,7 +386,7 @@ impl Tick {
         let voters = voters(&self.api).await;
         let alive_voters = members
             .iter()
-            .filter(|m| m.status == 1 && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
+            .filter(|m| m.alive() && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
             .count();
         if alive_voters >= settings.min_servers {
             return; // the common case: no need to read the promotions
@@ -455,8 +455,8 @@ impl Tick {
             .iter()
             .filter(|m| m.tags.get("role").map(String::as_str) == Some("consul"))
             .collect();
-        let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 1).collect();
-        let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.status == 4).collect();
+        let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.alive()).collect();
+        let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.failed()).collect();
         if !recover::quorum_lost(alive.len(), failed.len()) {
             if requested {
                 recover::withdraw(&dir);

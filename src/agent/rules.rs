@@ -60,14 +60,14 @@ pub fn seen(
             let promoted_for = (!server).then(|| promoted.get(&m.name).copied()).flatten();
             (m, server, promoted_for)
         })
-        .filter(|(m, _, promoted_for)| m.status == 1 || m.status == 4 || promoted_for.is_some())
+        .filter(|(m, _, promoted_for)| m.alive() || m.failed() || promoted_for.is_some())
         .map(|(m, server, promoted_for)| Seen {
             name: m.name.clone(),
             server,
             voter: voters.is_none_or(|v| v.contains(&m.name)),
-            alive: m.status == 1,
+            alive: m.alive(),
             failed_for: failed_since.get(&m.name).map(|t| t.elapsed()),
-            gone: m.status == 4 && gone.contains(&m.name),
+            gone: m.failed() && gone.contains(&m.name),
             promoted_for,
         })
         .collect()

@@ -94,20 +94,20 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             no_leader_ticks = 0;
         }
         let now = Instant::now();
-        failed_since.retain(|n, _| members.iter().any(|m| &m.name == n && m.status == 4));
-        for m in members.iter().filter(|m| m.status == 4) {
+        failed_since.retain(|n, _| members.iter().any(|m| &m.name == n && m.failed()));
+        for m in members.iter().filter(|m| m.failed()) {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
         // Failed servers whose machines the compute back-end says are gone need no grace.
         let mut gone = HashSet::new();
-        for m in members.iter().filter(|m| m.status == 4) {
+        for m in members.iter().filter(|m| m.failed()) {
             if let Ok(Some(true)) = machine_gone(&ctx, &config, &m.name).await {
                 gone.insert(m.name.clone());
             }
         }
         let alive_voters = members
             .iter()
-            .filter(|m| m.status == 1 && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
+            .filter(|m| m.alive() && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
             .count();
         let promoted = if alive_voters < settings.min_servers
             && let Some(l) = &link
@@ -479,7 +479,7 @@ async fn alive_servers_joined(api: &ConsulApi) -> usize {
         .await
         .map(|ms| {
             ms.iter()
-                .filter(|m| m.status == 1 && m.tags.get("role").map(String::as_str) == Some("consul"))
+                .filter(|m| m.alive() && m.tags.get("role").map(String::as_str) == Some("consul"))
                 .count()
         })
         .unwrap_or(0)
@@ -492,7 +492,7 @@ async fn alive_servers(api: &ConsulApi) -> usize {
         .await
         .map(|ms| {
             ms.iter()
-                .filter(|m| m.status == 1 && m.tags.get("role").map(String::as_str) == Some("consul"))
+                .filter(|m| m.alive() && m.tags.get("role").map(String::as_str) == Some("consul"))
                 .filter(|m| voters.as_ref().is_none_or(|v| v.contains(&m.name)))
                 .count()
         })

@@ -36,22 +36,62 @@ pub struct AgentMember {
     pub port: u16,
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
-    pub status: u8,
+    pub status: Serf,
     #[serde(default)]
     pub protocol_cur: u8,
+}
+
+/// A member's status as serf gives it (a number in consul's API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(from = "u8")]
+pub enum Serf {
+    None,
+    Alive,
+    Leaving,
+    Left,
+    Failed,
+    Unknown(u8),
+}
+
+impl From<u8> for Serf {
+    fn from(n: u8) -> Self {
+        match n {
+            0 => Serf::None,
+            1 => Serf::Alive,
+            2 => Serf::Leaving,
+            3 => Serf::Left,
+            4 => Serf::Failed,
+            other => Serf::Unknown(other),
+        }
+    }
+}
+
+impl Serf {
+    /// Serf's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Serf::None => "none",
+            Serf::Alive => "alive",
+            Serf::Leaving => "leaving",
+            Serf::Left => "left",
+            Serf::Failed => "failed",
+            Serf::Unknown(_) => "unknown",
+        }
+    }
 }
 
 impl AgentMember {
     /// Serf's status names.
     pub fn status_name(&self) -> &'static str {
-        match self.status {
-            0 => "none",
-            1 => "alive",
-            2 => "leaving",
-            3 => "left",
-            4 => "failed",
-            _ => "unknown",
-        }
+        self.status.name()
+    }
+
+    pub fn alive(&self) -> bool {
+        self.status == Serf::Alive
+    }
+
+    pub fn failed(&self) -> bool {
+        self.status == Serf::Failed
     }
 }
 
@@ -157,7 +197,7 @@ impl ConsulApi {
             .members()
             .await?
             .into_iter()
-            .filter(|m| m.status == 1)
+            .filter(|m| m.alive())
             .map(|m| m.name)
             .collect())
     }
