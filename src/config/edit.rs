@@ -132,7 +132,7 @@ fn unset_in(
     cached: Option<mapping::Mapping>,
 ) -> anyhow::Result<(mapping::Mapping, Unset)> {
     let Some(cached) = cached else {
-        if mapping::subtree(&modules, key).next().is_some() {
+        if mapping::subtree(modules, key).next().is_some() {
             bail!(
                 "`{key}` comes from a module, not the mutable layer; override it with `config set` or remove the module"
             );
