@@ -353,7 +353,8 @@ pub struct DeployArgs {
     #[arg(long)]
     pub no_provision: bool,
 
-    /// How long a host may take to answer SSH (a machine still booting), in seconds
+    /// How long a host may take to answer SSH (a machine still booting), in seconds; one that
+    /// refuses the connection (nothing listens on its port) is given up after 10 s
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub ssh_wait: u64,
 }

@@ -1,11 +1,16 @@
 //! `join`: this machine, not in the cluster yet, asks a member to slave it.
 //!
-//! 1. sshd must answer here (it is started if it is not running);
+//! The member is reached first, and nothing changes on this machine until it has been:
+//! 1. a TCP probe of the member's SSH port: a refusal, a silence or an unknown name ends the
+//!    join at once, with what to check;
 //! 2. the member is reached as the user reaches it with plain ssh (the user's keys or agent),
-//!    its host key pinned in our `known_hosts` on first contact;
-//! 3. over that session: the member's raptiformica key (made there if missing) is read and
-//!    authorized for root here, and the member sees which address this machine comes from;
-//! 4. the member slaves this machine, pinning the host key this machine read from its own
+//!    its host key pinned in our `known_hosts` on first contact (kept only once the login
+//!    worked);
+//! 3. over that session the member's raptiformica key (made there if missing) is read, and the
+//!    member says which address this machine comes from;
+//! 4. only then, here: sshd must answer (it is started if it is not running) and the member's
+//!    key is authorized for root;
+//! 5. the member slaves this machine, pinning the host key this machine read from its own
 //!    sshd (`slave --host-key`): pinned both ways, nothing trusted on first use.
 
 use std::path::Path;
@@ -15,11 +20,15 @@ use anyhow::{Context as _, bail};
 
 use crate::context::Context;
 use crate::progress::Progress;
+use crate::reach::{self, Silence, Unreachable};
 use crate::slave::{on_node, quote};
-use crate::ssh::Remote;
+use crate::ssh::{Remote, hop};
 
 /// How long the member may take to slave this machine.
 const SLAVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the member's SSH port may take to accept a TCP connection (a refusal ends the
+/// wait at once).
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 /// This machine's sshd.
 const SSHD_PORT: u16 = 22;
 const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
@@ -29,61 +38,101 @@ pub struct JoinOptions {
 }
 
 pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opts: &JoinOptions) -> anyhow::Result<()> {
-    let step = progress.step("local", "sshd");
-    let how = crate::process::blocking(ensure_sshd)?;
-    step.done(&how);
-    let host_key = std::fs::read_to_string(HOST_KEY)
-        .with_context(|| format!("cannot read this machine's host key `{HOST_KEY}`"))?;
-    let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let who = hop(host, port);
+    let step = progress.step(&who, "reach");
+    reach::probe(host, port, REACH_TIMEOUT).await.map_err(unreachable)?;
+    step.done("answers");
 
-    let who = format!("{host}:{port}");
     let step = progress.step(&who, "connect");
-    std::fs::create_dir_all(&ctx.paths.cache_dir)
-        .with_context(|| format!("cannot create `{}`", ctx.paths.cache_dir.display()))?;
     let remote = Remote::connect_as_user(&ctx.paths.cache_dir.join("known_hosts"), host, port).await?;
     step.done("host key pinned");
 
-    let result = async {
-        let step = progress.step(&who, "exchange keys");
-        let out = remote
-            .run(
-                "reading the member's key",
-                &on_node(
-                    r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
-                    k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
-                    [ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
-                    echo "key $(cat "$k.pub")"
-                    echo "from ${SSH_CONNECTION%% *}""#,
-                ),
-            )
-            .await?;
-        let (member_key, me) = parse_exchange(&out.stdout)?;
-        crate::process::blocking(|| authorize(&member_key))?;
-        step.done(&format!("the member reaches this machine at {me}"));
-
-        let step = progress.step(&who, &format!("slave {me} from the member"));
-        let mut command = format!(
-            "raptiformica slave {} --port {SSHD_PORT} --host-key {}",
-            quote(&me),
-            quote(&host_key)
-        );
-        if let Some(s) = &opts.server_type {
-            command.push_str(&format!(" --server-type {}", quote(s)));
-        }
-        let out = remote
-            .run_limited("`raptiformica slave` on the member", &on_node(&command), None, SLAVE_TIMEOUT)
-            .await?;
-        if ctx.verbose > 0 {
-            for line in out.stdout.lines().chain(out.stderr.lines()) {
-                eprintln!("  | {line}");
-            }
-        }
-        step.done("");
-        anyhow::Ok(())
-    }
-    .await;
+    let result = join_through(ctx, progress, &remote, &who, opts).await;
     remote.close().await;
     result
+}
+
+/// A member that does not answer, with what to check.
+fn unreachable(u: Unreachable) -> anyhow::Error {
+    let hint = match u.why {
+        Silence::Refused => "is the member's sshd running, and is the port right (-p)?",
+        Silence::Unresolved(_) => "is the member's name right?",
+        Silence::NotSsh(_) => "is the member up, and is the port right (-p)? it must be its SSH port",
+        _ => "is the member's address right, is it up, and does no firewall drop SSH (and is the port right, -p)?",
+    };
+    anyhow::anyhow!("{u}: {hint}\nnothing was changed on this machine")
+}
+
+/// Over the member's session: the key exchange, then (only now) this machine's sshd and the
+/// member's key authorized here, then the member slaves this machine.
+async fn join_through(
+    ctx: &Context,
+    progress: &Progress,
+    remote: &Remote,
+    who: &str,
+    opts: &JoinOptions,
+) -> anyhow::Result<()> {
+    let step = progress.step(who, "exchange keys");
+    let (member_key, me) = exchange(remote).await?;
+    step.done(&format!("the member reaches this machine at {me}"));
+
+    let step = progress.step("local", "sshd");
+    let how = crate::process::blocking(ensure_sshd)?;
+    step.done(&how);
+    let host_key = own_host_key()?;
+    let step = progress.step("local", "authorize the member's key");
+    crate::process::blocking(|| authorize(&member_key))?;
+    step.done("");
+
+    let step = progress.step(who, &format!("slave {me} from the member"));
+    let mut command = format!(
+        "raptiformica slave {} --port {SSHD_PORT} --host-key {}",
+        quote(&me),
+        quote(&host_key)
+    );
+    if let Some(s) = &opts.server_type {
+        command.push_str(&format!(" --server-type {}", quote(s)));
+    }
+    let out = remote
+        .run_limited(
+            "`raptiformica slave` on the member",
+            &on_node(&command),
+            None,
+            SLAVE_TIMEOUT,
+        )
+        .await?;
+    if ctx.verbose > 0 {
+        for line in out.stdout.lines().chain(out.stderr.lines()) {
+            eprintln!("  | {line}");
+        }
+    }
+    step.done("");
+    Ok(())
+}
+
+/// Reads the member's raptiformica key (made there if missing) and the address the member
+/// sees this machine at; changes nothing here.
+async fn exchange(remote: &Remote) -> anyhow::Result<(String, String)> {
+    let out = remote
+        .run(
+            "reading the member's key",
+            &on_node(
+                r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
+                k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
+                [ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
+                echo "key $(cat "$k.pub")"
+                echo "from ${SSH_CONNECTION%% *}""#,
+            ),
+        )
+        .await?;
+    parse_exchange(&out.stdout)
+}
+
+/// This machine's host key (`type base64`), as its sshd presents it.
+fn own_host_key() -> anyhow::Result<String> {
+    let host_key = std::fs::read_to_string(HOST_KEY)
+        .with_context(|| format!("cannot read this machine's host key `{HOST_KEY}`"))?;
+    Ok(host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
 }
 
 /// The member's public key and the address it sees this machine at, from the exchange script.
@@ -143,8 +192,7 @@ fn starting_sshd() -> bool {
 
 /// Makes sure sshd answers on this machine; starts it if it does not. Says which.
 fn ensure_sshd() -> anyhow::Result<String> {
-    let answers =
-        || std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], SSHD_PORT).into(), Duration::from_secs(2)).is_ok();
+    let answers = || reach::answers_blocking(([127, 0, 0, 1], SSHD_PORT).into(), Duration::from_secs(2));
     if answers() {
         return Ok("running".into());
     }

@@ -39,6 +39,7 @@ pub mod package;
 pub mod paths;
 pub mod process;
 pub mod progress;
+pub mod reach;
 pub mod remote_files;
 pub mod remote_node;
 pub mod server_type;

@@ -255,23 +255,32 @@ impl Remote {
     /// Connects to `root@host:port` as the user would with plain `ssh`: the user's own ssh
     /// config, keys and agent (not our instance key), the host key pinned in our
     /// `known_hosts` on first contact and checked on every later one (`join`, from a machine
-    /// that is not a node yet).
+    /// that is not a node yet). ssh records a new host key before the login, so it works on a
+    /// copy of the pins, and a new pin is kept only once the login succeeded: a failed contact
+    /// leaves `known_hosts` as it was.
     pub async fn connect_as_user(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<Self> {
+        let trial = trial_pins(known_hosts)?;
         let mut builder = SessionBuilder::default();
         builder
             .known_hosts_check(KnownHosts::Add)
-            .user_known_hosts_file(known_hosts)
+            .user_known_hosts_file(trial.path())
             .user("root".into())
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
             .control_directory(std::env::temp_dir());
         match builder.connect(host).await {
-            Ok(session) => Ok(Self {
-                host: host.into(),
-                port,
-                via: Vec::new(),
-                session,
-            }),
+            Ok(session) => match keep_new_pins(trial.path(), known_hosts) {
+                Ok(()) => Ok(Self {
+                    host: host.into(),
+                    port,
+                    via: Vec::new(),
+                    session,
+                }),
+                Err(e) => {
+                    let _ = session.close().await;
+                    Err(e)
+                }
+            },
             Err(e) => {
                 let cause = format!("{e:#} ({e:?})");
                 let what = if cause.contains("IDENTIFICATION HAS CHANGED")
@@ -462,12 +471,10 @@ fn config_quote(path: &Path) -> anyhow::Result<String> {
 
 /// Why a TCP connection to `host:port` fails, if it does (to explain an ssh failure).
 async fn probe_tcp(host: &str, port: u16) -> Option<String> {
-    let attempt = tokio::net::TcpStream::connect((host, port));
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
-    }
+    crate::reach::probe(host, port, CONNECT_TIMEOUT)
+        .await
+        .err()
+        .map(|u| u.why.to_string())
 }
 
 /// What a failed SSH contact means, with ssh's own words (`cause`) kept at the end.
@@ -513,6 +520,55 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::fs_atomic::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// A private copy of `known_hosts` (empty when there is none) for a contact whose new pins
+/// are kept only if it succeeds.
+fn trial_pins(known_hosts: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let trial = tempfile::Builder::new()
+        .prefix("raptiformica-known_hosts.")
+        .tempfile()
+        .context("cannot make a temporary known_hosts file")?;
+    match std::fs::read(known_hosts) {
+        Ok(pins) => {
+            std::fs::write(trial.path(), pins).with_context(|| format!("cannot copy `{}`", known_hosts.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", known_hosts.display())),
+    }
+    Ok(trial)
+}
+
+/// Appends to `known_hosts` the lines of `trial` it does not have yet (the pins a successful
+/// contact recorded).
+fn keep_new_pins(trial: &Path, known_hosts: &Path) -> anyhow::Result<()> {
+    let learned = std::fs::read_to_string(trial).with_context(|| format!("cannot read `{}`", trial.display()))?;
+    if let Some(dir) = known_hosts.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    with_lock(known_hosts, || {
+        let pinned = std::fs::read_to_string(known_hosts).unwrap_or_default();
+        let mut new = String::new();
+        for line in learned.lines().filter(|l| !l.trim().is_empty()) {
+            if !pinned.lines().any(|p| p == line) {
+                new.push_str(line);
+                new.push('\n');
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        if !pinned.is_empty() && !pinned.ends_with('\n') {
+            new.insert(0, '\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(known_hosts)
+            .with_context(|| format!("cannot write `{}`", known_hosts.display()))?;
+        std::io::Write::write_all(&mut file, new.as_bytes())
+            .with_context(|| format!("cannot write `{}`", known_hosts.display()))
+    })
 }
 
 /// Forgets the pinned key(s) of `host:port` in `known_hosts`.
@@ -639,6 +695,32 @@ mod tests {
             );
         }
         assert_eq!(text.lines().count(), 12);
+    }
+
+    #[test]
+    fn a_trial_contact_keeps_only_the_new_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let known_hosts = dir.path().join("cache/known_hosts");
+        // No known_hosts yet: the copy is empty, and nothing is made until pins are kept.
+        let trial = trial_pins(&known_hosts).unwrap();
+        assert_eq!(std::fs::read_to_string(trial.path()).unwrap(), "");
+        assert!(!dir.path().join("cache").exists());
+        std::fs::write(trial.path(), format!("10.0.0.1 {KEY_A}\n")).unwrap();
+        keep_new_pins(trial.path(), &known_hosts).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&known_hosts).unwrap(),
+            format!("10.0.0.1 {KEY_A}\n")
+        );
+        // A second contact copies the pins, learns one more; only that one is appended.
+        let trial = trial_pins(&known_hosts).unwrap();
+        let mut text = std::fs::read_to_string(trial.path()).unwrap();
+        text.push_str(&format!("[10.0.0.2]:2222 {KEY_B}\n"));
+        std::fs::write(trial.path(), text).unwrap();
+        keep_new_pins(trial.path(), &known_hosts).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&known_hosts).unwrap(),
+            format!("10.0.0.1 {KEY_A}\n[10.0.0.2]:2222 {KEY_B}\n")
+        );
     }
 
     #[test]

@@ -181,6 +181,17 @@ impl Inventory {
         chain
     }
 
+    /// The entries this machine connects to itself: the first hop of every host (the host, or
+    /// the outermost jump host on its way), each once, in file order.
+    pub fn first_hops(&self) -> Vec<usize> {
+        let mut hops: Vec<usize> = (0..self.entries.len())
+            .map(|i| self.jumps(i).first().copied().unwrap_or(i))
+            .collect();
+        hops.sort_unstable();
+        hops.dedup();
+        hops
+    }
+
     /// The entries in waves, in file order within each: wave 0 needs no jump host, and every
     /// entry comes in a later wave than the hosts it jumps through, so those are slaved first.
     pub fn waves(&self) -> Vec<Vec<usize>> {
@@ -687,6 +698,14 @@ mod tests {
         let inv = json(r#"[{"dst":"h","via":"j"},{"dst":"j","via":"k"},{"dst":"k"}]"#).unwrap();
         assert_eq!(inv.jumps(0), vec![2, 1]);
         assert_eq!(inv.waves(), vec![vec![2], vec![1], vec![0]]);
+    }
+
+    #[test]
+    fn first_hops_are_the_hosts_or_their_outermost_jump_hosts() {
+        let inv = json(r#"[{"dst":"h","via":"j"},{"dst":"x"},{"dst":"j","via":"k"},{"dst":"k"}]"#).unwrap();
+        assert_eq!(inv.first_hops(), vec![1, 3]);
+        let inv = json(r#"[{"dst":"a"},{"dst":"b","port":2222}]"#).unwrap();
+        assert_eq!(inv.first_hops(), vec![0, 1]);
     }
 
     #[test]

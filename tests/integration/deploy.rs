@@ -1,6 +1,7 @@
 //! End to end: `deploy` of plain machines (containers we did not spawn, sshd and our key only),
 //! one of them reachable only through another; a re-run changes nothing; a bad inventory is
-//! refused before anything starts; a fourth plain machine `join`s through a member.
+//! refused before anything starts; a fourth plain machine `join`s through a member. And an
+//! inventory whose hosts do not answer fetches nothing and writes no secret (no docker needed).
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,77 @@ fn alive_on(id: &str) -> usize {
         .iter()
         .filter(|m| m["status"] == "alive")
         .count()
+}
+
+/// Whether `dir` holds anything (a missing dir holds nothing).
+fn holds_anything(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// The cluster's secrets `slave::prepare` writes: the ACL token, the gossip key in the cache.
+fn secrets_written(env: &TestEnv) -> Vec<String> {
+    let mut found = Vec::new();
+    if env.cache().join("consul_token").exists() {
+        found.push("consul_token".to_string());
+    }
+    let cache = std::fs::read_to_string(env.cache_file()).unwrap_or_default();
+    if cache.contains("raptiformica/meshnet/consul/password") {
+        found.push(format!("the gossip key in {}", env.cache_file().display()));
+    }
+    found
+}
+
+#[test]
+fn an_unreachable_host_fetches_nothing_and_writes_no_secret() {
+    let env = TestEnv::new();
+    let inventory = env.write("inv.json", r#"[{"dst": "127.0.0.1", "port": 1}]"#);
+    let inventory = inventory.to_str().unwrap();
+    // Artifacts in `<cache>/artifacts`, as by default; a fetch that started anyway must not
+    // download 75 MB: the mirror it would use refuses at once.
+    let run = |extra: &[(&str, &std::path::Path)], args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.env_remove("RAPTIFORMICA_ARTIFACTS_DIR")
+            .env("RAPTIFORMICA_DEBIAN_MIRROR", "http://127.0.0.1:1/debian");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let t = Instant::now();
+        let out = cmd.args(["deploy", inventory]).args(args).output().unwrap();
+        (out, t.elapsed())
+    };
+
+    // With the default --ssh-wait (30 s): a refusing host is given up after 10 s.
+    let (out, took) = run(&[], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(20), "{took:?}\n{err}");
+    assert!(
+        err.contains("nothing answers on 127.0.0.1:1") && err.contains("the port in the inventory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of 1 host(s) failed: 127.0.0.1:1") && err.contains("nothing was fetched"),
+        "{err}"
+    );
+    let table = text(&out.stdout);
+    assert!(table.contains("127.0.0.1:1") && table.contains("FAILED"), "{table}");
+    let artifacts = env.cache().join("artifacts");
+    assert!(
+        !holds_anything(&artifacts),
+        "artifacts fetched into {}",
+        artifacts.display()
+    );
+    assert_eq!(secrets_written(&env), Vec::<String>::new());
+
+    // With the artifacts there already (nothing to fetch), no secret is written either.
+    let fake = env.dir.path().join("fake-artifacts");
+    std::fs::create_dir_all(&fake).unwrap();
+    for b in ["consul", "yggdrasil", "yggdrasilctl"] {
+        std::fs::write(fake.join(b), "#!/bin/sh\n").unwrap();
+    }
+    let (out, _) = run(&[("RAPTIFORMICA_ARTIFACTS_DIR", &fake)], &["--ssh-wait", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(secrets_written(&env), Vec::<String>::new());
 }
 
 #[test]

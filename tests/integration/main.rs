@@ -11,6 +11,7 @@ mod deploy;
 mod docker;
 mod events;
 mod healing;
+mod join;
 mod mesh;
 mod modules;
 mod package;
