@@ -1,188 +1,33 @@
 //! raptiformica: decentralized server orchestration.
 //!
-//! Map of the crate:
-//! - [`cli`]: the command line (clap derive only), [`cli_help`]: `--help` naming the known types,
-//!   [`commands`]: one thin `run` per subcommand;
-//! - [`config`]: the layered config (modules, mutable cache, later consul's KV) and its flat
-//!   `raptiformica/...` mapping;
-//! - [`compute`]: compute back-ends driven by module commands, one directory per instance;
-//! - [`deploy`]: the inventory `raptiformica deploy` reads (hosts, ports, jump hosts);
-//! - [`server_type`], [`hooks`]: provisioning types and user hooks from the config;
-//!   [`user_modules`]: installing and removing the modules in `<cache-dir>/modules`;
-//! - [`spawner`], [`slave`], [`package`]: starting machines, making them nodes, baking images;
-//! - [`process`]: the only place that starts local processes;
-//! - [`context`], [`paths`]: what every command is handed, and where things live.
-//! - the ground floor, importing nothing of the crate: [`mapping`] (the flat `raptiformica/...`
-//!   mapping and its key rules), [`fs_atomic`] (files replaced whole), [`node_id`].
+//! The rooms, bottom up; each imports only from the floors below it:
+//! - [`sys`]: processes, daemons, files replaced whole, paths, the flat mapping, quoting;
+//! - [`consensus`]: consul: its agent's config, its HTTP API, members, locks, the replicated
+//!   logs, events, snapshots;
+//! - [`config`]: the layered config (modules, the mutable cache, consul's KV), its checks, which
+//!   keys are commands, and the [`config::context::Context`] every command is handed;
+//! - [`modules`]: hooks, events, server types, state machines, installing user modules;
+//! - [`mesh`]: the overlay (the `Overlay` trait, yggdrasil), peering, the neighbours;
+//! - [`remote`]: SSH, node conventions, reaching a known node or the cluster's consul;
+//! - [`provision`]: slaving a machine, its artifacts, join, advertise;
+//! - [`compute`]: compute back-ends, instances, spawning, packaged images;
+//! - [`deploy`]: inventories and their rollout;
+//! - [`node`]: bringing a node up (`mesh`);
+//! - [`agent`]: the long-running agent, one file per duty;
+//! - [`ui`]: the web map;
+//! - [`cli`]: the command line on top (clap, help, output, the runtime, one run per command).
 
-pub mod advertise;
 pub mod agent;
-pub mod artifacts;
 pub mod cli;
-pub mod cli_help;
-pub mod cluster_link;
-pub mod commands;
 pub mod compute;
 pub mod config;
 pub mod consensus;
-pub mod context;
-pub mod daemon;
 pub mod deploy;
-pub mod events;
-pub mod fs_atomic;
-pub mod hooks;
-pub mod join;
-pub mod mapping;
 pub mod mesh;
-pub mod node_id;
-pub mod package;
-pub mod paths;
-pub mod process;
-pub mod progress;
-pub mod reach;
-pub mod remote_files;
-pub mod remote_node;
-pub mod server_type;
-pub mod slave;
+pub mod modules;
+pub mod node;
+pub mod provision;
+pub mod remote;
 pub mod snapshot;
-pub mod spawner;
-pub mod ssh;
-pub mod state_machine;
+pub mod sys;
 pub mod ui;
-pub mod user_modules;
-
-use std::path::PathBuf;
-
-use clap::CommandFactory;
-
-use cli::{Cli, Command};
-use context::Context;
-use paths::Paths;
-
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    // The agent's log is where its events go: it logs at info by default.
-    let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status && !a.recover);
-    init_logging(cli.verbose, long_running);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    // An empty path would make the current directory the cache, silently.
-    anyhow::ensure!(
-        !cli.cache_dir.trim().is_empty(),
-        "the cache dir path is empty (`--cache-dir ''` or `RAPTIFORMICA_CACHE_DIR=`): name a directory, \
-         or unset RAPTIFORMICA_CACHE_DIR for the default ~/.raptiformica.d"
-    );
-    let cache_dir = expand_home(&cli.cache_dir, home.as_deref());
-    let ctx = Context {
-        paths: {
-            let mut paths = Paths::resolve(Some(cache_dir), cli.install_dir, home);
-            if let Some(dir) = cli.artifacts_dir {
-                paths.artifacts_dir = dir;
-            }
-            paths
-        },
-        verbose: cli.verbose,
-        json: cli.json,
-        public_key_file: None,
-        no_package: false,
-        synced: false,
-    };
-    if let Some(token) = consensus::acl::read_token(&ctx.paths) {
-        consensus::api::use_token(token);
-    }
-    // On a node, the one step that talks to consul before a command reads the config: pending
-    // changes pushed, the KV read and cached. Loading the config afterwards reads files only.
-    let wants_config = !matches!(
-        cli.command,
-        Command::Keeper | Command::Completions { .. } | Command::Clean(_) | Command::Agent(_)
-    );
-    let ctx = if wants_config && config::shared::consul_configured(&ctx.paths) {
-        let synced = runtime()?.block_on(config::shared::sync(&ctx.paths));
-        Context { synced, ..ctx }
-    } else {
-        ctx
-    };
-    match cli.command {
-        Command::Config(args) => commands::config::run(&ctx, args),
-        Command::Spawn(args) => commands::spawn::run(&ctx, args),
-        Command::Slave(args) => commands::slave::run(&ctx, args),
-        Command::Ssh(args) => commands::ssh::run(&ctx, args),
-        Command::Mesh(args) => commands::mesh::run(&ctx, args),
-        Command::Members(args) => commands::members::run(&ctx, args),
-        Command::Artifacts { action } => commands::artifacts::run(&ctx, action),
-        Command::Destroy => commands::instances::remove(&ctx, false),
-        Command::Prune => commands::instances::remove(&ctx, true),
-        Command::Hook { name } => commands::hook::run(&ctx, &name),
-        Command::Clean(args) => commands::clean::run(&ctx, args),
-        Command::Join(args) => commands::join::run(&ctx, args),
-        Command::Deploy(args) => commands::deploy::run(&ctx, args),
-        Command::Modules { action } => commands::modules::run(&ctx, action),
-        Command::Event { action } => commands::event::run(&ctx, action),
-        Command::State { action } => commands::state::run(&ctx, action),
-        Command::Snapshot { action } => commands::snapshot::run(&ctx, action),
-        Command::Ui(args) => commands::ui::run(&ctx, args),
-        Command::Package(args) => commands::package::run(&ctx, args),
-        Command::Advertise(args) => commands::advertise::run(&ctx, args),
-        Command::Inject(args) => commands::inject::run(&ctx, args),
-        Command::Agent(args) => commands::agent::run(&ctx, args),
-        Command::Keeper => agent::keeper::run(&ctx.paths),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "raptiformica", &mut std::io::stdout());
-            Ok(())
-        }
-    }
-}
-
-/// An error that carries the exit code to end with (e.g. a remote command's status).
-#[derive(Debug, thiserror::Error)]
-#[error("exit status {0}")]
-pub struct ExitWith(pub i32);
-
-/// A tokio runtime for the commands that talk to machines.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()?)
-}
-
-/// `~` and `~/x` expand to the home dir.
-pub(crate) fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
-    match (path.strip_prefix('~'), home) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
-        _ => PathBuf::from(path),
-    }
-}
-
-fn init_logging(verbose: u8, long_running: bool) {
-    // rustify (under consulrs) logs every failed request as an error of its own; ours say more.
-    let level = match verbose {
-        0 | 1 if long_running => "raptiformica=info,warn,rustify=off",
-        0 | 1 => "warn,rustify=off",
-        2 => "raptiformica=debug,warn,rustify=off",
-        _ => "raptiformica=trace,debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAPTIFORMICA_LOG").unwrap_or_else(|_| level.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    if long_running {
-        builder.init();
-    } else {
-        builder.without_time().init();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn home_expansion() {
-        let h = std::path::Path::new("/home/u");
-        assert_eq!(expand_home("~/.r", Some(h)), PathBuf::from("/home/u/.r"));
-        assert_eq!(expand_home("~", Some(h)), PathBuf::from("/home/u"));
-        assert_eq!(expand_home("~x/a", Some(h)), PathBuf::from("~x/a"));
-        assert_eq!(expand_home("/abs", Some(h)), PathBuf::from("/abs"));
-    }
-}

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Help names the installed server and compute types; other runs parse as derived.
-    let cli = raptiformica::cli_help::parse();
-    match raptiformica::run(cli) {
+    let cli = raptiformica::cli::help::parse();
+    match raptiformica::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<raptiformica::ExitWith>().is_some() => {
-            let code = e.downcast_ref::<raptiformica::ExitWith>().map_or(1, |c| c.0);
+        Err(e) if e.downcast_ref::<raptiformica::cli::runtime::ExitWith>().is_some() => {
+            let code = e
+                .downcast_ref::<raptiformica::cli::runtime::ExitWith>()
+                .map_or(1, |c| c.0);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Err(e) => {

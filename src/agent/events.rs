@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::status::Recorder;
+use crate::config::context::Context;
 use crate::config::{self, shared};
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
-use crate::context::Context;
-use crate::events::Event;
-use crate::hooks;
+use crate::consensus::event::Event;
 use crate::mesh::neighbours;
+use crate::modules::hooks;
 
 /// How long one blocking query waits for a new event.
 const WAIT: Duration = Duration::from_secs(60);
@@ -45,7 +45,7 @@ impl Seen {
     }
 
     fn save(&self, file: &std::path::Path) -> anyhow::Result<()> {
-        crate::fs_atomic::write_atomic_creating(file, &serde_json::to_vec(self)?)?;
+        crate::sys::fs_atomic::write_atomic_creating(file, &serde_json::to_vec(self)?)?;
         Ok(())
     }
 

@@ -13,11 +13,12 @@ use tokio::sync::watch;
 
 use super::membership::View;
 use super::status::Recorder;
+use crate::config::context::Context;
 use crate::config::{self, shared};
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
-use crate::context::Context;
 use crate::mesh::yggdrasil::Yggdrasil;
-use crate::mesh::{Applied, Overlay as _, neighbours, node};
+use crate::mesh::{Applied, Overlay as _, neighbours};
+use crate::node::mesh as node;
 
 const WAIT: Duration = Duration::from_secs(55);
 const SETTLE: Duration = Duration::from_millis(300);
@@ -72,7 +73,7 @@ pub async fn follow(
         let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
             // Caches the KV (and refuses an unusable one).
             let config = config::load_over(&ctx2.paths, config::shared::take(&ctx2.paths, Some(kv)))?;
-            let plan = node::overlay_plan(&config.mapping, &me2, &down)?;
+            let plan = crate::mesh::plan::overlay_plan(&config.mapping, &me2, &down)?;
             let file = std::fs::File::create(&lock)?;
             file.lock()?;
             Ok((ygg2.apply(&plan, node::new_keys_policy(&ctx2))?, plan.dial.len()))

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::config::shared::mesh_dir;
-use crate::daemon::Daemon;
-use crate::paths::Paths;
+use crate::sys::daemon::Daemon;
+use crate::sys::paths::Paths;
 
 /// The program name the kernel gives both the keeper and the agent.
 const PROGRAM: &str = "raptiformica";
@@ -66,7 +66,7 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
     if let Some(dir) = k.pid_file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::fs_atomic::write_atomic(&k.pid_file, format!("{}\n", std::process::id()).as_bytes())?;
+    crate::sys::fs_atomic::write_atomic(&k.pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     let a = agent(paths);
     let mut delay = Duration::from_secs(1);
     loop {
@@ -110,6 +110,6 @@ fn run_once(exe: &Path, paths: &Paths, log: &PathBuf, pid_file: &Path) -> anyhow
         .stderr(log)
         .spawn()
         .context("cannot start `raptiformica agent`")?;
-    crate::fs_atomic::write_atomic(pid_file, format!("{}\n", child.id()).as_bytes())?;
+    crate::sys::fs_atomic::write_atomic(pid_file, format!("{}\n", child.id()).as_bytes())?;
     Ok(child.wait()?)
 }

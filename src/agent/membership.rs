@@ -157,7 +157,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_fires_once_and_calm_fires_never() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = crate::paths::Paths::resolve(Some(dir.path().to_path_buf()), None, None);
+        let paths = crate::sys::paths::Paths::resolve(Some(dir.path().to_path_buf()), None, None);
         let rec = Recorder::new(&paths, "node");
         let (tx, rx) = watch::channel(None);
         let fired = Arc::new(AtomicUsize::new(0));

@@ -30,9 +30,9 @@ pub mod status;
 pub mod supervise;
 pub mod workstation;
 
+use crate::config::context::Context;
 use crate::config::shared;
-use crate::context::Context;
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// Where an agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
     if mode == Mode::Node {
         let pid_file = keeper::agent(&ctx.paths).pid_file;
-        crate::fs_atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
+        crate::sys::fs_atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     }
     let rec = status::Recorder::new(&ctx.paths, mode.as_str());
     rec.event(
@@ -77,7 +77,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         verbose: ctx.verbose.max(1),
         ..ctx.clone()
     };
-    crate::runtime()?.block_on(async move {
+    crate::cli::runtime::runtime()?.block_on(async move {
         match mode {
             Mode::Node => node::run(ctx, rec).await,
             Mode::Workstation => workstation::run(ctx, rec).await,

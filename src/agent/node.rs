@@ -22,16 +22,17 @@ use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
 use super::{follow, membership};
+use crate::config::context::Context;
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
-use crate::context::Context;
+use crate::mesh;
 use crate::mesh::neighbours;
 use crate::mesh::yggdrasil::Yggdrasil;
-use crate::{hooks, mesh};
+use crate::modules::hooks;
 
 const TICK: Duration = Duration::from_secs(2);
 const JOIN_EVERY: Duration = Duration::from_secs(2);
@@ -47,7 +48,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         tokio::task::spawn_blocking(move || config::load_over(&ctx.paths, None)).await??
     };
-    let ygg = mesh::node::overlay(&ctx, &config.mapping)?;
+    let ygg = crate::node::mesh::overlay(&ctx, &config.mapping)?;
     let consul = ConsulAgent::new(&dir);
 
     let y = ygg.clone();
@@ -75,7 +76,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
 
     let (tx, rx) = watch::channel(None);
     tokio::spawn(membership::watch(tx));
-    let me = mesh::node::own_id(&mesh::Overlay::identity(&ygg)?);
+    let me = crate::node::mesh::own_id(&mesh::Overlay::identity(&ygg)?);
     tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
@@ -286,14 +287,14 @@ impl Tick {
         self.last_join = Some(Instant::now());
         // The overlay links first: yggdrasil gives up on a lost peer after three dials and
         // then tries it once a minute.
-        if let Ok(plan) = mesh::node::overlay_plan(cached, me, &Default::default()) {
+        if let Ok(plan) = crate::mesh::plan::overlay_plan(cached, me, &Default::default()) {
             let peers = plan.dial;
             let ygg = self.overlay.clone();
             let linked = tokio::task::spawn_blocking(move || ygg.linked_keys()).await;
             if let Ok(Ok(linked)) = linked {
                 // The reachability probes block briefly: off the async workers.
                 let redials = &mut self.redials;
-                let due = crate::process::blocking(|| redials.due(&peers, &linked, Instant::now(), answers));
+                let due = crate::sys::process::blocking(|| redials.due(&peers, &linked, Instant::now(), answers));
                 let ygg = self.overlay.clone();
                 match tokio::task::spawn_blocking(move || ygg.redial(&due)).await {
                     Ok(Ok(0)) => {}
@@ -303,11 +304,7 @@ impl Tick {
                 }
             }
         }
-        let alive: Vec<&str> = members
-            .iter()
-            .filter(|m| m.alive())
-            .map(|m| m.name.as_str())
-            .collect();
+        let alive: Vec<&str> = members.iter().filter(|m| m.alive()).map(|m| m.name.as_str()).collect();
         // Lost or never met peers: known neighbours that are not alive members (an evicted one
         // has no neighbour entry any more). Two new machines can join each other and stop there
         // (consul's retry_join is done once one address answers): this joins them to the rest.
@@ -518,7 +515,7 @@ impl Tick {
     }
 
     /// Publishes which nodes this node's running overlay admits (`yggdrasil_admits`), so that
-    /// the others do not dial it before it admits them (see `mesh::node::overlay_plan`).
+    /// the others do not dial it before it admits them (see `crate::mesh::plan::overlay_plan`).
     async fn publish_admits(&mut self, cached: &Mapping, me: &str) {
         let Some(admitted) = self.overlay.admitted() else {
             return;
@@ -601,12 +598,12 @@ impl Tick {
             return;
         }
         self.last_promotion = Some(Instant::now());
-        let opts = mesh::node::MeshOptions {
+        let opts = crate::node::mesh::MeshOptions {
             with_config: Mapping::new(),
             wait: Duration::from_secs(15),
             after_mesh: false,
         };
-        match mesh::node::mesh(&self.ctx, &opts).await {
+        match crate::node::mesh::mesh(&self.ctx, &opts).await {
             Ok(r) => self.rec.event(
                 "promote",
                 format!(

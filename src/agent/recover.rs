@@ -43,7 +43,7 @@ pub fn withdraw(mesh_dir: &Path) {
 
 /// `raptiformica agent --recover`: asks this node's agent to rebuild consensus now, waits
 /// until it did and a leader is back, and says what happened.
-pub async fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
+pub async fn ask(paths: &crate::sys::paths::Paths) -> anyhow::Result<String> {
     use crate::config::shared;
     use crate::consensus::api::ConsulApi;
     let dir = shared::mesh_dir(paths);
@@ -68,7 +68,7 @@ pub async fn ask(paths: &crate::paths::Paths) -> anyhow::Result<String> {
         anyhow::bail!("consul here sees a leader ({l}): quorum is not lost, nothing to recover");
     }
     let asked = super::status::now();
-    crate::fs_atomic::write_atomic(&request_file(&dir), format!("{asked}\n").as_bytes())?;
+    crate::sys::fs_atomic::write_atomic(&request_file(&dir), format!("{asked}\n").as_bytes())?;
     let status_file = super::status::file(paths);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answer = loop {
@@ -169,7 +169,7 @@ pub fn recover(consul: &ConsulAgent, peers: &[RaftPeer], mesh_lock: PathBuf) -> 
     consul.stop(Duration::from_secs(10));
     let raft = consul.data_dir().join("raft");
     std::fs::create_dir_all(&raft).with_context(|| format!("cannot create `{}`", raft.display()))?;
-    crate::fs_atomic::write_atomic(
+    crate::sys::fs_atomic::write_atomic(
         &raft.join("peers.json"),
         &serde_json::to_vec_pretty(&peers_json(peers))?,
     )?;
@@ -209,7 +209,7 @@ mod tests {
     fn a_request_stands_until_withdrawn_or_old() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!requested(dir.path()));
-        crate::fs_atomic::write_atomic(&request_file(dir.path()), b"x").unwrap();
+        crate::sys::fs_atomic::write_atomic(&request_file(dir.path()), b"x").unwrap();
         assert!(requested(dir.path()));
         let old = SystemTime::now() - REQUEST_STANDS - Duration::from_secs(1);
         File::options()

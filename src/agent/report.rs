@@ -53,7 +53,7 @@ pub async fn publish(ygg: Yggdrasil, me: String, rec: Recorder) {
             let value = serde_json::to_value(&now).expect("serializable");
             let written = match ConsulApi::local() {
                 Ok(api) => api
-                    .set_many(&crate::mapping::Mapping::from([(key.clone(), value)]))
+                    .set_many(&crate::sys::mapping::Mapping::from([(key.clone(), value)]))
                     .await
                     .is_ok(),
                 Err(_) => false,

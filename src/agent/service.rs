@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::paths::Paths;
-use crate::process::Shell;
+use crate::sys::paths::Paths;
+use crate::sys::process::Shell;
 
 /// The unit's name.
 pub const UNIT: &str = "raptiformica-agent.service";
@@ -55,7 +55,7 @@ pub fn ensure(paths: &Paths) -> anyhow::Result<bool> {
     let file = unit_file();
     let changed = std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str());
     if changed {
-        crate::fs_atomic::write_atomic(&file, text.as_bytes())
+        crate::sys::fs_atomic::write_atomic(&file, text.as_bytes())
             .with_context(|| format!("cannot write `{}`", file.display()))?;
     }
     let active = Shell::new(

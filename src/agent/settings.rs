@@ -53,7 +53,7 @@ impl Default for Settings {
             min_servers: 3,
             eviction_grace: Duration::from_secs(30),
             recovery_grace: Duration::from_secs(120),
-            hook_timeout: crate::hooks::HANDLER_TIMEOUT,
+            hook_timeout: crate::modules::hooks::HANDLER_TIMEOUT,
         }
     }
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use super::status::Recorder;
 use crate::config;
+use crate::config::context::Context;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
 use crate::consensus::state_log::Log;
-use crate::context::Context;
-use crate::state_machine::{self, Machine};
+use crate::modules::state_machine::{self, Machine};
 
 /// How long one blocking query on a log's index waits.
 const WAIT: Duration = Duration::from_secs(60);
@@ -69,7 +69,7 @@ fn read_applied(file: &std::path::Path) -> u64 {
 }
 
 fn write_applied(file: &std::path::Path, index: u64) -> anyhow::Result<()> {
-    crate::fs_atomic::write_atomic_creating(file, format!("{index}\n").as_bytes())?;
+    crate::sys::fs_atomic::write_atomic_creating(file, format!("{index}\n").as_bytes())?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// How many events the file keeps.
 const KEEP: usize = 100;
@@ -108,7 +108,7 @@ impl Recorder {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = crate::fs_atomic::write_atomic(&self.path, &bytes) {
+        if let Err(e) = crate::sys::fs_atomic::write_atomic(&self.path, &bytes) {
             tracing::warn!("cannot write the agent status `{}`: {e}", self.path.display());
         }
     }

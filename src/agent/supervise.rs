@@ -17,7 +17,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::status::Recorder;
-use crate::daemon::{Daemon, process_named};
+use crate::sys::daemon::{Daemon, process_named};
 
 /// A daemon the agent keeps running.
 pub struct Supervised {
@@ -117,7 +117,7 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Paths;
+    use crate::sys::paths::Paths;
 
     #[tokio::test]
     async fn a_killed_daemon_is_started_again_at_once() {

@@ -11,19 +11,19 @@ use super::roles::{promote, promotions, voters};
 use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
-use crate::cluster_link::{self, Link};
+use crate::compute::spawner;
 use crate::compute::{self, Instance};
+use crate::config::context::Context;
 use crate::config::{self, Config, mapping};
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
 use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
-use crate::context::Context;
 use crate::mesh::neighbours;
-use crate::progress::Progress;
-use crate::slave::{self, SlaveOptions};
-use crate::spawner;
-use crate::ssh::Identity;
+use crate::provision::slave::{self, SlaveOptions};
+use crate::remote::cluster_link::{self, Link};
+use crate::remote::ssh::Identity;
+use crate::sys::progress::Progress;
 
 const TICK: Duration = Duration::from_secs(3);
 /// After an action, how long before the next one. Short: a replacement returns once its new
@@ -208,7 +208,10 @@ async fn ask_recovery(
     rec.acting_on(Some(&link.node));
     let out = link
         .remote
-        .run("rebuild consensus", &slave::on_node("raptiformica agent --recover"))
+        .run(
+            "rebuild consensus",
+            &crate::remote::on_node::on_node("raptiformica agent --recover"),
+        )
         .await;
     rec.acting_on(None);
     let out = out?;

@@ -7,6 +7,8 @@
 //! directory, and cleans up after a failed start so nothing is left half-created.
 
 pub mod instance;
+pub mod package;
+pub mod spawner;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,9 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use crate::config::context::Context;
 use crate::config::{Config, mapping::PREFIX};
-use crate::context::Context;
-use crate::process::{LineSink, Shell};
+use crate::sys::process::{LineSink, Shell};
 
 pub use instance::Instance;
 
@@ -258,7 +260,7 @@ pub fn clean_up(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow:
         .run()?;
     if let Some(host) = &instance.host {
         // The address will serve another machine, with another host key.
-        crate::ssh::forget(
+        crate::remote::ssh::forget(
             &ctx.paths.cache_dir.join("known_hosts"),
             host,
             instance.port.unwrap_or(22),

@@ -163,7 +163,7 @@ impl MutableCache {
             path: self.path.clone(),
             reason,
         })?;
-        crate::fs_atomic::write_atomic(&self.path, &to_bytes(mapping)).map_err(|source| self.io("write", source))
+        crate::sys::fs_atomic::write_atomic(&self.path, &to_bytes(mapping)).map_err(|source| self.io("write", source))
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> CacheError {

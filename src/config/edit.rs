@@ -8,7 +8,7 @@ use anyhow::bail;
 use serde_json::Value;
 
 use super::{MutableCache, load_modules, mapping, shared};
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// Sets `key` (already normalized) to `value` in the mutable cache.
 /// On a node in a cluster the change goes to consul's KV too (or is pushed later).
@@ -155,11 +155,7 @@ fn unset_in(
     // Below the cache there are only the modules: keys they define show their value again.
     let mut next = modules.clone();
     next.extend(rest);
-    let fell_back: Vec<String> = gone
-        .iter()
-        .filter(|k| modules.contains_key(*k))
-        .cloned()
-        .collect();
+    let fell_back: Vec<String> = gone.iter().filter(|k| modules.contains_key(*k)).cloned().collect();
     let result = if fell_back.is_empty() {
         Unset::Removed(gone.len())
     } else {

@@ -12,6 +12,7 @@
 //! explicit async step ([`shared::sync`]) that the command line takes before a command runs.
 
 pub mod cache;
+pub mod context;
 pub mod edit;
 pub mod known;
 pub mod module;
@@ -24,10 +25,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use crate::mapping::{self, Mapping};
+pub use crate::sys::mapping::{self, Mapping};
 pub use cache::MutableCache;
 
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// A config layer, in override order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -137,7 +138,7 @@ pub fn load_over(paths: &Paths, shared: Option<Mapping>) -> Result<Config, cache
     if paths.install_dir.is_none() {
         tracing::warn!(
             "no built-in modules found (looked beside the binary and in `{}`); set --install-dir",
-            crate::paths::INSTALL_PREFIX
+            crate::sys::paths::INSTALL_PREFIX
         );
     }
     let cache = MutableCache::new(&paths.cache_dir);

@@ -31,7 +31,7 @@ use super::cache::CacheLock;
 use super::{Mapping, MutableCache};
 use crate::consensus::SharedStore;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// How long a read or write waits for the local agent before the cache is used instead (an
 /// election after a partition can hold a write for some seconds).
@@ -245,7 +245,7 @@ fn write_index(paths: &Paths, index: u64) -> anyhow::Result<()> {
         return Ok(());
     }
     let file = index_file(paths);
-    crate::fs_atomic::write_atomic_creating(&file, format!("{index}\n").as_bytes())?;
+    crate::sys::fs_atomic::write_atomic_creating(&file, format!("{index}\n").as_bytes())?;
     Ok(())
 }
 
@@ -271,7 +271,7 @@ fn write_pending(paths: &Paths, pending: &Pending) -> anyhow::Result<()> {
             _ => return Ok(()),
         }
     }
-    crate::fs_atomic::write_atomic_creating(&file, &serde_json::to_vec_pretty(pending)?)?;
+    crate::sys::fs_atomic::write_atomic_creating(&file, &serde_json::to_vec_pretty(pending)?)?;
     Ok(())
 }
 

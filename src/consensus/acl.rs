@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::paths::Paths;
+use crate::sys::paths::Paths;
 
 /// The token file's name in the cache dir.
 pub const TOKEN_FILE: &str = "consul_token";
@@ -41,7 +41,7 @@ pub fn ensure_token(paths: &Paths) -> anyhow::Result<String> {
     let token = uuid::Uuid::new_v4().to_string();
     let file = token_file(paths);
     std::fs::create_dir_all(&paths.cache_dir)?;
-    crate::fs_atomic::write_atomic(&file, format!("{token}\n").as_bytes())
+    crate::sys::fs_atomic::write_atomic(&file, format!("{token}\n").as_bytes())
         .with_context(|| format!("cannot write `{}`", file.display()))?;
     Ok(token)
 }

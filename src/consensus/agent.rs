@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::daemon::{self, Daemon};
-use crate::fs_atomic::write_atomic;
-use crate::mesh::Applied;
+use crate::sys::daemon::Applied;
+use crate::sys::daemon::{self, Daemon};
+use crate::sys::fs_atomic::write_atomic;
 
 /// How many servers bootstrap a new cluster.
 pub const BOOTSTRAP_EXPECT: usize = 3;

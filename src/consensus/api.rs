@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::SharedStore;
-use crate::mapping::Mapping;
-use crate::mapping::PREFIX;
+use crate::sys::mapping::Mapping;
+use crate::sys::mapping::PREFIX;
 
 /// The local agent's HTTP address (consul binds its API to loopback only).
 pub const LOCAL_HTTP: &str = "http://127.0.0.1:8500";
@@ -312,7 +312,7 @@ impl ConsulApi {
         let (raw, index) = self.kv_pairs(&format!("{}?recurse", encode_path(prefix))).await?;
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
-            if let Err(e) = crate::mapping::check_key(&r.key) {
+            if let Err(e) = crate::sys::mapping::check_key(&r.key) {
                 tracing::warn!("consul's KV: ignoring a key: {e}");
                 continue;
             }
@@ -491,7 +491,7 @@ impl ConsulApi {
         index: u64,
         wait: Duration,
         token: &str,
-    ) -> anyhow::Result<(Vec<crate::events::RawEvent>, u64)> {
+    ) -> anyhow::Result<(Vec<crate::consensus::event::RawEvent>, u64)> {
         self.blocking_as("event/list", index, wait, Some(token)).await
     }
 
@@ -788,7 +788,7 @@ impl SharedStore for ConsulApi {
                 None => continue, // a "folder" key
             };
             // A key written by hand that breaks the key rule is left out, not the whole KV.
-            if let Err(e) = crate::mapping::check_key(&pair.key) {
+            if let Err(e) = crate::sys::mapping::check_key(&pair.key) {
                 tracing::warn!("consul's KV: ignoring a key: {e}");
                 continue;
             }

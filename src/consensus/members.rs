@@ -102,7 +102,7 @@ pub async fn mark_acting(api: &ConsulApi, acting: Option<(&str, &str, &str)>) {
     let result = match acting {
         Some((node, action, by)) => {
             let value = serde_json::json!({"node": node, "action": action, "by": by});
-            api.set_many(&crate::mapping::Mapping::from([(ACTING_KEY.to_string(), value)]))
+            api.set_many(&crate::sys::mapping::Mapping::from([(ACTING_KEY.to_string(), value)]))
                 .await
         }
         None => api.delete_tree(ACTING_KEY).await,

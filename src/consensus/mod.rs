@@ -4,11 +4,12 @@
 pub mod acl;
 pub mod agent;
 pub mod api;
+pub mod event;
 pub mod lock;
 pub mod members;
 pub mod state_log;
 
-use crate::mapping::Mapping;
+use crate::sys::mapping::Mapping;
 
 /// Where the shared config lives once a cluster has consensus.
 #[allow(async_fn_in_trait)]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::inventory::Inventory;
-use crate::progress::Progress;
-use crate::reach::{self, Silence, Unreachable};
+use crate::remote::reach::{self, Silence, Unreachable};
+use crate::sys::progress::Progress;
 
 /// How long a host that refuses the connection (it is up, and nothing listens on its SSH port)
 /// is probed: long enough for an sshd that is still starting, well short of `--ssh-wait`.

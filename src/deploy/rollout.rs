@@ -11,10 +11,10 @@ use tokio::sync::Semaphore;
 use super::inventory::Inventory;
 use super::preflight::Given;
 use crate::config::Config;
-use crate::context::Context;
-use crate::progress::Progress;
-use crate::slave::{self, SlaveOptions};
-use crate::ssh::{Identity, hop};
+use crate::config::context::Context;
+use crate::provision::slave::{self, SlaveOptions};
+use crate::remote::ssh::{Identity, hop};
+use crate::sys::progress::Progress;
 
 /// How a host fared.
 #[derive(Debug, Clone, PartialEq, Serialize)]

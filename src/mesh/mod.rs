@@ -6,8 +6,8 @@
 //! cluster's keys are admitted.
 
 pub mod neighbours;
-pub mod node;
 pub mod peering;
+pub mod plan;
 pub mod preflight;
 pub mod yggdrasil;
 
@@ -15,6 +15,8 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::sys::daemon::Applied;
 
 /// What a node tells the cluster about itself on the overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,30 +33,6 @@ pub struct Peer {
     pub public_key: String,
     pub host: String,
     pub port: u16,
-}
-
-/// What [`Overlay::apply`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    Started,
-    Restarted,
-    /// Running already; peers added and removed at run time.
-    PeersChanged {
-        added: usize,
-        removed: usize,
-    },
-    Unchanged,
-}
-
-impl std::fmt::Display for Applied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Applied::Started => f.write_str("started"),
-            Applied::Restarted => f.write_str("restarted"),
-            Applied::PeersChanged { added, removed } => write!(f, "running, {added} peer(s) added, {removed} removed"),
-            Applied::Unchanged => f.write_str("running, unchanged"),
-        }
-    }
 }
 
 /// What the overlay does about a peer whose key the running daemon does not admit yet.
@@ -76,7 +54,7 @@ pub trait Overlay {
     /// Renders the config for the plan (dialing `plan.dial`, admitting only `plan.allowed`) and
     /// starts the daemon, or changes the running daemon's peers (restarting it, if `new_keys`
     /// allows, when it does not admit a key of `plan.admit`).
-    fn apply(&self, plan: &node::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied>;
+    fn apply(&self, plan: &plan::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied>;
     /// Waits until this node's overlay address is up.
     fn wait_address(&self, timeout: Duration) -> anyhow::Result<()>;
     /// The pid of the running daemon.

@@ -111,7 +111,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "yggdrasil_public_key" => n.overlay_public_key = Some(text),
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),
-            "ssh_via" => n.ssh_via = crate::ssh::hops(Some(&text)),
+            "ssh_via" => n.ssh_via = crate::remote::ssh::hops(Some(&text)),
             "yggdrasil_admits" => {
                 n.overlay_admits = Some(text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
             }
@@ -146,7 +146,7 @@ pub fn remove_where(mapping: &mut Mapping, gone: impl Fn(&Neighbour) -> bool) ->
 
 /// Drops the entries of the machine at `host:port` from this machine's mutable config (a
 /// machine that is gone: nothing should keep dialing or asking it). Returns their ids.
-pub fn forget_locally(paths: &crate::paths::Paths, host: &str, port: u16) -> anyhow::Result<Vec<String>> {
+pub fn forget_locally(paths: &crate::sys::paths::Paths, host: &str, port: u16) -> anyhow::Result<Vec<String>> {
     crate::config::edit::update(paths, |mapping| {
         let at = |n: &Neighbour| n.host.as_deref() == Some(host) && n.ssh_port == port;
         let ids: Vec<String> = all(mapping).into_iter().filter(|n| at(n)).map(|n| n.id).collect();

@@ -17,8 +17,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
-use crate::daemon::{self, Daemon};
-use crate::fs_atomic::write_atomic;
+use crate::sys::daemon::{self, Daemon};
+use crate::sys::fs_atomic::write_atomic;
 
 /// The TUN interface's name.
 pub const IF_NAME: &str = "ygg0";
@@ -270,7 +270,7 @@ impl Overlay for Yggdrasil {
         Ok(id)
     }
 
-    fn apply(&self, plan: &super::node::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied> {
+    fn apply(&self, plan: &super::plan::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied> {
         let (peers, allowed) = (&plan.dial, &plan.allowed);
         let generated = self.read_generated()?;
         let next = self.render(&generated, peers, allowed);

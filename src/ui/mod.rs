@@ -23,8 +23,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::cluster_link::{self, Reached};
-use crate::context::Context;
+use crate::config::context::Context;
+use crate::remote::cluster_link::{self, Reached};
 use view::View;
 
 /// The page.

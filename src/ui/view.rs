@@ -11,10 +11,10 @@ use serde_json::Value;
 use crate::agent::report::{self, Report};
 use crate::agent::status;
 use crate::consensus::api::ConsulApi;
+use crate::consensus::event::Event;
 use crate::consensus::members::{self, Member};
-use crate::events::Event;
-use crate::mapping::{self, Mapping};
 use crate::mesh::neighbours::{self, Neighbour};
+use crate::sys::mapping::{self, Mapping};
 
 /// How many events the view carries.
 const EVENTS: usize = 100;

@@ -1,0 +1,77 @@
+//! `raptiformica clean`: forget this machine's cached cluster state, and with `--artifacts`
+//! and `--modules` the downloaded binaries and the installed user modules.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::cli::args::CleanArgs;
+use crate::config::MutableCache;
+use crate::config::context::Context;
+
+pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
+    // Checked first: a refusal leaves everything as it was.
+    if args.artifacts {
+        refuse_own_binary(&ctx.paths.artifacts_dir)?;
+    }
+    let cache = MutableCache::new(&ctx.paths.cache_dir);
+    // What was pending belongs to the cache that goes: never pushed later as removals.
+    crate::config::shared::forget_sync_state(&ctx.paths);
+    if cache.remove()? {
+        eprintln!("removed `{}`", cache.path().display());
+    } else {
+        eprintln!("nothing to clean: `{}` does not exist", cache.path().display());
+    }
+    if args.modules {
+        let modules = crate::modules::install::list(&ctx.paths)?;
+        if remove_dir(&ctx.paths.user_modules_dir())? {
+            let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+            eprintln!(
+                "removed `{}` ({} module(s): {}); their keys went with the cache here, but a \
+                 cluster's consul KV keeps them (`raptiformica modules uninstall` takes them out)",
+                ctx.paths.user_modules_dir().display(),
+                names.len(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+    }
+    if args.artifacts && remove_dir(&ctx.paths.artifacts_dir)? {
+        eprintln!(
+            "removed `{}` (`raptiformica artifacts fetch` gets them again)",
+            ctx.paths.artifacts_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// On a node the artifacts folder holds the running binary itself: removing it would break
+/// the node.
+fn refuse_own_binary(artifacts: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().and_then(|e| e.canonicalize());
+    if let (Ok(exe), Ok(dir)) = (exe, artifacts.canonicalize())
+        && exe.starts_with(&dir)
+    {
+        bail!(
+            "refusing to remove `{}`: it holds this binary (`{}`), as on a node",
+            artifacts.display(),
+            exe.display()
+        );
+    }
+    Ok(())
+}
+
+/// Removes `dir` and everything in it; false when it did not exist.
+fn remove_dir(dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("nothing to remove: `{}` does not exist", dir.display());
+            Ok(false)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot remove `{}`", dir.display())),
+    }
+}

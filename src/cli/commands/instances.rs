@@ -1,0 +1,81 @@
+//! `raptiformica destroy` and `raptiformica prune`: remove the instances this host started.
+
+use anyhow::bail;
+
+use crate::compute::{self, Instance};
+use crate::config::context::Context;
+use crate::mesh::neighbours;
+
+/// Removes every instance (`stale_only`: only those whose `detect_stale_instance` fails).
+pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let instances = Instance::list(&ctx.paths.machines_dir());
+    let mut failures = 0;
+    let mut removed = 0;
+    let mut gone: Vec<String> = Vec::new();
+    for instance in &instances {
+        let ty = match compute::find(&config, &instance.compute, &instance.server) {
+            Ok(ty) => ty,
+            Err(e) => {
+                failures += 1;
+                eprintln!("cannot remove instance {}: {e:#}", instance.id);
+                continue;
+            }
+        };
+        if stale_only {
+            match compute::is_stale(ctx, &ty, instance) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("cannot check instance {}: {e:#}", instance.id);
+                    continue;
+                }
+            }
+        }
+        match compute::clean_up(ctx, &ty, instance) {
+            Ok(()) => {
+                removed += 1;
+                eprintln!("removed instance {} ({})", instance.id, ty.name());
+                let forgotten = match instance.host.as_deref() {
+                    Some(host) => neighbours::forget_locally(&ctx.paths, host, instance.port.unwrap_or(22)),
+                    None => Ok(Vec::new()),
+                };
+                match forgotten {
+                    Ok(ids) => gone.extend(ids),
+                    Err(e) => eprintln!(
+                        "warning: instance {} is gone but still listed as a neighbour: {e:#}",
+                        instance.id
+                    ),
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("cannot remove instance {}: {e:#}", instance.id);
+            }
+        }
+    }
+    // The cluster forgets them too, so that no node keeps them as peers or members to wait for.
+    if !gone.is_empty() && !neighbours::all(&ctx.config()?.mapping).iter().all(|n| n.host.is_none()) {
+        let told = crate::remote::ssh::Identity::ensure(ctx).and_then(|identity| {
+            crate::cli::runtime::runtime()?.block_on(crate::remote::nodes::forget_neighbours(ctx, &identity, &gone))
+        });
+        match told {
+            Ok(node) => eprintln!("the cluster forgot {} neighbour(s) (through node {node})", gone.len()),
+            Err(e) => eprintln!(
+                "warning: the cluster still lists {} as neighbour(s); the agents evict them once failed: {e:#}",
+                gone.join(", ")
+            ),
+        }
+    }
+    if removed == 0 && failures == 0 {
+        eprintln!("no {}instances to remove", if stale_only { "stale " } else { "" });
+    }
+    if failures > 0 {
+        bail!(
+            "{failures} instance(s) could not be removed; their directories are kept under `{}`",
+            ctx.paths.machines_dir().display()
+        );
+    }
+    Ok(())
+}

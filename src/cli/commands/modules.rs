@@ -1,0 +1,118 @@
+//! `raptiformica modules install|uninstall|list`: user modules in `<cache-dir>/modules`.
+
+use anyhow::Context as _;
+
+use super::{print_json, print_table};
+use crate::cli::args::ModulesAction;
+use crate::config::context::Context;
+use crate::config::{Mapping, shared};
+use crate::mesh::neighbours;
+use crate::modules::install::{self as user_modules, Source};
+use crate::remote::ssh::Identity;
+
+pub fn run(ctx: &Context, action: ModulesAction) -> anyhow::Result<()> {
+    match action {
+        ModulesAction::Install { source } => install(ctx, &source),
+        ModulesAction::Uninstall { name } => uninstall(ctx, &name),
+        ModulesAction::List => list(ctx),
+    }
+}
+
+fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
+    let source = Source::resolve(source)?;
+    let done = crate::cli::runtime::runtime()?.block_on(user_modules::install(ctx, &source))?;
+    let i = &done.info;
+    eprintln!(
+        "{} `{}` from `{}` into `{}`: server types [{}], compute types [{}], {} hook handler(s)",
+        if done.replaced { "replaced" } else { "installed" },
+        i.name,
+        source.describe(),
+        i.path.display(),
+        i.server_types.join(", "),
+        i.compute_types.join(", "),
+        i.hooks
+    );
+    report_written(&done.written, done.set.len() + done.removed.len());
+    push_to_cluster(ctx, &done.written, &done.set, &done.removed).with_context(|| {
+        format!(
+            "`{}` is installed here, but not in the cluster yet; run the install again",
+            i.name
+        )
+    })
+}
+
+fn uninstall(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let done = crate::cli::runtime::runtime()?.block_on(user_modules::uninstall(ctx, name))?;
+    let r = &done.removal;
+    eprintln!(
+        "removed `{}`: {} key(s) removed, {} restored to the value of the other modules",
+        done.path.display(),
+        r.removed.len(),
+        r.set.len()
+    );
+    for key in &r.kept {
+        eprintln!("kept `{key}`: its value was changed after the install");
+    }
+    report_written(&done.written, r.set.len() + r.removed.len());
+    push_to_cluster(ctx, &done.written, &r.set, &r.removed)
+        .with_context(|| format!("`{name}` is uninstalled here, but the cluster still has its keys"))
+}
+
+fn report_written(written: &shared::Written, keys: usize) {
+    if *written == shared::Written::CacheOnly && keys > 0 {
+        eprintln!("consul did not answer: the keys are in the cache and go to the cluster later");
+    }
+}
+
+/// On a machine that is not a node but knows nodes (the host that spawned them), makes the
+/// same change on one node, which shares it with the rest through consul's KV.
+fn push_to_cluster(ctx: &Context, written: &shared::Written, set: &Mapping, removed: &[String]) -> anyhow::Result<()> {
+    if *written != shared::Written::Local || (set.is_empty() && removed.is_empty()) {
+        return Ok(());
+    }
+    let config = ctx.config()?;
+    if !neighbours::all(&config.mapping).iter().any(|n| n.host.is_some()) {
+        return Ok(());
+    }
+    let identity = Identity::ensure(ctx)?;
+    let script = user_modules::cluster_script(set, removed);
+    let (node, _) = crate::cli::runtime::runtime()?.block_on(crate::remote::nodes::on_a_node(
+        ctx,
+        &identity,
+        "update the shared config",
+        &script,
+        &[],
+    ))?;
+    eprintln!("the cluster has the change (through node `{node}`)");
+    Ok(())
+}
+
+fn list(ctx: &Context) -> anyhow::Result<()> {
+    let modules = user_modules::list(&ctx.paths)?;
+    if ctx.json {
+        print_json(&modules);
+        return Ok(());
+    }
+    if modules.is_empty() {
+        eprintln!(
+            "no user modules in `{}` (install one with `raptiformica modules install`)",
+            ctx.paths.user_modules_dir().display()
+        );
+        return Ok(());
+    }
+    let none = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    let rows: Vec<Vec<String>> = modules
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.source.clone().unwrap_or_else(|| "(put there by hand)".into()),
+                none(&m.server_types),
+                none(&m.compute_types),
+                m.hooks.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "SOURCE", "SERVER TYPES", "COMPUTE TYPES", "HOOKS"], &rows);
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! `raptiformica package`: bake a provisioned machine image (see `crate::compute::package`).
+
+use super::print_json;
+use crate::cli::args::PackageArgs;
+use crate::compute::{package, spawner};
+use crate::config::context::Context;
+use crate::provision::slave;
+use crate::remote::ssh::Identity;
+use crate::sys::progress::Progress;
+
+pub fn run(ctx: &Context, args: PackageArgs) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
+    let progress = Progress::new(ctx.json);
+    slave::prepare(ctx, &progress)?;
+    let identity = Identity::ensure(ctx)?;
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        ..ctx.clone()
+    };
+    let packaged = package::run(&ctx, &ty, &identity, &progress)?;
+    if ctx.json {
+        print_json(&packaged);
+    } else {
+        println!("{}", packaged.image);
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `raptiformica slave HOST`: provision an existing machine over SSH.
+
+use std::time::Duration;
+
+use crate::cli::args::SlaveArgs;
+use crate::config::context::Context;
+use crate::provision::slave::{self, SlaveOptions};
+use crate::remote::ssh::Identity;
+use crate::sys::progress::Progress;
+
+pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let progress = Progress::new(ctx.json);
+    slave::prepare(ctx, &progress)?;
+    let identity = Identity::ensure(ctx)?;
+    let opts = SlaveOptions {
+        via: args.via.iter().map(|h| jump(h)).collect::<anyhow::Result<_>>()?,
+        host_key: args.host_key,
+        skip_if_healthy: false,
+        server_type: args.server_type,
+        provision: !args.steps.no_provision,
+        assimilate: !args.steps.no_assimilate,
+        patience: Duration::ZERO,
+    };
+    crate::cli::runtime::runtime()?.block_on(slave::slave(
+        ctx, &config, &identity, &progress, &args.host, args.port, &opts,
+    ))?;
+    Ok(())
+}
+
+/// A jump host as given (`host`, `host:port`, `[v6]:port`, a bare IPv6 literal) in the form
+/// ssh's `-J` takes (`host:port`).
+fn jump(given: &str) -> anyhow::Result<String> {
+    let bad = || anyhow::anyhow!("`--via {given}`: expected `host`, `host:port` or `[v6]:port`");
+    if let Some(rest) = given.strip_prefix('[') {
+        let (host, port) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match port.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if port.is_empty() => 22,
+            None => return Err(bad()),
+        };
+        return Ok(crate::remote::ssh::hop(host, port));
+    }
+    if given.matches(':').count() > 1 {
+        return Ok(crate::remote::ssh::hop(given, 22)); // a bare IPv6 literal
+    }
+    match given.split_once(':') {
+        Some((host, port)) if !host.is_empty() => Ok(crate::remote::ssh::hop(host, port.parse().map_err(|_| bad())?)),
+        Some(_) => Err(bad()),
+        None if !given.is_empty() && !given.contains(char::is_whitespace) => Ok(crate::remote::ssh::hop(given, 22)),
+        None => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jump;
+
+    #[test]
+    fn jump_hosts_are_normalized() {
+        assert_eq!(jump("10.0.0.1").unwrap(), "10.0.0.1:22");
+        assert_eq!(jump("10.0.0.1:2222").unwrap(), "10.0.0.1:2222");
+        assert_eq!(jump("fd00::1").unwrap(), "[fd00::1]:22");
+        assert_eq!(jump("[fd00::1]:2200").unwrap(), "[fd00::1]:2200");
+        assert!(jump("h:port").is_err());
+        assert!(jump(":22").is_err());
+        assert!(jump("").is_err());
+    }
+}

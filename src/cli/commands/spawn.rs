@@ -1,0 +1,120 @@
+//! `raptiformica spawn`: start machines through a compute back-end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::{print_json, print_table};
+use crate::cli::args::SpawnArgs;
+use crate::compute;
+use crate::compute::spawner;
+use crate::config::Config;
+use crate::config::context::Context;
+use crate::provision::slave::{self, SlaveOptions};
+use crate::remote::ssh::Identity;
+use crate::sys::progress::Progress;
+
+#[derive(Serialize)]
+struct Availability {
+    compute_type: String,
+    server_type: String,
+    available: bool,
+    /// What the `available` check printed: how the type runs here, or what is missing.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    if args.check_available {
+        return check_available(ctx, &config);
+    }
+    let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
+    let progress = Progress::new(ctx.json);
+    if !args.no_slave {
+        slave::prepare(ctx, &progress)?;
+    }
+    let identity = Identity::ensure(ctx)?;
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        no_package: args.no_package,
+        ..ctx.clone()
+    };
+    let config = Arc::new(ctx.config()?);
+    let opts = (!args.no_slave).then(|| SlaveOptions {
+        via: Vec::new(),
+        host_key: None,
+        skip_if_healthy: false,
+        server_type: Some(ty.server.clone()),
+        provision: !args.steps.no_provision,
+        assimilate: !args.steps.no_assimilate,
+        patience: Duration::from_secs(args.ssh_wait),
+    });
+    let batch = spawner::Batch {
+        ty: &ty,
+        label: "instance",
+        count: args.count as usize,
+        opts: &opts,
+    };
+    let results =
+        crate::cli::runtime::runtime()?.block_on(spawner::spawn_many(&ctx, &config, &identity, &progress, batch));
+    let mut started = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(i) => started.push(i),
+            Err(e) => errors.push(e),
+        }
+    }
+    if ctx.json {
+        print_json(&started);
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => {
+            for e in &errors {
+                eprintln!("error: {e:#}");
+            }
+            bail!("{n} of {} instances failed (each was cleaned up)", args.count)
+        }
+    }
+}
+
+fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
+    let rows: Vec<Availability> = compute::compute_types(config)
+        .into_iter()
+        .map(|t| {
+            let (available, detail) = t.availability(ctx);
+            Availability {
+                available,
+                detail,
+                compute_type: t.compute,
+                server_type: t.server,
+            }
+        })
+        .collect();
+    if ctx.json {
+        print_json(&rows);
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.compute_type.clone(),
+                    r.server_type.clone(),
+                    if r.available { "yes" } else { "no" }.into(),
+                    r.detail.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["COMPUTE TYPE", "SERVER TYPE", "AVAILABLE", "DETAIL"], &table);
+    }
+    if rows.iter().any(|r| r.available) {
+        Ok(())
+    } else {
+        bail!("no compute type is available on this host")
+    }
+}

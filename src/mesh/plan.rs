@@ -1,0 +1,104 @@
+//! What a node's overlay should be, from the shared config: the cluster's settings for the
+//! mesh (keys, the number of servers and of links) and each node's [`OverlayPlan`].
+
+use std::collections::BTreeSet;
+
+use anyhow::bail;
+
+use super::neighbours;
+use super::yggdrasil;
+use super::{Peer, peering};
+use crate::config::Mapping;
+
+/// The gossip encryption key's place in the shared config (the original's name).
+pub const GOSSIP_KEY: &str = "raptiformica/meshnet/consul/password";
+/// How many voting consul servers (3 or 5).
+pub const SERVERS_KEY: &str = "raptiformica/meshnet/consul/servers";
+/// yggdrasil's underlay port.
+pub const PORT_KEY: &str = "raptiformica/meshnet/yggdrasil/port";
+/// How many overlay links each node keeps.
+pub const LINKS_KEY: &str = "raptiformica/meshnet/yggdrasil/links";
+
+/// Nodes needed before consul starts.
+pub const QUORUM: usize = crate::consensus::agent::BOOTSTRAP_EXPECT;
+
+/// The number of voting servers from the config: 3 or 5.
+pub fn servers(mapping: &Mapping) -> anyhow::Result<usize> {
+    match mapping.get(SERVERS_KEY) {
+        None => Ok(3),
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
+            Some(n @ (3 | 5)) => Ok(n as usize),
+            _ => {
+                bail!("`{SERVERS_KEY}` must be 3 or 5, not {v}; fix it with `raptiformica config set {SERVERS_KEY} 3`")
+            }
+        },
+    }
+}
+
+/// What a node's overlay should do: see [`overlay_plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayPlan {
+    /// The peers to dial.
+    pub dial: Vec<Peer>,
+    /// The keys of every peer it links with: its overlay must admit them (they dial it).
+    pub admit: Vec<String>,
+    /// The keys it admits: every neighbour's.
+    pub allowed: Vec<String>,
+    /// Ring peers it does not dial: they do not admit it (they dial it instead).
+    pub refused_by: Vec<Peer>,
+}
+
+/// The overlay links of node `id` (bounded, see [`peering`](super::peering)). A neighbour in
+/// `down` is replaced by the next one along the ring, and kept: if this node is the one cut
+/// off, everyone looks down from here, and dropping them all would leave nobody to dial when
+/// the cut heals. A peer whose published admissions (`yggdrasil_admits`) leave this node out
+/// is not dialed (it would refuse, and yggdrasil would redial it every second for ever): it
+/// dials this node instead.
+pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<OverlayPlan> {
+    let all = neighbours::all(mapping);
+    let links = links(mapping)?;
+    let mut chosen = peering::choose(id, &all, links, down);
+    for n in peering::choose(id, &all, links, &BTreeSet::new()) {
+        if !chosen.iter().any(|c| c.id == n.id) {
+            chosen.push(n);
+        }
+    }
+    let peer = |n: &neighbours::Neighbour| {
+        Some(Peer {
+            public_key: n.overlay_public_key.clone()?,
+            host: n.host.clone()?,
+            port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
+        })
+    };
+    let (dial, refused_by): (Vec<_>, Vec<_>) = chosen
+        .iter()
+        .partition(|n| n.overlay_admits.as_ref().is_none_or(|a| a.contains(id)));
+    let dial = dial.into_iter().filter_map(&peer).collect();
+    let refused_by = refused_by.into_iter().filter_map(peer).collect();
+    let admit = chosen.iter().filter_map(|n| n.overlay_public_key.clone()).collect();
+    let allowed = all
+        .iter()
+        .filter(|n| n.on_overlay())
+        .filter_map(|n| n.overlay_public_key.clone())
+        .collect();
+    Ok(OverlayPlan {
+        dial,
+        admit,
+        allowed,
+        refused_by,
+    })
+}
+
+/// The number of overlay links per node from the config (2 to 64).
+pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
+    match mapping.get(LINKS_KEY) {
+        None => Ok(peering::DEFAULT_LINKS),
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+            Some(n @ 2..=64) => Ok(n as usize),
+            _ => bail!(
+                "`{LINKS_KEY}` must be a whole number from 2 to 64, not {v}; fix it with `raptiformica config set {LINKS_KEY} {}`",
+                peering::DEFAULT_LINKS
+            ),
+        },
+    }
+}

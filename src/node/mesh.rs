@@ -1,0 +1,410 @@
+//! `raptiformica mesh` on a node: join the overlay and, from three known nodes on, consensus.
+//!
+//! 1. Make sure the node's overlay keys exist (generated here, never sent anywhere).
+//! 2. Merge what the caller handed over (new neighbours) and this node's own overlay identity
+//!    into the shared config.
+//! 3. Render yggdrasil's config (peers = every other neighbour, admitted keys = the cluster's)
+//!    and start it, or add and remove peers at run time.
+//! 4. Once three nodes are on the overlay: render consul's config (server or client), start it
+//!    (or restart it when a setting changed), wait for a leader, then seed consul's KV from
+//!    the cache if it is empty, else push our changes and cache the KV.
+//! 5. Fire `after_mesh`.
+//!
+//! Runs are serialized by a lock in the mesh dir; running it again converges and is cheap.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::context::Context;
+use crate::config::{self, Mapping, MutableCache, shared};
+use crate::consensus::SharedStore;
+use crate::consensus::agent::{self, AgentSettings, ConsulAgent};
+use crate::consensus::api::ConsulApi;
+use crate::consensus::lock;
+use crate::mesh::neighbours::{self, Role};
+use crate::mesh::plan::{GOSSIP_KEY, PORT_KEY, QUORUM, overlay_plan, servers};
+use crate::mesh::yggdrasil::{self, Yggdrasil};
+use crate::mesh::{NewKeys, Overlay, OverlayIdentity};
+use crate::modules::hooks;
+use crate::sys::daemon::Applied;
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// Shared config entries to merge first (new neighbours, handed over by the slaver).
+    pub with_config: Mapping,
+    /// How long to wait for consul's leader before leaving the KV sync for later.
+    pub wait: Duration,
+    pub after_mesh: bool,
+}
+
+/// What happened to the shared config.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum KvSync {
+    /// Fewer than three nodes: the cache is the shared config.
+    NoConsensusYet,
+    /// No leader within the wait: the cache is pushed on a later run.
+    NoLeader,
+    /// The KV was empty and got the cached config (in `seconds`).
+    Seeded { keys: usize, seconds: f64 },
+    /// Our changes went up and the KV came down into the cache.
+    Synced { keys: usize },
+}
+
+/// The outcome, printed by the command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub node_id: String,
+    pub overlay: OverlayIdentity,
+    pub overlay_daemon: String,
+    pub peers: usize,
+    pub nodes_known: usize,
+    pub consul_role: Option<Role>,
+    pub consul_daemon: Option<String>,
+    pub leader: Option<String>,
+    pub kv: KvSync,
+    pub seconds: f64,
+}
+
+/// This node's id: from its SSH host key, like the id its slaver gave it.
+pub fn own_id(overlay: &OverlayIdentity) -> String {
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
+        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    if host_key.is_empty() {
+        crate::sys::node_id::node_id(&overlay.public_key)
+    } else {
+        crate::sys::node_id::node_id(&host_key)
+    }
+}
+
+/// The overlay on this node, configured from `mapping`.
+pub fn overlay(ctx: &Context, mapping: &Mapping) -> anyhow::Result<Yggdrasil> {
+    let port = match mapping.get(PORT_KEY) {
+        None => yggdrasil::DEFAULT_PORT,
+        Some(v) => config::known::parse_port(v).map_err(|e| {
+            anyhow::anyhow!("`{PORT_KEY}`: {e}; fix it with `raptiformica config set {PORT_KEY} 12345`")
+        })?,
+    };
+    let dir = shared::mesh_dir(&ctx.paths);
+    create_private_dir(&dir)?;
+    Ok(Yggdrasil::new(&dir, port))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// A consul server that is running keeps its overlay up (its links carry raft); other nodes
+/// restart the overlay to admit a new peer's key.
+pub fn new_keys_policy(ctx: &Context) -> NewKeys {
+    let consul = ConsulAgent::new(&shared::mesh_dir(&ctx.paths));
+    let server = consul.rendered().is_some_and(|c| c["server"].as_bool() == Some(true));
+    if server && consul.pid().is_some() {
+        NewKeys::Later
+    } else {
+        NewKeys::Restart
+    }
+}
+
+/// Meshes this node.
+pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let dir = shared::mesh_dir(&ctx.paths);
+    create_private_dir(&dir)?;
+    let lock = File::create(dir.join("mesh.lock"))?;
+    lock.lock().context("cannot lock the mesh dir")?;
+
+    let config = ctx.config()?;
+    let ygg = overlay(ctx, &config.mapping)?;
+    let me = ygg.identity()?;
+    let id = own_id(&me);
+
+    // What we tell the cluster: the caller's entries and our own overlay identity.
+    let mut updates = opts.with_config.clone();
+    updates.insert(
+        neighbours::key(&id, "yggdrasil_public_key"),
+        Value::from(me.public_key.clone()),
+    );
+    updates.insert(
+        neighbours::key(&id, "yggdrasil_address"),
+        Value::from(me.address.to_string()),
+    );
+    updates.insert(neighbours::key(&id, "yggdrasil_port"), Value::from(me.port.to_string()));
+    let mut mapping = config.mapping.clone();
+    mapping.extend(updates.clone());
+    if !mapping.contains_key(GOSSIP_KEY) {
+        // Normally the slaver generated it; a node meshed by hand makes the cluster's key.
+        updates.insert(GOSSIP_KEY.into(), Value::from(agent::new_gossip_key()?));
+        mapping.extend(updates.clone());
+    }
+    config::edit::set_many(&ctx.paths, &updates).await?;
+
+    // The overlay.
+    let all = neighbours::all(&mapping);
+    let on_overlay: Vec<&neighbours::Neighbour> = all.iter().filter(|n| n.on_overlay()).collect();
+    let plan = overlay_plan(&mapping, &id, &BTreeSet::new())?;
+    let overlay_applied = crate::sys::process::blocking(|| ygg.apply(&plan, new_keys_policy(ctx)))?;
+    let peers = plan.dial;
+
+    let mut report = Report {
+        node_id: id.clone(),
+        overlay: me.clone(),
+        overlay_daemon: overlay_applied.to_string(),
+        peers: peers.len(),
+        nodes_known: on_overlay.len(),
+        consul_role: None,
+        consul_daemon: None,
+        leader: None,
+        kv: KvSync::NoConsensusYet,
+        seconds: 0.0,
+    };
+
+    if on_overlay.len() >= QUORUM {
+        let roles = neighbours::roles(
+            &on_overlay.iter().map(|n| (*n).clone()).collect::<Vec<_>>(),
+            servers(&mapping)?,
+        );
+        let role = on_overlay
+            .iter()
+            .zip(&roles)
+            .find(|(n, _)| n.id == id)
+            .map(|(_, r)| *r)
+            .unwrap_or(Role::Client);
+        let mut retry_join: Vec<(bool, std::net::Ipv6Addr)> = on_overlay
+            .iter()
+            .zip(&roles)
+            .filter(|(n, _)| n.id != id)
+            .filter_map(|(n, r)| Some((*r != Role::Server, n.overlay_address?)))
+            .collect();
+        retry_join.sort();
+        // Normally uploaded by the slaver; a node meshed by hand makes the cluster's token.
+        let acl_token = crate::consensus::acl::ensure_token(&ctx.paths)?;
+        crate::consensus::api::use_token(acl_token.clone());
+        let settings = AgentSettings {
+            node_name: id.clone(),
+            node_id: agent::node_id(&me.public_key),
+            bind: me.address,
+            server: role == Role::Server,
+            retry_join: retry_join.into_iter().map(|(_, a)| a).collect(),
+            encrypt: mapping
+                .get(GOSSIP_KEY)
+                .and_then(Value::as_str)
+                .with_context(|| format!("`{GOSSIP_KEY}` must be a string"))?
+                .to_string(),
+            acl_token: Some(acl_token.clone()),
+        };
+        // consul cannot bind before the overlay address exists.
+        crate::sys::process::blocking(|| ygg.wait_address(Duration::from_secs(10)))?;
+        let consul = ConsulAgent::new(&dir);
+        let applied = crate::sys::process::blocking(|| consul.apply(&settings))?;
+        report.consul_role = Some(role);
+        report.consul_daemon = Some(applied.to_string());
+        let (leader, kv) = sync_kv(ctx, &updates, opts.wait, &settings.retry_join).await;
+        if leader.is_none() && matches!(applied, Applied::Started | Applied::Restarted) && consul.pid().is_none() {
+            bail!(
+                "consul stopped right after its start; its log ends with:\n{}",
+                consul.log_tail(15)
+            );
+        }
+        report.leader = leader;
+        report.kv = kv?;
+    }
+
+    if opts.after_mesh {
+        let config = ctx.config()?;
+        crate::sys::process::blocking(|| hooks::fire(ctx, &config, "after_mesh"));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Waits for a leader, then seeds the KV (when empty) or pushes `updates` and caches the KV.
+async fn sync_kv(
+    ctx: &Context,
+    updates: &Mapping,
+    wait: Duration,
+    others: &[std::net::Ipv6Addr],
+) -> (Option<String>, anyhow::Result<KvSync>) {
+    let api = match ConsulApi::local() {
+        Ok(a) => a,
+        Err(e) => return (None, Err(e)),
+    };
+    let deadline = Instant::now() + wait;
+    let mut next_join = Instant::now() + Duration::from_secs(2);
+    let leader = loop {
+        if let Ok(Some(l)) = api.leader().await {
+            break Some(l);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        // consul's own first join attempt may have gone out before the overlay routes existed
+        // and then waits for TCP timeouts (20 s); joining again now costs little.
+        if Instant::now() >= next_join {
+            next_join = Instant::now() + Duration::from_secs(3);
+            if let Ok(quick) = ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(3)) {
+                let joins = others.iter().map(|a| quick.join(*a));
+                let _ = futures_util::future::join_all(joins).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if leader.is_none() {
+        return (None, Ok(KvSync::NoLeader));
+    }
+    let result = async {
+        let cache = MutableCache::new(&ctx.paths.cache_dir);
+        // Just after the first election the leader is still making the ACL token ("ACL not
+        // found"): wait until the KV answers us.
+        let acl_deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = api.is_seeded().await {
+            if Instant::now() >= acl_deadline {
+                return Err(e.context("consul's KV does not answer with the cluster's token"));
+            }
+            tracing::debug!("KV not ready yet: {e:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // consul's own agents run with a token of their own.
+        if let Some(token) = crate::consensus::acl::read_token(&ctx.paths) {
+            let (accessor, secret) = crate::consensus::acl::agent_token(&token);
+            match api.ensure_agent_token(&accessor, &secret).await {
+                Ok(true) => tracing::info!("made consul's agent token (accessor {accessor})"),
+                Ok(false) => {}
+                // A new cluster's ACLs start in legacy mode for a few seconds; the node agent
+                // tries again.
+                Err(e) => tracing::debug!("{e:#}"),
+            }
+        }
+        // Writes made while consul was away go up before the KV comes down over the cache.
+        shared::push_pending(&ctx.paths, &api).await?;
+        // Seeding: one node at a time under the seed lock, the completion marker last, so that
+        // no node reads a half-seeded KV as the config. A seed left unfinished (its seeder
+        // died) is completed by the next node to take the lock.
+        let seed_deadline = Instant::now() + Duration::from_secs(60);
+        while !api.is_seeded().await? {
+            let holder = format!("seeder {}", std::process::id());
+            // Right after the election this node may not be in the catalog yet, and consul
+            // refuses it a session ("Missing node registration"): try again shortly.
+            let acquired = match lock::try_acquire(&api, lock::SEED_LOCK, &holder).await {
+                Ok(held) => held,
+                Err(e) if Instant::now() < seed_deadline => {
+                    tracing::debug!("no seed lock yet: {e:#}");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(held) = acquired {
+                let seeded = async {
+                    if api.is_seeded().await? {
+                        return anyhow::Ok(None);
+                    }
+                    let cached = cache.read()?.unwrap_or_default();
+                    let started = Instant::now();
+                    let all_ours = api.seed(&cached).await?;
+                    Ok(all_ours.then_some((cached.len(), started.elapsed().as_secs_f64())))
+                }
+                .await;
+                held.release(&api).await;
+                if let Some((keys, seconds)) = seeded? {
+                    // Kept for a look later (`var/seeded.json`): only one node seeds.
+                    let record = serde_json::json!({"keys": keys, "seconds": seconds});
+                    let var = ctx.paths.cache_dir.join("var");
+                    let _ = std::fs::create_dir_all(&var).and_then(|_| {
+                        crate::sys::fs_atomic::write_atomic(&var.join("seeded.json"), record.to_string().as_bytes())
+                    });
+                    return Ok(KvSync::Seeded { keys, seconds });
+                }
+                break;
+            }
+            if Instant::now() >= seed_deadline {
+                anyhow::bail!(
+                    "another node has been seeding consul's KV for 60 s; the config stays in the cache for now"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Someone seeded it: add what we know to theirs.
+        api.set_many(updates).await?;
+        let (kv, index) = api.read_all_indexed().await?;
+        config::mapping::validate(&kv).map_err(|e| anyhow::anyhow!("consul's KV is unusable: {e}"))?;
+        let keys = kv.len();
+        shared::cache_snapshot(&ctx.paths, (kv, index))?;
+        Ok(KvSync::Synced { keys })
+    }
+    .await;
+    (leader, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ring(n: usize) -> Mapping {
+        let mut m = Mapping::new();
+        for i in 0..n {
+            let id = format!("n{i:02}");
+            for (f, v) in [
+                ("host", format!("10.0.0.{i}")),
+                ("yggdrasil_public_key", format!("k{i:02}")),
+                ("yggdrasil_address", format!("200::{i}")),
+            ] {
+                m.insert(format!("{}/{id}/{f}", neighbours::NEIGHBOURS), Value::from(v));
+            }
+        }
+        m
+    }
+
+    fn keys(peers: &[Peer]) -> Vec<&str> {
+        let mut k: Vec<&str> = peers.iter().map(|p| p.public_key.as_str()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn a_down_peer_is_replaced_along_the_ring_and_kept() {
+        let m = ring(10);
+        let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07"]);
+        assert_eq!(plan.allowed.len(), 10);
+        let down: BTreeSet<String> = ["n06".to_string()].into();
+        let plan = overlay_plan(&m, "n05", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07", "k08"]);
+    }
+
+    #[test]
+    fn a_node_that_sees_everyone_down_still_dials_its_peers() {
+        let m = ring(3);
+        let down: BTreeSet<String> = ["n00".to_string(), "n02".to_string()].into();
+        let plan = overlay_plan(&m, "n01", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k00", "k02"]);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_admit_us_is_not_dialed_but_still_admitted() {
+        let mut m = ring(3);
+        m.insert(
+            format!("{}/n00/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n02"),
+        );
+        m.insert(
+            format!("{}/n02/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n00,n01"),
+        );
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k02"], "n00 refuses n01: it dials n01 instead");
+        let mut admit = plan.admit.clone();
+        admit.sort();
+        assert_eq!(admit, ["k00", "k02"]);
+    }
+}

@@ -1,0 +1,120 @@
+//! Artifacts: the binaries a node needs besides raptiformica itself (consul 1.8.7 from Debian
+//! bullseye, yggdrasil and yggdrasilctl from bookworm), gathered once into
+//! `<cache-dir>/artifacts/` with their SHA-256 sums. Slaving copies them to the target's cache
+//! too, so a slaved node can slave the next one with no internet.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest, Sha256};
+
+use crate::config::context::Context;
+
+/// The binaries `artifacts fetch` provides.
+pub const BINARIES: [&str; 3] = ["consul", "yggdrasil", "yggdrasilctl"];
+/// The checksum file, in `sha256sum` format.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// The artifacts dir of this host.
+pub fn dir(ctx: &Context) -> PathBuf {
+    ctx.paths.artifacts_dir.clone()
+}
+
+/// True when every binary is there.
+pub fn complete(ctx: &Context) -> bool {
+    BINARIES.iter().all(|b| dir(ctx).join(b).is_file())
+}
+
+/// Gathers the artifacts (with the install dir's `provisioning/fetch_artifacts.sh`) and writes
+/// their checksums.
+pub fn fetch(ctx: &Context) -> anyhow::Result<()> {
+    let install = ctx
+        .paths
+        .install_dir
+        .as_ref()
+        .context("no install dir: cannot find provisioning/fetch_artifacts.sh")?;
+    let script = install.join("provisioning/fetch_artifacts.sh");
+    let dest = dir(ctx);
+    ctx.shell("artifacts fetch", "sh \"$SCRIPT\" \"$DEST\"")
+        .env("SCRIPT", script.display().to_string())
+        .env("DEST", dest.display().to_string())
+        .timeout(std::time::Duration::from_secs(900))
+        .run()?;
+    write_sums(&dest)
+}
+
+/// Fetches the artifacts when any is missing.
+pub fn ensure(ctx: &Context) -> anyhow::Result<()> {
+    if complete(ctx) {
+        return Ok(());
+    }
+    let dir = dir(ctx);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let lock = std::fs::File::create(dir.join(".fetch.lock"))?;
+    lock.lock()?;
+    // Another process may have fetched them while we waited.
+    if complete(ctx) && dir.join(SUMS).is_file() {
+        Ok(())
+    } else {
+        fetch(ctx)
+    }
+}
+
+/// Writes `SHA256SUMS` for the binaries in `dir`.
+pub fn write_sums(dir: &Path) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for b in BINARIES {
+        text.push_str(&format!("{}  {b}\n", sha256_file(&dir.join(b))?));
+    }
+    std::fs::write(dir.join(SUMS), text).with_context(|| format!("cannot write `{}`", dir.join(SUMS).display()))
+}
+
+/// Checks every binary against `SHA256SUMS`; returns (name, sum, ok).
+pub fn verify(dir: &Path) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let sums = std::fs::read_to_string(dir.join(SUMS))
+        .with_context(|| format!("no `{}`: run `raptiformica artifacts fetch`", dir.join(SUMS).display()))?;
+    let mut out = Vec::new();
+    for line in sums.lines() {
+        let Some((sum, name)) = line.split_once("  ") else {
+            bail!("malformed line in {SUMS}: {line}")
+        };
+        let actual = sha256_file(&dir.join(name)).unwrap_or_default();
+        out.push((name.to_string(), sum.to_string(), actual == sum));
+    }
+    Ok(out)
+}
+
+/// The hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_detect_a_changed_binary() {
+        let d = tempfile::tempdir().unwrap();
+        for b in BINARIES {
+            std::fs::write(d.path().join(b), b).unwrap();
+        }
+        write_sums(d.path()).unwrap();
+        assert!(verify(d.path()).unwrap().iter().all(|(_, _, ok)| *ok));
+        std::fs::write(d.path().join("consul"), "tampered").unwrap();
+        let v = verify(d.path()).unwrap();
+        assert!(v.iter().any(|(n, _, ok)| n == "consul" && !ok));
+        assert_eq!(sha256_file(&d.path().join("consul")).unwrap().len(), 64);
+    }
+}

@@ -1,0 +1,263 @@
+//! `join`: this machine, not in the cluster yet, asks a member to slave it.
+//!
+//! The member is reached first, and nothing changes on this machine until it has been:
+//! 1. a TCP probe of the member's SSH port: a refusal, a silence or an unknown name ends the
+//!    join at once, with what to check;
+//! 2. the member is reached as the user reaches it with plain ssh (the user's keys or agent),
+//!    its host key pinned in our `known_hosts` on first contact (kept only once the login
+//!    worked);
+//! 3. over that session the member's raptiformica key (made there if missing) is read, and the
+//!    member says which address this machine comes from;
+//! 4. only then, here: sshd must answer (it is started if it is not running) and the member's
+//!    key is authorized for root;
+//! 5. the member slaves this machine, pinning the host key this machine read from its own
+//!    sshd (`slave --host-key`): pinned both ways, nothing trusted on first use.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::context::Context;
+use crate::remote::on_node::on_node;
+use crate::remote::reach::{self, Silence, Unreachable};
+use crate::remote::ssh::{Remote, hop};
+use crate::sys::progress::Progress;
+use crate::sys::quote::quote;
+
+/// How long the member may take to slave this machine.
+const SLAVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the member's SSH port may take to accept a TCP connection (a refusal ends the
+/// wait at once).
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// This machine's sshd.
+const SSHD_PORT: u16 = 22;
+const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
+
+pub struct JoinOptions {
+    pub server_type: Option<String>,
+}
+
+pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opts: &JoinOptions) -> anyhow::Result<()> {
+    let who = hop(host, port);
+    let step = progress.step(&who, "reach");
+    reach::probe(host, port, REACH_TIMEOUT).await.map_err(unreachable)?;
+    step.done("answers");
+
+    let step = progress.step(&who, "connect");
+    let remote = Remote::connect_as_user(&ctx.paths.cache_dir.join("known_hosts"), host, port).await?;
+    step.done("host key pinned");
+
+    let result = join_through(ctx, progress, &remote, &who, opts).await;
+    remote.close().await;
+    result
+}
+
+/// A member that does not answer, with what to check.
+fn unreachable(u: Unreachable) -> anyhow::Error {
+    let hint = match u.why {
+        Silence::Refused => "is the member's sshd running, and is the port right (-p)?",
+        Silence::Unresolved(_) => "is the member's name right?",
+        Silence::NotSsh(_) => "is the member up, and is the port right (-p)? it must be its SSH port",
+        _ => "is the member's address right, is it up, and does no firewall drop SSH (and is the port right, -p)?",
+    };
+    anyhow::anyhow!("{u}: {hint}\nnothing was changed on this machine")
+}
+
+/// Over the member's session: the key exchange, then (only now) this machine's sshd and the
+/// member's key authorized here, then the member slaves this machine.
+async fn join_through(
+    ctx: &Context,
+    progress: &Progress,
+    remote: &Remote,
+    who: &str,
+    opts: &JoinOptions,
+) -> anyhow::Result<()> {
+    let step = progress.step(who, "exchange keys");
+    let (member_key, me) = exchange(remote).await?;
+    step.done(&format!("the member reaches this machine at {me}"));
+
+    let step = progress.step("local", "sshd");
+    let how = crate::sys::process::blocking(ensure_sshd)?;
+    step.done(&how);
+    let host_key = own_host_key()?;
+    let step = progress.step("local", "authorize the member's key");
+    crate::sys::process::blocking(|| authorize(&member_key))?;
+    step.done("");
+
+    let step = progress.step(who, &format!("slave {me} from the member"));
+    let mut command = format!(
+        "raptiformica slave {} --port {SSHD_PORT} --host-key {}",
+        quote(&me),
+        quote(&host_key)
+    );
+    if let Some(s) = &opts.server_type {
+        command.push_str(&format!(" --server-type {}", quote(s)));
+    }
+    let out = remote
+        .run_limited(
+            "`raptiformica slave` on the member",
+            &on_node(&command),
+            None,
+            SLAVE_TIMEOUT,
+        )
+        .await?;
+    if ctx.verbose > 0 {
+        for line in out.stdout.lines().chain(out.stderr.lines()) {
+            eprintln!("  | {line}");
+        }
+    }
+    step.done("");
+    Ok(())
+}
+
+/// Reads the member's raptiformica key (made there if missing) and the address the member
+/// sees this machine at; changes nothing here.
+async fn exchange(remote: &Remote) -> anyhow::Result<(String, String)> {
+    let out = remote
+        .run(
+            "reading the member's key",
+            &on_node(
+                r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
+                k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
+                [ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
+                echo "key $(cat "$k.pub")"
+                echo "from ${SSH_CONNECTION%% *}""#,
+            ),
+        )
+        .await?;
+    parse_exchange(&out.stdout)
+}
+
+/// This machine's host key (`type base64`), as its sshd presents it.
+fn own_host_key() -> anyhow::Result<String> {
+    let host_key = std::fs::read_to_string(HOST_KEY)
+        .with_context(|| format!("cannot read this machine's host key `{HOST_KEY}`"))?;
+    Ok(host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+}
+
+/// The member's public key and the address it sees this machine at, from the exchange script.
+fn parse_exchange(stdout: &str) -> anyhow::Result<(String, String)> {
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .map(str::trim)
+        .filter(|k| k.starts_with("ssh-"))
+        .context("the member printed no public key")?;
+    let me = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("from "))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .context("the member does not say where this machine connects from (no SSH_CONNECTION)")?;
+    Ok((key.to_string(), me.to_string()))
+}
+
+/// Authorizes `key` for root here (once).
+fn authorize(key: &str) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
+    authorize_in(&home.join(".ssh"), key)
+}
+
+fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let file = dir.join("authorized_keys");
+    let existing = std::fs::read_to_string(&file).unwrap_or_default();
+    let blob = key.split_whitespace().nth(1).unwrap_or(key);
+    if !existing.lines().any(|l| l.split_whitespace().any(|w| w == blob)) {
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(key);
+        text.push('\n');
+        crate::sys::fs_atomic::write_atomic(&file, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", file.display()))?;
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Whether an sshd, or the ssh-keygen that comes before it, runs here.
+fn starting_sshd() -> bool {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .any(|pid| {
+                    crate::sys::daemon::process_named(pid, "sshd")
+                        || crate::sys::daemon::process_named(pid, "ssh-keygen")
+                })
+        })
+        .unwrap_or(false)
+}
+
+/// Makes sure sshd answers on this machine; starts it if it does not. Says which.
+fn ensure_sshd() -> anyhow::Result<String> {
+    let answers = || reach::answers_blocking(([127, 0, 0, 1], SSHD_PORT).into(), Duration::from_secs(2));
+    if answers() {
+        return Ok("running".into());
+    }
+    // An sshd that is starting (a machine that just booted: its host keys being made) answers
+    // in a moment; a second one started now would take the port and make the first one exit.
+    // So wait a little in any case, longer while an sshd (or ssh-keygen) runs.
+    let patience = if starting_sshd() { 40 } else { 12 };
+    for _ in 0..patience {
+        std::thread::sleep(Duration::from_millis(250));
+        if answers() {
+            return Ok("running".into());
+        }
+    }
+    let out = crate::sys::process::Shell::new(
+        "starting sshd",
+        "mkdir -p /run/sshd && ssh-keygen -A >/dev/null && \
+         { service ssh start >/dev/null 2>&1 || /usr/sbin/sshd; }",
+    )
+    .output()?;
+    for _ in 0..20 {
+        if answers() {
+            return Ok("started".into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "sshd does not answer on port {SSHD_PORT} here and could not be started ({})\n\
+         hint: install openssh-server and start it; the member slaves this machine over SSH",
+        format!("{}{}", out.stdout, out.stderr).trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exchange_gives_the_key_and_the_address() {
+        let (k, me) = parse_exchange("noise\nkey ssh-ed25519 AAAA raptiformica\nfrom 172.18.0.5\n").unwrap();
+        assert_eq!(
+            (k.as_str(), me.as_str()),
+            ("ssh-ed25519 AAAA raptiformica", "172.18.0.5")
+        );
+        assert!(parse_exchange("key ssh-ed25519 AAAA\nfrom \n").is_err());
+        assert!(parse_exchange("from 1.2.3.4\n").is_err());
+    }
+
+    #[test]
+    fn a_key_is_authorized_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(".ssh");
+        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&dir, "ssh-ed25519 BBBB other").unwrap();
+        let text = std::fs::read_to_string(dir.join("authorized_keys")).unwrap();
+        assert_eq!(text, "ssh-ed25519 AAAA member\nssh-ed25519 BBBB other\n");
+        let mode = std::fs::metadata(dir.join("authorized_keys"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

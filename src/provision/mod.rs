@@ -1,0 +1,8 @@
+//! Making a machine a node: slaving it over SSH ([`slave`]: upload, provision, assimilate),
+//! the artifacts it gets ([`artifacts`]), a machine asking a member to slave it ([`join`]), and
+//! the address a node advertises ([`advertise`]).
+
+pub mod advertise;
+pub mod artifacts;
+pub mod join;
+pub mod slave;

@@ -1,0 +1,209 @@
+//! Long-running node daemons (yggdrasil, consul) without an init system: started detached in
+//! their own session, tracked by a pid file, logging to a file, stopped by signal.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// One daemon: its name (the process name checked in `/proc`), pid file and log file.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub name: &'static str,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Daemon {
+    /// The daemon `name` with its files in `dir`.
+    pub fn new(name: &'static str, dir: &Path) -> Self {
+        Self::with_stem(name, name, dir)
+    }
+
+    /// The process `name` with its pid and log files named after `stem` (two roles of one
+    /// program, e.g. the agent and its keeper).
+    pub fn with_stem(name: &'static str, stem: &str, dir: &Path) -> Self {
+        Self {
+            name,
+            pid_file: dir.join(format!("{stem}.pid")),
+            log_file: dir.join(format!("{stem}.log")),
+        }
+    }
+
+    /// The pid of the running daemon: the pid file names a live process of that name (not a
+    /// zombie, not a recycled pid of another program).
+    pub fn pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        process_named(pid, self.name).then_some(pid)
+    }
+
+    /// Starts `program args` detached (own session, stdin closed, output appended to the log)
+    /// and records its pid. Fails if it exits within the first moments.
+    pub fn start(&self, program: &Path, args: &[String]) -> anyhow::Result<i32> {
+        if let Some(dir) = self.pid_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = OpenOptions::new()
+            .mode(0o600)
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .with_context(|| format!("cannot open the log `{}`", self.log_file.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session so that
+        // the end of an SSH session or of this process does not signal it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", program.display()))?;
+        let pid = child.id() as i32;
+        crate::sys::fs_atomic::write_atomic(&self.pid_file, format!("{pid}\n").as_bytes())?;
+        let mut exited = None;
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(10));
+            exited = child.try_wait()?;
+            if exited.is_some() {
+                break;
+            }
+        }
+        if let Some(status) = exited {
+            bail!(
+                "{} exited right after its start ({status}); its log `{}` ends with:\n{}",
+                self.name,
+                self.log_file.display(),
+                self.log_tail(12)
+            );
+        }
+        Ok(pid)
+    }
+
+    /// Stops the daemon: SIGTERM, then SIGKILL after `grace`. True if one was running.
+    pub fn stop(&self, grace: Duration) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        // SAFETY: plain kill(2) on a pid we just checked to be our daemon.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !process_named(pid, self.name) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(50));
+        true
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process whose name is `name`.
+pub fn process_named(pid: i32, name: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may hold spaces, so split at the last ')'.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+    // The kernel keeps 15 characters of the name.
+    let short: String = name.chars().take(15).collect();
+    comm == short && state != "Z" && state != "X"
+}
+
+/// Resident memory of `pid` in kB, from `/proc/<pid>/status`.
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Finds `program` on PATH (or beside this binary, where the artifacts are linked).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin"].map(PathBuf::from));
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// What applying a daemon's rendered config did (the overlay's, consul's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Started,
+    Restarted,
+    /// Running already; peers added and removed at run time.
+    PeersChanged {
+        added: usize,
+        removed: usize,
+    },
+    Unchanged,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Applied::Started => f.write_str("started"),
+            Applied::Restarted => f.write_str("restarted"),
+            Applied::PeersChanged { added, removed } => write!(f, "running, {added} peer(s) added, {removed} removed"),
+            Applied::Unchanged => f.write_str("running, unchanged"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_tracks_and_stops_a_detached_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::new("sleep", dir.path());
+        assert_eq!(d.pid(), None);
+        let pid = d.start(Path::new("/bin/sleep"), &["30".into()]).unwrap();
+        assert_eq!(d.pid(), Some(pid));
+        assert!(rss_kb(pid).is_some());
+        assert!(d.stop(Duration::from_secs(2)));
+        assert_eq!(d.pid(), None);
+    }
+
+    #[test]
+    fn a_process_that_dies_at_once_is_an_error_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::new("sh", dir.path());
+        let err = d
+            .start(
+                Path::new("/bin/sh"),
+                &["-c".into(), "echo broken config >&2; exit 3".into()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken config"), "{err}");
+    }
+}
