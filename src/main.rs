@@ -7,10 +7,8 @@ fn main() -> ExitCode {
     let cli = raptiformica::cli::help::parse();
     match raptiformica::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<raptiformica::cli::runtime::ExitWith>().is_some() => {
-            let code = e
-                .downcast_ref::<raptiformica::cli::runtime::ExitWith>()
-                .map_or(1, |c| c.0);
+        Err(e) if e.downcast_ref::<raptiformica::sys::exit::ExitWith>().is_some() => {
+            let code = e.downcast_ref::<raptiformica::sys::exit::ExitWith>().map_or(1, |c| c.0);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Err(e) => {

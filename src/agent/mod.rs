@@ -61,7 +61,7 @@ impl Mode {
 }
 
 /// Runs the agent in the foreground until it is killed.
-pub fn run(ctx: &Context) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
     if mode == Mode::Node {
         let pid_file = keeper::agent(&ctx.paths).pid_file;
@@ -77,10 +77,8 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         verbose: ctx.verbose.max(1),
         ..ctx.clone()
     };
-    crate::cli::runtime::runtime()?.block_on(async move {
-        match mode {
-            Mode::Node => node::run(ctx, rec).await,
-            Mode::Workstation => workstation::run(ctx, rec).await,
-        }
-    })
+    match mode {
+        Mode::Node => node::run(ctx, rec).await,
+        Mode::Workstation => workstation::run(ctx, rec).await,
+    }
 }

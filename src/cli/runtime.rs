@@ -1,11 +1,6 @@
 //! The command line's runtime: the one place a tokio runtime is built for the commands, and
 //! the exit code a command may end with.
 
-/// An error that carries the exit code to end with (e.g. a remote command's status).
-#[derive(Debug, thiserror::Error)]
-#[error("exit status {0}")]
-pub struct ExitWith(pub i32);
-
 /// A tokio runtime for the commands that talk to machines.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -31,8 +31,7 @@ pub const REQUIRED_COMMANDS: [&str; 5] = [
     "clean_up_instance_command",
 ];
 
-/// How long a predicate (`available`) may take.
-pub const PREDICATE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::modules::server_type::PREDICATE_TIMEOUT;
 /// How long `start_instance` may take (a first image build takes minutes).
 pub const START_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long `package` may take (it provisions nothing itself, but saving an image can be slow).

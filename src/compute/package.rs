@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use serde::Serialize;
 
 use crate::compute::{self, ComputeType, Instance};
@@ -80,7 +80,7 @@ pub async fn package(
         (Err(_), Ok(())) if interrupted => {
             step.done("");
             eprintln!("packaging `{}` interrupted; its machine was removed", ty.name());
-            Err(crate::cli::runtime::ExitWith(130).into())
+            Err(crate::sys::exit::ExitWith(130).into())
         }
         (Err(e), Ok(())) => {
             step.done("");
@@ -150,10 +150,4 @@ async fn provision_and_package(
     }
     step.done(&image);
     Ok(image)
-}
-
-/// Runs [`package`] on a runtime of its own.
-pub fn run(ctx: &Context, ty: &ComputeType, identity: &Identity, progress: &Progress) -> anyhow::Result<Packaged> {
-    let config = Arc::new(ctx.config().context("cannot load the config")?);
-    crate::cli::runtime::runtime()?.block_on(package(ctx, &config, ty, identity, progress))
 }

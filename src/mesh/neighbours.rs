@@ -111,7 +111,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "yggdrasil_public_key" => n.overlay_public_key = Some(text),
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),
-            "ssh_via" => n.ssh_via = crate::remote::ssh::hops(Some(&text)),
+            "ssh_via" => n.ssh_via = hops(Some(&text)),
             "yggdrasil_admits" => {
                 n.overlay_admits = Some(text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
             }
@@ -129,6 +129,17 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
         n.host = None;
     }
     out
+}
+
+/// The hops of a recorded jump chain (`ssh_via`: comma-separated, outermost first).
+pub fn hops(recorded: Option<&str>) -> Vec<String> {
+    recorded
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Removes every neighbour for which `gone` holds (all its keys). Returns how many.

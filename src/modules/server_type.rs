@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use crate::config::context::Context;
 use crate::config::{Config, mapping::PREFIX};
 
+/// How long a predicate (`available`) may take.
+pub const PREDICATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One provisioner of a server type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provisioner {
@@ -72,7 +75,7 @@ pub fn server_types(config: &Config) -> BTreeMap<String, Vec<Provisioner>> {
 pub fn is_available(ctx: &Context, provisioners: &[Provisioner]) -> bool {
     provisioners.iter().filter_map(|p| p.available.as_deref()).all(|cmd| {
         ctx.shell("server type check", cmd)
-            .timeout(crate::compute::PREDICATE_TIMEOUT)
+            .timeout(PREDICATE_TIMEOUT)
             .output()
             .is_ok_and(|o| o.success())
     })

@@ -194,16 +194,7 @@ pub fn hop(host: &str, port: u16) -> String {
     }
 }
 
-/// The hops of a recorded jump chain (`ssh_via`: comma-separated, outermost first).
-pub fn hops(recorded: Option<&str>) -> Vec<String> {
-    recorded
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(str::to_string)
-        .collect()
-}
+pub use crate::mesh::neighbours::hops;
 
 impl Remote {
     /// Connects to `root@host:port`. A host key that differs from the pinned one, a refused

@@ -5,6 +5,7 @@
 //! node ids and shell quoting.
 
 pub mod daemon;
+pub mod exit;
 pub mod fs_atomic;
 pub mod mapping;
 pub mod node_id;

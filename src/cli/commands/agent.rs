@@ -11,7 +11,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.status {
-        return agent::run(ctx);
+        return crate::cli::runtime::runtime()?.block_on(agent::run(ctx));
     }
     let file = status::file(&ctx.paths);
     let Some(s) = status::read(&file) else {

@@ -1,5 +1,7 @@
 //! `raptiformica package`: bake a provisioned machine image (see `crate::compute::package`).
 
+use anyhow::Context as _;
+
 use super::print_json;
 use crate::cli::args::PackageArgs;
 use crate::compute::{package, spawner};
@@ -18,7 +20,9 @@ pub fn run(ctx: &Context, args: PackageArgs) -> anyhow::Result<()> {
         public_key_file: Some(identity.public_key_file.clone()),
         ..ctx.clone()
     };
-    let packaged = package::run(&ctx, &ty, &identity, &progress)?;
+    let config = std::sync::Arc::new(ctx.config().context("cannot load the config")?);
+    let packaged =
+        crate::cli::runtime::runtime()?.block_on(package::package(&ctx, &config, &ty, &identity, &progress))?;
     if ctx.json {
         print_json(&packaged);
     } else {

@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: SshArgs) -> anyhow::Result<()> {
     let status = process::run_interactive(&argv).context("cannot run `ssh`")?;
     match status.code() {
         Some(0) => Ok(()),
-        Some(code) => Err(crate::cli::runtime::ExitWith(code).into()),
+        Some(code) => Err(crate::sys::exit::ExitWith(code).into()),
         None => bail!("ssh was killed by a signal"),
     }
 }
