@@ -83,7 +83,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         Ok(Some(addr)) => {
             let (ctx, rec) = (ctx.clone(), rec.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::ui::serve(ctx, addr, None).await {
+                if let Err(e) = serve_map(ctx, addr).await {
                     rec.event("error", format!("the web map on {addr} stopped: {e:#}"));
                 }
             });
@@ -121,6 +121,19 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             tracing::debug!("tick: {e:#}");
         }
     }
+}
+
+/// The node's own map (`raptiformica/agent/ui_listen`), for root only: its token is in
+/// `<cache-dir>/ui_token` (0600, made once), never printed (`ui --login-url` shows the URL).
+async fn serve_map(ctx: Context, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let file = crate::ui::token::node_file(&ctx.paths);
+    let token = tokio::task::spawn_blocking(move || crate::ui::token::ensure(&file)).await??;
+    let options = crate::ui::Options {
+        token,
+        allow_hosts: Vec::new(),
+        print_login: false,
+    };
+    crate::ui::serve(ctx, addr, options).await
 }
 
 /// Whether a peer's overlay port takes a TCP connection within 300 ms (blocking, briefly).
