@@ -80,18 +80,6 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     tokio::spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
-    match super::settings::ui_listen(&config.mapping) {
-        Ok(Some(addr)) => {
-            let (ctx, rec) = (ctx.clone(), rec.clone());
-            tokio::spawn(async move {
-                if let Err(e) = crate::ui::serve(ctx, addr, None).await {
-                    rec.event("error", format!("the web map on {addr} stopped: {e:#}"));
-                }
-            });
-        }
-        Ok(None) => {}
-        Err(e) => rec.event("error", format!("{e:#}")),
-    }
     tokio::spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),

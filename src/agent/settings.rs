@@ -19,7 +19,7 @@ pub const RECOVERY_GRACE: &str = "raptiformica/agent/recovery_grace";
 pub const HOOK_TIMEOUT: &str = "raptiformica/agent/hook_timeout";
 
 /// Where the node agent serves the web map (`raptiformica ui`), on a loopback address only;
-/// unset: it does not.
+/// unset: it does not. Its token is in `<cache-dir>/ui_token`, for root only (`ui --login-url`).
 pub const UI_LISTEN: &str = "raptiformica/agent/ui_listen";
 
 /// The web map's address, if the agent is to serve it: a loopback `ADDR:PORT` (a map on another

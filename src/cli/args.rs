@@ -178,8 +178,19 @@ pub enum Command {
     /// (`/api/members`, `/api/overlay`, `/api/events`, `/api/config`, `/api/state`,
     /// `/api/stream`). It reaches the cluster as `members` does: on a node its own consul,
     /// elsewhere a tunnel to a member. Secrets (the gossip key, tokens, passwords) are masked.
-    /// Loopback needs no token; any other address does: `--token-file`, else one is made and
-    /// printed once, and a request without it gets 401.
+    ///
+    /// Every address needs the token, loopback included: `ui` makes a fresh one (or reads
+    /// `--token-file`) and prints on stderr, once, a login URL
+    /// (`http://ADDR:PORT/login?token=TOKEN`); opening it sets a session cookie (HttpOnly,
+    /// SameSite=Strict) and shows the map. Scripts send `Authorization: Bearer TOKEN`. Without
+    /// either a request gets 401. A request whose Host is not an IP address, `localhost` or an
+    /// `--allow-host` name gets 421 (DNS rebinding), one from another site's page (Origin) 403.
+    #[command(after_help = "Examples:
+  raptiformica ui                      # then open the printed http://127.0.0.1:8420/login?token=...
+  curl -H \"Authorization: Bearer $(cat map.token)\" http://127.0.0.1:8420/api/members
+                                       # with `ui --token-file map.token` (a 0600 file)
+  raptiformica ui --listen 0.0.0.0:8420 --token-file map.token --allow-host map.example.org
+  raptiformica ui --login-url          # as root on a node: the login URL of its agent's map")]
     Ui(UiArgs),
 
     /// Save the cluster's state to a file, or bring it back into a cluster
@@ -288,9 +299,18 @@ pub struct UiArgs {
     /// Where to listen
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8420")]
     pub listen: std::net::SocketAddr,
-    /// The token requests must carry (first line of the file), on a non-loopback address
+    /// The token (the file's first line, 16 characters or more; the file readable by its
+    /// owner only) instead of a fresh one
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// A host name the map also answers for (besides IP addresses and localhost), e.g. the
+    /// name of a reverse proxy in front of it; repeatable
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Print the login URL of the map this node's agent serves (`raptiformica/agent/ui_listen`;
+    /// the token in <cache-dir>/ui_token, readable by root only) and exit
+    #[arg(long, conflicts_with_all = ["listen", "token_file", "allow_host"])]
+    pub login_url: bool,
 }
 
 #[derive(Debug, Subcommand)]

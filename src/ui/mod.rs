@@ -3,10 +3,16 @@
 //!
 //! A collector reaches the cluster's consul as `members` does (the local agent on a node, else
 //! an SSH tunnel to a member that sees a leader, another one when that one is lost), gathers
-//! the [`view::View`] every [`EVERY`] and hands it to every open page at once. Listening on
-//! loopback needs nothing more; on any other address every request must carry the token
-//! (`Authorization: Bearer <token>` or `?token=<token>`), else it gets 401.
+//! the [`view::View`] every [`EVERY`] and hands it to every open page at once.
+//!
+//! Every request passes two guards, on every address, loopback included: [`hosts`] (its
+//! `Host` is an IP literal, `localhost` or an allowed name, its `Origin`, if any, is that
+//! host: else 421/403), then [`auth`] (the session cookie a login at `/login?token=...` set,
+//! or `Authorization: Bearer <token>`: else 401).
 
+pub mod auth;
+pub mod hosts;
+pub mod token;
 pub mod view;
 
 use std::collections::HashSet;
@@ -16,8 +22,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{Request, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -37,22 +43,22 @@ const GATHER_LIMIT: Duration = Duration::from_secs(8);
 #[derive(Clone)]
 struct AppState {
     view: watch::Receiver<Arc<View>>,
-    token: Option<Arc<String>>,
+    guard: Arc<auth::Guard>,
 }
 
-/// Whether `addr` is a loopback address (no token needed there).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
+/// How a map is guarded and announced.
+pub struct Options {
+    /// The token a browser logs in with (a script sends it as a bearer).
+    pub token: String,
+    /// Host names answered besides IP literals and `localhost` (`--allow-host`).
+    pub allow_hosts: Vec<String>,
+    /// Print the login URL, with the token, on stderr: for who started `ui` in a terminal,
+    /// never for the agent (whose stderr is a log).
+    pub print_login: bool,
 }
 
-/// A fresh random token (32 hex digits).
-pub fn new_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the token: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The router: the page, the JSON API and the stream, behind the token check.
+/// The router: the page, the JSON API and the stream behind the login; the login; all of it
+/// behind the Host/Origin check.
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
@@ -74,25 +80,35 @@ fn router(state: AppState) -> Router {
             get(|s: State<AppState>| async move { answer(&s, |v| json(&v.config)) }),
         )
         .route("/api/stream", get(stream))
-        .layer(middleware::from_fn_with_state(state.clone(), check_token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .route("/login", get(auth::login))
+        .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
         .with_state(state)
 }
 
 /// Serves the map on `listen` until Ctrl-C (or SIGTERM).
-pub async fn serve(ctx: Context, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(ctx: Context, listen: SocketAddr, options: Options) -> anyhow::Result<()> {
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
     let (tx, rx) = watch::channel(Arc::new(View {
         error: Some("reaching the cluster...".into()),
         ..View::default()
     }));
-    let collector = tokio::spawn(collect_for_ever(ctx, tx));
     let app = router(AppState {
         view: rx,
-        token: token.map(Arc::new),
+        guard: Arc::new(auth::Guard::new(
+            &options.token,
+            bound.port(),
+            options.allow_hosts.clone(),
+        )),
     });
-    let server = axum::Server::try_bind(&listen)
+    let server = axum::Server::from_tcp(listener)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?
         .serve(app.into_make_service());
-    eprintln!("the cluster map is at http://{}/", server.local_addr());
+    announce(bound, &options);
+    let collector = tokio::spawn(collect_for_ever(ctx, tx));
     let stop = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -103,6 +119,39 @@ pub async fn serve(ctx: Context, listen: SocketAddr, token: Option<String>) -> a
     let result = server.with_graceful_shutdown(stop).await;
     collector.abort();
     result.map_err(|e| anyhow::anyhow!("the web server failed: {e}"))
+}
+
+/// Where the map is; the login URL (the token's one appearance) only if asked.
+fn announce(bound: SocketAddr, options: &Options) {
+    if options.print_login {
+        eprintln!(
+            "the cluster map listens on http://{bound}/\n\
+             log in once in your browser with this URL (it holds the token: keep it to yourself):\n  {}",
+            token::login_url(bound, &options.token)
+        );
+    } else {
+        eprintln!("the cluster map listens on http://{bound}/ (its login URL: `raptiformica ui --login-url`)");
+    }
+}
+
+/// The node's own map (`raptiformica/agent/ui_listen`), served beside its agent, for root
+/// only: its token is in `<cache-dir>/ui_token` (0600, made once), never printed (`ui
+/// --login-url` shows the URL). Returns at once when `ui_listen` is not set.
+pub async fn serve_node_map(ctx: Context) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let Some(addr) = crate::agent::settings::ui_listen(&config.mapping)? else {
+        return Ok(());
+    };
+    let file = token::node_file(&ctx.paths);
+    let token = tokio::task::spawn_blocking(move || token::ensure(&file)).await??;
+    let options = Options {
+        token,
+        allow_hosts: Vec::new(),
+        print_login: false,
+    };
+    serve(ctx, addr, options)
+        .await
+        .map_err(|e| e.context(format!("the web map on {addr} stopped")))
 }
 
 /// Gathers the view every [`EVERY`]; a lost tunnel is replaced by one through another node.
@@ -216,59 +265,122 @@ async fn stream(State(s): State<AppState>) -> impl IntoResponse {
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-/// 401 for a request without the token, when there is one.
-async fn check_token<B>(State(s): State<AppState>, req: Request<B>, next: Next<B>) -> Response {
-    let Some(want) = &s.token else {
-        return next.run(req).await;
-    };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let query = req
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|p| p.strip_prefix("token="));
-    let given = bearer.or(query).unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), want.as_bytes()) {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a token is needed: open the address `raptiformica ui` printed, with ?token=...\n",
-        )
-            .into_response()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"", b"abc"));
-        let t = new_token().unwrap();
-        assert_eq!(t.len(), 32);
-        assert_ne!(t, new_token().unwrap());
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    /// The router over a gathered view, served on a loopback port; its address.
+    async fn map() -> SocketAddr {
+        let (tx, rx) = watch::channel(Arc::new(View {
+            updated_at: 1,
+            ..View::default()
+        }));
+        std::mem::forget(tx);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(AppState {
+            view: rx,
+            guard: Arc::new(auth::Guard::new(TOKEN, addr.port(), vec!["map.example.org".into()])),
+        });
+        let server = axum::Server::from_tcp(listener).unwrap().serve(app.into_make_service());
+        tokio::spawn(server);
+        addr
     }
 
-    #[test]
-    fn only_loopback_listens_without_a_token() {
-        assert!(is_loopback(&"127.0.0.1:8080".parse().unwrap()));
-        assert!(is_loopback(&"[::1]:8080".parse().unwrap()));
-        assert!(!is_loopback(&"0.0.0.0:8080".parse().unwrap()));
-        assert!(!is_loopback(&"172.18.0.1:8080".parse().unwrap()));
+    /// GET `path` with `headers`: the status and the `Set-Cookie` header.
+    async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut req = client.get(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let cookie = resp
+            .headers()
+            .get(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_string());
+        (resp.status().as_u16(), cookie)
+    }
+
+    #[tokio::test]
+    async fn loopback_needs_the_login_cookie_or_the_bearer_token() {
+        let addr = map().await;
+        let bearer = format!("Bearer {TOKEN}");
+        for path in ["/", "/api/members", "/api/state", "/api/config", "/api/stream"] {
+            assert_eq!(get(addr, path, &[]).await.0, 401, "{path}");
+        }
+        assert_eq!(get(addr, &format!("/api/members?token={TOKEN}"), &[]).await.0, 401);
+        assert_eq!(
+            get(addr, "/api/members", &[("authorization", "Bearer nope")]).await.0,
+            401
+        );
+        assert_eq!(get(addr, "/api/members", &[("authorization", &bearer)]).await.0, 200);
+
+        assert_eq!(get(addr, "/login?token=nope", &[]).await, (401, None));
+        assert_eq!(get(addr, "/login", &[]).await, (401, None));
+        let (code, cookie) = get(addr, &format!("/login?token={TOKEN}"), &[]).await;
+        assert_eq!(code, 303);
+        let cookie = cookie.expect("the login sets a cookie");
+        let pair = cookie.split(';').next().unwrap();
+        assert!(
+            pair.starts_with(&format!("raptiformica_ui_{}=", addr.port())),
+            "{cookie}"
+        );
+        assert!(!cookie.contains(TOKEN), "the cookie is not the token: {cookie}");
+        for path in ["/", "/api/members", "/api/state"] {
+            assert_eq!(get(addr, path, &[("cookie", pair)]).await.0, 200, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_or_origin_is_refused_even_with_the_token() {
+        let addr = map().await;
+        let bearer = format!("Bearer {TOKEN}");
+        let port = addr.port();
+        let with = |host: String| [("authorization", bearer.clone()), ("host", host)];
+        let code = |h: [(&'static str, String); 2]| async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            get(addr, "/api/members", &h).await.0
+        };
+        assert_eq!(code(with(format!("attacker.example:{port}"))).await, 421);
+        assert_eq!(code(with("attacker.example".into())).await, 421);
+        assert_eq!(
+            get(addr, &format!("/login?token={TOKEN}"), &[("host", "attacker.example")]).await,
+            (421, None),
+            "no login under a foreign name"
+        );
+        let two = [
+            ("authorization", bearer.as_str()),
+            ("host", "127.0.0.1"),
+            ("host", "attacker.example"),
+        ];
+        assert_eq!(get(addr, "/api/members", &two).await.0, 400, "two Host headers");
+        assert_eq!(code(with(format!("localhost:{port}"))).await, 200);
+        assert_eq!(code(with(format!("map.example.org:{port}"))).await, 200);
+        assert_eq!(code(with(format!("[::1]:{port}"))).await, 200);
+
+        let origin = |o: &'static str| {
+            let bearer = bearer.clone();
+            async move {
+                get(addr, "/api/members", &[("authorization", &bearer), ("origin", o)])
+                    .await
+                    .0
+            }
+        };
+        assert_eq!(origin("http://attacker.example").await, 403);
+        assert_eq!(origin("null").await, 403);
+        let same = format!("http://127.0.0.1:{port}");
+        assert_eq!(
+            get(addr, "/api/members", &[("authorization", &bearer), ("origin", &same)])
+                .await
+                .0,
+            200
+        );
     }
 }

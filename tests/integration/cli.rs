@@ -35,6 +35,7 @@ fn help_explains_every_subcommand() {
         (&["advertise"], "NAT"),
         (&["inject"], "neighbour"),
         (&["slave"], "--via"),
+        (&["ui"], "raptiformica ui --login-url"),
     ] {
         let mut args = sub.to_vec();
         args.push("--help");

@@ -1,10 +1,13 @@
 //! The web map (issue 12) in a real browser: Debian's chromium, headless, driven over the
-//! DevTools protocol. On a 3-node cluster the rendered page lists the three nodes with their
-//! roles; after `docker rm -f` of one node the same page (no reload) shows it failed; a
-//! screenshot is kept in `target/test-artifacts/ui-map.png`. The gossip key is in no answer;
-//! on a non-loopback address a request without the token gets 401.
+//! DevTools protocol. On a 3-node cluster the browser logs in through the login URL `ui`
+//! printed, and the rendered page lists the three nodes with their roles; after `docker rm -f`
+//! of one node the same page (no reload) shows it failed; a screenshot is kept in
+//! `target/test-artifacts/ui-map.png`. The gossip key is in no answer. Without the cookie or
+//! the token a request gets 401, loopback included; a foreign `Host` gets 4xx even with the
+//! token. A node's own map (`ui_listen`) opens for root only, through `ui --login-url`.
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,14 +37,44 @@ fn free_port() -> u16 {
 
 /// `curl` a URL: (HTTP status, body).
 fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    get_with(url, token, &[])
+}
+
+/// `curl` a URL with extra headers (`Name: value`): (HTTP status, body).
+fn get_with(url: &str, token: Option<&str>, headers: &[&str]) -> (u16, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", url]);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
     let out = text(&cmd.output().expect("curl runs").stdout);
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The login URL `ui` printed in `log` for the map on `port`, once it is there.
+fn login_url_in(log: &Path, port: u16) -> Option<String> {
+    let prefix = format!("http://127.0.0.1:{port}/login?token=");
+    let text = std::fs::read_to_string(log).ok()?;
+    let start = text.find(&prefix)?;
+    let url: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    (url.len() > prefix.len()).then_some(url)
+}
+
+/// `ui` with `args`, its stderr in `log`.
+fn start_ui(env: &crate::harness::TestEnv, args: &[&str], log: &Path) -> Killed {
+    Killed(
+        env.cmd()
+            .arg("ui")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A headless chromium showing one page, and a DevTools connection to that page.
@@ -146,6 +179,8 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     let Some(env) = DockerTest::start() else {
         return;
     };
+    // Every node's agent serves its own map too (the mutable config goes with the slaving).
+    env.ok(&["config", "set", "raptiformica/agent/ui_listen", "127.0.0.1:8420"]);
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some());
     let ids = node_ids(&env);
@@ -161,22 +196,50 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let ui = Killed(
-        env.cmd()
-            .args(["ui", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let log = env.cache().join("ui.log");
+    let ui = start_ui(&env, &["--listen", &format!("127.0.0.1:{port}")], &log);
+    let mut login = None;
+    wait_until(Duration::from_secs(20), || {
+        login = login_url_in(&log, port);
+        login.is_some()
+    });
+    let login = login.unwrap_or_else(|| {
+        panic!(
+            "no login URL in the output of `ui`: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let token = login.rsplit_once("token=").unwrap().1.to_string();
+    let token = Some(token.as_str());
+
+    // Loopback too: without the cookie or the token, 401; a foreign Host (DNS rebinding)
+    // gets 4xx even with the token; a page of another site (Origin) 403.
+    for path in ["/", "/api/members", "/api/config", "/api/stream"] {
+        assert_eq!(get(&format!("{base}{path}"), None).0, 401, "{path} without a token");
+    }
+    let foreign = get_with(&format!("{base}/api/members"), token, &["Host: attacker.example"]);
+    assert!((400..500).contains(&foreign.0), "a foreign Host got {foreign:?}");
+    let foreign = get_with(
+        &format!("{base}/api/members"),
+        token,
+        &[&format!("Host: attacker.example:{port}")],
     );
+    assert!((400..500).contains(&foreign.0), "a foreign Host got {foreign:?}");
+    let cross = get_with(
+        &format!("{base}/api/members"),
+        token,
+        &["Origin: http://attacker.example"],
+    );
+    assert_eq!(cross.0, 403, "a cross-site request got {cross:?}");
+
     let listed = wait_until(Duration::from_secs(60), || {
-        let (code, body) = get(&format!("{base}/api/members"), None);
+        let (code, body) = get(&format!("{base}/api/members"), token);
         code == 200 && ids.iter().all(|id| body.contains(id.as_str()))
     });
     assert!(
         listed.is_some(),
         "/api/members: {:?}",
-        get(&format!("{base}/api/members"), None)
+        get(&format!("{base}/api/members"), token)
     );
     for path in [
         "/",
@@ -186,7 +249,7 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
         "/api/config",
         "/api/state",
     ] {
-        let (code, body) = get(&format!("{base}{path}"), None);
+        let (code, body) = get(&format!("{base}{path}"), token);
         assert_eq!(code, 200, "{path}");
         assert!(!body.contains(&gossip), "the gossip key is served at {path}");
         if !matches!(path, "/api/config" | "/api/state") {
@@ -202,24 +265,37 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
         "raptiformica config set raptiformica/test/ui_probe seen-by-the-map",
     );
     let shown = wait_until(Duration::from_secs(20), || {
-        get(&format!("{base}/api/config"), None).1.contains("seen-by-the-map")
+        get(&format!("{base}/api/config"), token).1.contains("seen-by-the-map")
     });
     assert!(
         shown.is_some(),
         "/api/config: {}",
-        get(&format!("{base}/api/config"), None).1
+        get(&format!("{base}/api/config"), token).1
     );
 
-    let mut browser = Browser::open(&format!("{base}/"));
+    // The browser logs in through the printed URL (sent over DevTools, not on chromium's
+    // command line, which any local user may read): the cookie it gets shows it the map.
+    let mut browser = Browser::open("about:blank");
+    browser.call("Page.navigate", json!({ "url": login }));
     let shown = wait_until(Duration::from_secs(30), || {
         let t = browser.text();
         ids.iter().all(|id| t.contains(id.as_str())) && t.contains("server")
     });
     assert!(shown.is_some(), "the page shows: {}", browser.text());
+    assert_eq!(
+        browser.eval("location.href"),
+        json!(format!("{base}/")),
+        "the login sends the browser on to the map, the token out of the address bar"
+    );
+    assert_eq!(
+        browser.eval("document.cookie"),
+        json!(""),
+        "no script reads the session cookie"
+    );
 
     // One node dies; the open page shows it failed without a reload.
     // The node the map is answered through dies: the map must go through another one.
-    let (_, state) = get(&format!("{base}/api/state"), None);
+    let (_, state) = get(&format!("{base}/api/state"), token);
     let state: Value = serde_json::from_str(&state).unwrap();
     let through = state["through"].as_str().unwrap_or_default().to_string();
     let victim_id = ids
@@ -277,6 +353,8 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     drop(browser);
     drop(ui);
+    let survivor = containers.iter().find(|c| **c != victim).unwrap().clone();
+    node_map_is_for_root_only(&survivor);
 
     // Not loopback: a token is needed.
     let gateway = text(
@@ -291,15 +369,12 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     )
     .trim()
     .to_string();
-    let token_file = env.write("ui.token", "0123456789abcdef0123456789abcdef\n");
+    let token_file = private(env.write("ui.token", "0123456789abcdef0123456789abcdef\n"));
     let listen = format!("{gateway}:{port}");
-    let _ui = Killed(
-        env.cmd()
-            .args(["ui", "--listen", &listen, "--token-file", token_file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let _ui = start_ui(
+        &env,
+        &["--listen", &listen, "--token-file", token_file.to_str().unwrap()],
+        &env.cache().join("ui-gateway.log"),
     );
     let url = format!("http://{listen}/api/members");
     assert!(wait_until(Duration::from_secs(20), || get(&url, None).0 == 401).is_some());
@@ -313,6 +388,70 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     assert!(!body.contains(&gossip));
 }
 
+/// The map a node's agent serves on its loopback (`ui_listen`), seen from inside the node:
+/// 401 without the cookie; root gets the login URL from `ui --login-url` (the token in a 0600
+/// file) and in with it; another user reads neither the token nor the map's answers.
+fn node_map_is_for_root_only(node: &str) {
+    // A plain HTTP/1.0 client in bash (the node has no curl): `[HOST=...] get PATH [HEADER]`.
+    let script = r#"
+get() {
+  exec 3<>/dev/tcp/127.0.0.1/8420 || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n' "$1" "${HOST:-127.0.0.1:8420}" >&3
+  [ -n "$2" ] && printf '%s\r\n' "$2" >&3
+  printf '\r\n' >&3
+  tr -d '\r' <&3
+  exec 3<&-
+}
+status() { get "$@" | head -n 1 | cut -d ' ' -f 2; }
+echo "anonymous $(status /api/members)"
+echo "foreign $(HOST=attacker.example status /api/members)"
+url=$(raptiformica ui --login-url) || exit 1
+case "$url" in http://127.0.0.1:8420/login\?token=*) echo "url ok" ;; *) echo "url bad: $url" ;; esac
+login=$(get "/${url#http://*/}")
+echo "login $(echo "$login" | head -n 1 | cut -d ' ' -f 2)"
+cookie=$(echo "$login" | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+echo "logged-in $(status /api/members "Cookie: $cookie")"
+echo "mode $(stat -c %a /root/.raptiformica.d/ui_token)"
+token=${url#*token=}
+if grep -rqF "$token" /root/.raptiformica.d/mesh/agent.log; then echo "token in the agent log"; fi
+setpriv --reuid=65534 --regid=65534 --clear-groups cat /root/.raptiformica.d/ui_token >/dev/null 2>&1 && echo "nobody reads the token"
+setpriv --reuid=65534 --regid=65534 --clear-groups raptiformica --cache-dir /root/.raptiformica.d ui --login-url 2>/dev/null | grep -q token= && echo "nobody gets the login URL"
+echo "nobody $(setpriv --reuid=65534 --regid=65534 --clear-groups bash -c "$(declare -f get status); status /api/members")"
+"#;
+    let mut seen = String::new();
+    let ok = wait_until(Duration::from_secs(60), || {
+        let out = docker(&["exec", node, "bash", "-c", script]);
+        seen = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        seen.contains("logged-in 200")
+    });
+    assert!(ok.is_some(), "the node's map: {seen}");
+    for line in [
+        "anonymous 401",
+        "foreign 421",
+        "url ok",
+        "login 303",
+        "logged-in 200",
+        "mode 600",
+        "nobody 401",
+    ] {
+        assert!(seen.lines().any(|l| l == line), "`{line}` missing from: {seen}");
+    }
+    for leak in [
+        "token in the agent log",
+        "nobody reads the token",
+        "nobody gets the login URL",
+    ] {
+        assert!(!seen.contains(leak), "{leak}: {seen}");
+    }
+}
+
+/// `path`, readable by its owner only (as a token file must be).
+fn private(path: std::path::PathBuf) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
@@ -320,13 +459,96 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// The ui command's own errors, with no cluster needed.
 #[test]
-fn ui_refuses_a_short_token_file_and_a_busy_address() {
+fn ui_refuses_a_short_or_loose_token_file_a_bad_host_name_and_a_busy_address() {
     let env = crate::harness::TestEnv::new();
-    let short = env.write("short.token", "abc\n");
+    let short = private(env.write("short.token", "abc\n"));
     let err = env.fails(&["ui", "--listen", "0.0.0.0:0", "--token-file", short.to_str().unwrap()]);
     assert!(err.contains("shorter than 16"), "{err}");
+    let loose = env.write("loose.token", "0123456789abcdef0123456789abcdef\n");
+    let err = env.fails(&["ui", "--listen", "127.0.0.1:0", "--token-file", loose.to_str().unwrap()]);
+    assert!(err.contains("chmod 600") && err.contains("loose.token"), "{err}");
+    let err = env.fails(&["ui", "--allow-host", "http://map.example.org/"]);
+    assert!(err.contains("--allow-host"), "{err}");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let err = env.fails(&["ui", "--listen", &addr]);
     assert!(err.contains("cannot listen on"), "{err}");
+}
+
+/// `ui` on loopback, no cluster needed: a login URL on stderr (the only place the token
+/// shows), 401 without it, the cookie it sets opens the API (503 until a first view, since
+/// there is no cluster), a foreign Host gets 421.
+#[test]
+fn ui_prints_a_login_url_whose_cookie_opens_the_map() {
+    let env = crate::harness::TestEnv::new();
+    let port = free_port();
+    let log = env.cache().join("ui.log");
+    std::fs::create_dir_all(env.cache()).unwrap();
+    let _ui = start_ui(&env, &["--listen", &format!("127.0.0.1:{port}")], &log);
+    let mut login = None;
+    wait_until(Duration::from_secs(20), || {
+        login = login_url_in(&log, port);
+        login.is_some()
+    });
+    let login = login.unwrap_or_else(|| panic!("no login URL: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let api = format!("http://127.0.0.1:{port}/api/members");
+    assert_eq!(get(&api, None).0, 401);
+    assert_eq!(get_with(&api, None, &["Host: attacker.example"]).0, 421);
+    let jar = env.cache().join("jar");
+    let jar = jar.to_str().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{url_effective}",
+        ])
+        .args(["-c", jar, "-b", jar, "-L", &login])
+        .output()
+        .unwrap();
+    // The redirect lands on the page (200): the cookie is in the jar.
+    assert_eq!(text(&out.stdout), format!("200 http://127.0.0.1:{port}/"));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-b",
+            jar,
+            &api,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "503", "past the login, waiting for a first view");
+}
+
+/// `ui --login-url` (as root on a node): the URL of the agent's map, its token made once in a
+/// 0600 `<cache-dir>/ui_token` and reused; without `ui_listen` a clear error.
+#[test]
+fn ui_login_url_prints_the_node_map_url_with_a_private_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = crate::harness::TestEnv::new();
+    let err = env.fails(&["ui", "--login-url"]);
+    assert!(
+        err.contains("raptiformica/agent/ui_listen") && err.contains("config set"),
+        "{err}"
+    );
+    env.ok(&["config", "set", "raptiformica/agent/ui_listen", "127.0.0.1:8421"]);
+    let url = env.ok(&["ui", "--login-url"]);
+    let url = url.trim();
+    let token = url
+        .strip_prefix("http://127.0.0.1:8421/login?token=")
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(token.len(), 32, "{url}");
+    let file = env.cache().join("ui_token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(env.ok(&["ui", "--login-url"]).trim(), url, "the token is reused");
 }

@@ -11,7 +11,18 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.status {
-        return crate::cli::runtime::runtime()?.block_on(agent::run(ctx));
+        return crate::cli::runtime::runtime()?.block_on(async {
+            // On a node, the map (`agent/ui_listen`) is served beside the agent.
+            if agent::Mode::of(&ctx.paths) == agent::Mode::Node {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::ui::serve_node_map(ctx).await {
+                        tracing::error!("{e:#}");
+                    }
+                });
+            }
+            agent::run(ctx).await
+        });
     }
     let file = status::file(&ctx.paths);
     let Some(s) = status::read(&file) else {
