@@ -4,5 +4,8 @@
 
 pub mod advertise;
 pub mod artifacts;
+pub mod assimilate;
+pub mod bootstrap;
 pub mod join;
 pub mod slave;
+pub mod upload;
