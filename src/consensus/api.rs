@@ -108,9 +108,16 @@ pub struct RaftServer {
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Makes every consul client of this process send `token` (read once at start from the
-/// cache dir; see [`acl`](super::acl)).
+/// cache dir; see [`acl`](super::acl)). The snapshot's scratch consul, which must never see
+/// it, is asked with a client of its own (`snapshot::scratch_api`).
 pub fn use_token(token: String) {
     let _ = TOKEN.set(token);
+}
+
+/// The token [`use_token`] set (tests check that it goes nowhere it must not).
+#[cfg(test)]
+pub(crate) fn current_token() -> Option<&'static str> {
+    TOKEN.get().map(String::as_str)
 }
 
 /// A client of one consul agent's HTTP API.

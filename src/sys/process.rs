@@ -357,6 +357,137 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// A program started directly (no shell) to run in the background while we work with it (a
+/// scratch consul): see [`Program::spawn`]. Its environment is only what [`Program::env`]
+/// gives, none of ours (no `CONSUL_HTTP_TOKEN`, no `RAPTIFORMICA_*` leaks into it), and its
+/// arguments are readable by every local user in `/proc/<pid>/cmdline`: never pass a secret
+/// as one (a file in a private directory is the place).
+#[derive(Debug, Clone)]
+pub struct Program {
+    label: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    output: Option<PathBuf>,
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        self.args.iter().try_for_each(|a| write!(f, " {a}"))
+    }
+}
+
+impl Program {
+    /// `label` says what the program is for (`the snapshot's scratch consul`).
+    pub fn new(label: impl Into<String>, program: impl AsRef<Path>) -> Self {
+        Self {
+            label: label.into(),
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            output: None,
+        }
+    }
+
+    /// Adds arguments (public: see [`Program`]).
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable; the program sees no other.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Appends its stdout and stderr to `file` (created 0600), else they are dropped.
+    pub fn output_to(mut self, file: impl AsRef<Path>) -> Self {
+        self.output = Some(file.as_ref().to_path_buf());
+        self
+    }
+
+    /// Starts the program (stdin closed); it runs until the [`Running`] is dropped. It stays
+    /// in our process group, so a Ctrl-C on the terminal ends it with us.
+    pub fn spawn(&self) -> Result<Running, ProcessError> {
+        let spawn_error = |source| ProcessError::Spawn {
+            label: self.label.clone(),
+            command: self.to_string(),
+            source,
+        };
+        let (stdout, stderr) = match &self.output {
+            Some(path) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let file = OpenOptions::new()
+                    .mode(0o600)
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(spawn_error)?;
+                (Stdio::from(file.try_clone().map_err(spawn_error)?), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd.spawn().map_err(spawn_error)?;
+        Ok(Running {
+            label: self.label.clone(),
+            child,
+        })
+    }
+}
+
+/// A program started by [`Program::spawn`], killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Running {
+    label: String,
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Its process id (to look at it in `/proc`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How it ended (`exited with status 1`), or None while it runs.
+    pub fn ended(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(describe(status)),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot be waited for ({e})")),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().is_ok_and(|s| s.is_none()) {
+            tracing::debug!("stopping {} (pid {})", self.label, self.child.id());
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs a program with our terminal (stdin, stdout, stderr inherited), e.g. an interactive
 /// `ssh`; returns its exit status.
 pub fn run_interactive(argv: &[String]) -> std::io::Result<ExitStatus> {
@@ -451,6 +582,42 @@ mod tests {
         let out = Shell::new("bg", "echo printed; sleep 5 &").run().unwrap();
         assert_eq!(out.stdout.trim(), "printed");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_program_sees_none_of_our_environment_and_ends_with_its_handle() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        // `PATH` is ours (every test process has it): the program must not see it.
+        let mut running = Program::new("env", "/usr/bin/env")
+            .env("ONLY", "this")
+            .output_to(&out)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while running.ended().is_none() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(running.ended().as_deref(), Some("exited with status 0"));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ONLY=this\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let running = Program::new("sleep", "/bin/sleep").args(["30"]).spawn().unwrap();
+        let pid = running.id();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(running);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed and reaped");
+
+        let err = Program::new("nothing", "/nonexistent/prog")
+            .args(["-x"])
+            .spawn()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("nothing: could not start `/nonexistent/prog -x`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,23 +4,27 @@
 //! A restore is meant for another cluster (the usual case after a disaster), which has its own
 //! membership, keys and ACL tokens: replacing its servers' state with the snapshot would lock
 //! its nodes out (their tokens would be gone). So the snapshot is restored into a scratch consul
-//! (a `-dev` agent on loopback, gone afterwards), its KV read back, and the pairs written into
-//! the cluster, except those that belong to a cluster's identity and runtime (see
-//! [`is_restored`]): the cluster keeps its `meshnet` section (neighbours, gossip key, consul and
-//! overlay settings), its ACLs and sessions, its agents' locks and its seeding marker.
+//! (see [`scratch`]: a `-dev` agent in a private directory, reachable by no other local user,
+//! gone afterwards), its KV read back, and the pairs written into the cluster, except those that
+//! belong to a cluster's identity and runtime (see [`is_restored`]): the cluster keeps its
+//! `meshnet` section (neighbours, gossip key, consul and overlay settings), its ACLs and
+//! sessions, its agents' locks and its seeding marker.
+
+mod cert;
+mod scratch;
+mod scratch_api;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::consensus::agent::DATACENTER;
-use crate::consensus::api::{ConsulApi, ExportedPair};
+use crate::consensus::api::ExportedPair;
 use crate::consensus::state_log;
+
+pub use scratch::Scratch;
 
 /// Key prefixes a restore leaves as the cluster has them.
 pub const KEPT: [&str; 4] = [
@@ -119,29 +123,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The KV pairs of a snapshot, read through a scratch consul.
+/// The KV pairs of a snapshot, read through a scratch consul (stopped on return).
 pub async fn kv_of(consul: &Path, archive: Vec<u8>) -> anyhow::Result<Vec<ExportedPair>> {
     let scratch = Scratch::start(consul).await?;
-    // A request may meet a kept-alive connection the agent just closed: the restore is
-    // idempotent, so it is tried again.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match scratch.api.restore_snapshot(archive.clone()).await {
-            Ok(()) => break,
-            Err(e) if attempt < 3 => tracing::debug!("the scratch consul's restore: {e:#} (trying again)"),
-            Err(e) => {
-                let log = std::fs::read_to_string(scratch._dir.path().join("consul.log")).unwrap_or_default();
-                return Err(e.context(format!(
-                    "the scratch consul refused the snapshot; its log: {}",
-                    log.trim()
-                )));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // The restore is in once the KV answers with it.
-    scratch.api.export_kv().await
+    scratch.restore(archive).await?;
+    scratch.export_kv().await
 }
 
 /// The consul binary to run a scratch agent with: the one on the PATH (a node), else the
@@ -157,79 +143,6 @@ pub fn consul_binary(artifacts_dir: &Path) -> anyhow::Result<PathBuf> {
             .find(|p| p.is_file())
     });
     on_path.context("no consul binary here to read the snapshot with; `raptiformica artifacts fetch` gets one")
-}
-
-/// A throw-away consul (`agent -dev`, in memory, on loopback ports of its own, joined to
-/// nothing), killed when dropped.
-struct Scratch {
-    child: Child,
-    _dir: tempfile::TempDir,
-    api: ConsulApi,
-}
-
-impl Scratch {
-    async fn start(consul: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("raptiformica-snapshot.").tempdir()?;
-        let ports = free_ports(4)?;
-        let log = std::fs::File::create(dir.path().join("consul.log"))?;
-        let port = |i: usize| ports[i].to_string();
-        let child = Command::new(consul)
-            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"])
-            .args(["-node", "raptiformica-snapshot-scratch", "-datacenter", DATACENTER])
-            .args([
-                "-http-port",
-                &port(0),
-                "-serf-lan-port",
-                &port(1),
-                "-serf-wan-port",
-                &port(2),
-            ])
-            .args(["-server-port", &port(3), "-dns-port", "-1", "-grpc-port", "-1"])
-            // Connect off: consul 1.8's leader sets up its CA again after a restore and can
-            // crash there on another cluster's CA state; only the KV is wanted.
-            .args(["-hcl", "connect { enabled = false }"])
-            .args(["-log-level", "warn"])
-            .env_remove("CONSUL_HTTP_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start `{}`", consul.display()))?;
-        let api = ConsulApi::new(&format!("http://127.0.0.1:{}", ports[0]), Duration::from_secs(60))?;
-        let mut scratch = Self { child, _dir: dir, api };
-        let started = Instant::now();
-        loop {
-            if matches!(scratch.api.leader().await, Ok(Some(_))) {
-                return Ok(scratch);
-            }
-            if let Ok(Some(status)) = scratch.child.try_wait() {
-                let log = std::fs::read_to_string(scratch._dir.path().join("consul.log")).unwrap_or_default();
-                bail!("the scratch consul ended ({status}): {}", log.trim());
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("the scratch consul did not elect itself within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    // Held together, so that the n are distinct; released just before consul binds them.
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
