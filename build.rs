@@ -2,6 +2,8 @@
 //! end-to-end tests that need one show as ignored, not as passed. In CI (`CI=true`) they always
 //! run, and fail without an engine. Likewise `no_vagrant` when vagrant is not installed.
 
+#![allow(clippy::disallowed_methods)] // the build script asks docker and vagrant directly
+
 use std::process::Command;
 
 fn main() {

@@ -28,6 +28,5 @@ pub mod modules;
 pub mod node;
 pub mod provision;
 pub mod remote;
-pub mod snapshot;
 pub mod sys;
 pub mod ui;

@@ -5,10 +5,7 @@
 //! it exits: after 1 s, backing off to 8 s while it keeps dying within 10 s of its start. Its
 //! command line is `raptiformica keeper`, so that it is told apart from the agent it keeps.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -94,21 +91,14 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
 }
 
 fn run_once(exe: &Path, paths: &Paths, log: &PathBuf, pid_file: &Path) -> anyhow::Result<std::process::ExitStatus> {
-    let log = OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open `{}`", log.display()))?;
     // The cache dir goes by the environment, so that the command line reads
     // `raptiformica agent` (what `pgrep -f 'raptiformica agent'` finds).
-    let mut child = Command::new(exe)
-        .env("RAPTIFORMICA_CACHE_DIR", &paths.cache_dir)
-        .arg("agent")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
+    let mut child = crate::sys::process::Program::new("raptiformica agent", exe)
+        .inherit_env()
+        .env("RAPTIFORMICA_CACHE_DIR", paths.cache_dir.display().to_string())
+        .args(["agent"])
+        .output_to(log)
+        .start()
         .context("cannot start `raptiformica agent`")?;
     crate::sys::fs_atomic::write_atomic(pid_file, format!("{}\n", child.id()).as_bytes())?;
     Ok(child.wait()?)

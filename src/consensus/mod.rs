@@ -7,6 +7,7 @@ pub mod api;
 pub mod event;
 pub mod lock;
 pub mod members;
+pub mod snapshot;
 pub mod state_log;
 
 use crate::sys::mapping::Mapping;

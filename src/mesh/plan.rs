@@ -102,3 +102,68 @@ pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::neighbours;
+    use serde_json::Value;
+
+    fn ring(n: usize) -> Mapping {
+        let mut m = Mapping::new();
+        for i in 0..n {
+            let id = format!("n{i:02}");
+            for (f, v) in [
+                ("host", format!("10.0.0.{i}")),
+                ("yggdrasil_public_key", format!("k{i:02}")),
+                ("yggdrasil_address", format!("200::{i}")),
+            ] {
+                m.insert(format!("{}/{id}/{f}", neighbours::NEIGHBOURS), Value::from(v));
+            }
+        }
+        m
+    }
+
+    fn keys(peers: &[Peer]) -> Vec<&str> {
+        let mut k: Vec<&str> = peers.iter().map(|p| p.public_key.as_str()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn a_down_peer_is_replaced_along_the_ring_and_kept() {
+        let m = ring(10);
+        let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07"]);
+        assert_eq!(plan.allowed.len(), 10);
+        let down: BTreeSet<String> = ["n06".to_string()].into();
+        let plan = overlay_plan(&m, "n05", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07", "k08"]);
+    }
+
+    #[test]
+    fn a_node_that_sees_everyone_down_still_dials_its_peers() {
+        let m = ring(3);
+        let down: BTreeSet<String> = ["n00".to_string(), "n02".to_string()].into();
+        let plan = overlay_plan(&m, "n01", &down).unwrap();
+        assert_eq!(keys(&plan.dial), ["k00", "k02"]);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_admit_us_is_not_dialed_but_still_admitted() {
+        let mut m = ring(3);
+        m.insert(
+            format!("{}/n00/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n02"),
+        );
+        m.insert(
+            format!("{}/n02/yggdrasil_admits", neighbours::NEIGHBOURS),
+            Value::from("n00,n01"),
+        );
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k02"], "n00 refuses n01: it dials n01 instead");
+        let mut admit = plan.admit.clone();
+        admit.sort();
+        assert_eq!(admit, ["k00", "k02"]);
+    }
+}

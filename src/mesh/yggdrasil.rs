@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
 use crate::sys::daemon::{self, Daemon};
 use crate::sys::fs_atomic::write_atomic;
+use crate::sys::process::Program;
 
 /// The TUN interface's name.
 pub const IF_NAME: &str = "ygg0";
@@ -236,8 +237,9 @@ impl Overlay for Yggdrasil {
         }
         let bin = Self::binary()?;
         if !self.generated().is_file() {
-            let out = std::process::Command::new(&bin)
+            let out = Program::new("yggdrasil -genconf", &bin)
                 .args(["-genconf", "-json"])
+                .inherit_env()
                 .output()
                 .with_context(|| format!("cannot run `{}`", bin.display()))?;
             if !out.status.success() {
@@ -250,10 +252,13 @@ impl Overlay for Yggdrasil {
             write_atomic(&self.generated(), &out.stdout)?;
         }
         let generated = self.read_generated()?;
-        let out = std::process::Command::new(&bin)
-            .arg("-useconffile")
-            .arg(self.generated())
-            .arg("-address")
+        let out = Program::new("yggdrasil -address", &bin)
+            .args([
+                "-useconffile".to_string(),
+                self.generated().display().to_string(),
+                "-address".into(),
+            ])
+            .inherit_env()
             .output()?;
         let address: Ipv6Addr = String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| {
             format!(

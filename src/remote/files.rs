@@ -57,6 +57,7 @@ fi
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests run ssh and sh directly
 mod tests {
     use super::*;
 

@@ -595,6 +595,7 @@ fn with_lock<T>(known_hosts: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> an
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests run ssh and sh directly
 mod tests {
     use super::*;
 

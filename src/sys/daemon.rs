@@ -1,11 +1,7 @@
 //! Long-running node daemons (yggdrasil, consul) without an init system: started detached in
 //! their own session, tracked by a pid file, logging to a file, stopped by signal.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -47,24 +43,13 @@ impl Daemon {
         if let Some(dir) = self.pid_file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let log = OpenOptions::new()
-            .mode(0o600)
-            .create(true)
-            .append(true)
-            .open(&self.log_file)
-            .with_context(|| format!("cannot open the log `{}`", self.log_file.display()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session so that
-        // the end of an SSH session or of this process does not signal it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
+        // Detached: the end of an SSH session or of this process does not signal it.
+        let mut child = crate::sys::process::Program::new(self.name, program)
+            .args(args.iter().cloned())
+            .inherit_env()
+            .detached()
+            .output_to(&self.log_file)
+            .start()
             .with_context(|| format!("cannot start `{}`", program.display()))?;
         let pid = child.id() as i32;
         crate::sys::fs_atomic::write_atomic(&self.pid_file, format!("{pid}\n").as_bytes())?;

@@ -5,6 +5,8 @@
 //! streamed to stderr. A failure is an error that quotes the command, its exit status and the
 //! last lines it printed, because the last lines are what a user needs to see.
 
+#![allow(clippy::disallowed_methods)] // the one place that may start processes
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -370,6 +372,8 @@ pub struct Program {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     output: Option<PathBuf>,
+    inherit_env: bool,
+    detached: bool,
 }
 
 impl fmt::Display for Program {
@@ -389,7 +393,22 @@ impl Program {
             env: Vec::new(),
             cwd: None,
             output: None,
+            inherit_env: false,
+            detached: false,
         }
+    }
+
+    /// Keeps our environment (with what [`Program::env`] adds) instead of an empty one.
+    pub fn inherit_env(mut self) -> Self {
+        self.inherit_env = true;
+        self
+    }
+
+    /// Runs in a session of its own (`setsid`): the end of our SSH session or of this process
+    /// does not signal it (a daemon).
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
     }
 
     /// Adds arguments (public: see [`Program`]).
@@ -419,11 +438,15 @@ impl Program {
     /// Starts the program (stdin closed); it runs until the [`Running`] is dropped. It stays
     /// in our process group, so a Ctrl-C on the terminal ends it with us.
     pub fn spawn(&self) -> Result<Running, ProcessError> {
-        let spawn_error = |source| ProcessError::Spawn {
+        Ok(Running {
             label: self.label.clone(),
-            command: self.to_string(),
-            source,
-        };
+            child: self.start()?,
+        })
+    }
+
+    /// Starts the program (stdin closed) and hands over the child, which outlives the handle
+    /// (a daemon, the agent under its keeper).
+    pub fn start(&self) -> Result<std::process::Child, ProcessError> {
         let (stdout, stderr) = match &self.output {
             Some(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -432,26 +455,52 @@ impl Program {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(spawn_error)?;
-                (Stdio::from(file.try_clone().map_err(spawn_error)?), Stdio::from(file))
+                    .map_err(|e| self.spawn_error(e))?;
+                let copy = file.try_clone().map_err(|e| self.spawn_error(e))?;
+                (Stdio::from(copy), Stdio::from(file))
             }
             None => (Stdio::null(), Stdio::null()),
         };
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        cmd.spawn().map_err(|e| self.spawn_error(e))
+    }
+
+    /// Runs the program to its end and returns what it printed, whatever its exit status.
+    pub fn output(&self) -> Result<std::process::Output, ProcessError> {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null());
+        cmd.output().map_err(|e| self.spawn_error(e))
+    }
+
+    fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        cmd.args(&self.args);
+        if !self.inherit_env {
+            cmd.env_clear();
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        let child = cmd.spawn().map_err(spawn_error)?;
-        Ok(Running {
+        if self.detached {
+            // SAFETY: setsid is async-signal-safe; it detaches the child from our session.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    fn spawn_error(&self, source: std::io::Error) -> ProcessError {
+        ProcessError::Spawn {
             label: self.label.clone(),
-            child,
-        })
+            command: self.to_string(),
+            source,
+        }
     }
 }
 

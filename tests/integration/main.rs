@@ -1,5 +1,7 @@
 //! Integration tests: the real binary against temporary cache dirs.
 
+#![allow(clippy::disallowed_methods)] // the tests drive the binary, docker and ssh directly
+
 mod harness;
 
 mod agent;

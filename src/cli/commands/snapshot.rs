@@ -1,5 +1,5 @@
 //! `raptiformica snapshot save|restore`: consul's snapshot of the cluster to a file, and its KV
-//! back into a cluster (see [`crate::snapshot`]).
+//! back into a cluster (see [`crate::consensus::snapshot`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 
 use crate::cli::args::SnapshotAction;
 use crate::config::context::Context;
+use crate::consensus::snapshot;
 use crate::remote::cluster_link;
-use crate::snapshot;
 
 pub fn run(ctx: &Context, action: SnapshotAction) -> anyhow::Result<()> {
     match action {

@@ -32,7 +32,7 @@ use super::cert;
 use super::scratch_api::ScratchApi;
 use crate::consensus::agent::DATACENTER;
 use crate::consensus::api::ExportedPair;
-use crate::process::{Program, Running};
+use crate::sys::process::{Program, Running};
 
 /// The scratch's node name.
 const NODE: &str = "raptiformica-snapshot-scratch";
@@ -291,7 +291,7 @@ pub(super) mod tests {
     use super::*;
 
     /// What the tests set as the cluster's management token (`use_token`).
-    pub(in crate::snapshot) const CLUSTER_TOKEN: &str = "cluster-management-token-5d1c0e7a";
+    pub(in crate::consensus::snapshot) const CLUSTER_TOKEN: &str = "cluster-management-token-5d1c0e7a";
 
     /// The consul binary: the artifacts the integration tests fetch (or the ones named by
     /// `RAPTIFORMICA_ARTIFACTS_DIR`, or this user's), else the PATH's. Missing: skipped with a
@@ -311,16 +311,18 @@ pub(super) mod tests {
         }
         if std::env::var("CI").as_deref() == Ok("true") {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let mut paths = crate::paths::Paths::resolve(Some(root.join("target/tmp/cache")), Some(root.into()), None);
+            let mut paths =
+                crate::sys::paths::Paths::resolve(Some(root.join("target/tmp/cache")), Some(root.into()), None);
             paths.artifacts_dir = shared.clone();
-            let ctx = crate::context::Context {
+            let ctx = crate::config::context::Context {
                 paths,
                 verbose: 0,
                 json: false,
                 public_key_file: None,
                 no_package: false,
+                synced: false,
             };
-            crate::artifacts::ensure(&ctx).expect("consul is needed in CI: `artifacts fetch` failed");
+            crate::provision::artifacts::ensure(&ctx).expect("consul is needed in CI: `artifacts fetch` failed");
             return Some(shared.join("consul"));
         }
         eprintln!(
