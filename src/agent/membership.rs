@@ -8,8 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use super::settings::Settings;
 use super::status::Recorder;
+use crate::config::context::Context;
+use crate::config::{self, shared};
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::modules::hooks;
 
 /// Each member's serf health as the catalog has it: node name → `passing` / `critical`.
 pub type View = BTreeMap<String, String>;
@@ -129,6 +133,28 @@ pub fn describe(before: Option<&View>, after: &View) -> String {
         parts.push(format!("{node} left"));
     }
     parts.join(", ")
+}
+
+/// Fires the `cluster_change` hooks once for `summary`, from the config over `kv` (what the
+/// KV held, cached first).
+pub fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {
+    let config = match config::load_over(&ctx.paths, shared::take(&ctx.paths, kv)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cluster_change not fired: cannot load the config: {e:#}");
+            return;
+        }
+    };
+    let timeout = Settings::from_mapping(&config.mapping)
+        .map(|s| s.hook_timeout)
+        .unwrap_or(hooks::HANDLER_TIMEOUT);
+    // SAFETY-free: the handlers read what changed from the environment.
+    let fired = hooks::fire_timed(ctx, &config, "cluster_change", timeout);
+    tracing::info!(
+        "cluster_change ({summary}): {} handler(s) ran, {} failed",
+        fired.ran,
+        fired.failed
+    );
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ use crate::consensus::members::mark_acting;
 use crate::mesh;
 use crate::mesh::neighbours;
 use crate::mesh::yggdrasil::Yggdrasil;
-use crate::modules::hooks;
 
 const TICK: Duration = Duration::from_secs(2);
 const JOIN_EVERY: Duration = Duration::from_secs(2);
@@ -97,7 +96,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
                 Some(api) => shared::read_with(&ctx.paths, api).await,
                 None => None,
             };
-            let _ = tokio::task::spawn_blocking(move || fire_cluster_change(&ctx, kv, &summary)).await;
+            let _ = tokio::task::spawn_blocking(move || membership::fire_cluster_change(&ctx, kv, &summary)).await;
         })
     }));
 
@@ -110,35 +109,6 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             tracing::debug!("tick: {e:#}");
         }
     }
-}
-
-/// Whether a peer's overlay port takes a TCP connection within 300 ms (blocking, briefly).
-fn answers(p: &mesh::Peer) -> bool {
-    use std::net::ToSocketAddrs as _;
-    let Ok(Some(addr)) = (p.host.as_str(), p.port).to_socket_addrs().map(|mut a| a.next()) else {
-        return false;
-    };
-    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
-}
-
-fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {
-    let config = match config::load_over(&ctx.paths, shared::take(&ctx.paths, kv)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("cluster_change not fired: cannot load the config: {e:#}");
-            return;
-        }
-    };
-    let timeout = Settings::from_mapping(&config.mapping)
-        .map(|s| s.hook_timeout)
-        .unwrap_or(hooks::HANDLER_TIMEOUT);
-    // SAFETY-free: the handlers read what changed from the environment.
-    let fired = hooks::fire_timed(ctx, &config, "cluster_change", timeout);
-    tracing::info!(
-        "cluster_change ({summary}): {} handler(s) ran, {} failed",
-        fired.ran,
-        fired.failed
-    );
 }
 
 /// The state the periodic duties keep between ticks.
@@ -282,7 +252,9 @@ impl Tick {
             if let Ok(Ok(linked)) = linked {
                 // The reachability probes block briefly: off the async workers.
                 let redials = &mut self.redials;
-                let due = crate::sys::process::blocking(|| redials.due(&peers, &linked, Instant::now(), answers));
+                let due = crate::sys::process::blocking(|| {
+                    redials.due(&peers, &linked, Instant::now(), super::redial::answers)
+                });
                 let ygg = self.overlay.clone();
                 match tokio::task::spawn_blocking(move || ygg.redial(&due)).await {
                     Ok(Ok(0)) => {}

@@ -52,6 +52,15 @@ impl Redials {
     }
 }
 
+/// Whether a peer's overlay port takes a TCP connection within 300 ms (blocking, briefly).
+pub fn answers(p: &Peer) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let Ok(Some(addr)) = (p.host.as_str(), p.port).to_socket_addrs().map(|mut a| a.next()) else {
+        return false;
+    };
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
 /// The wait after `n` dials in a row of a peer that answered.
 fn wait(n: u32) -> Duration {
     FIRST.saturating_mul(1 << n.saturating_sub(1).min(16)).min(LONGEST)

@@ -13,6 +13,7 @@ mod deploy;
 mod docker;
 mod events;
 mod healing;
+mod house;
 mod join;
 mod mesh;
 mod modules;

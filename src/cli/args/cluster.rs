@@ -1,0 +1,178 @@
+//! The arguments of the commands that work on a running cluster: config, members, events,
+//! state machines, the map, snapshots, modules, the agent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Append an entry to the log of NAME; prints the entry's index
+    Append {
+        name: String,
+        /// The entry: text, `@FILE`, or `-` for stdin (at most 360 KB)
+        entry: String,
+        /// Each line of ENTRY (of the file, of stdin) is an entry of its own, appended in
+        /// order, many per transaction; prints the index of the last
+        #[arg(long)]
+        each_line: bool,
+        /// Return once every alive node has applied it (at most --timeout seconds)
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// The log's index, its snapshot, and each node's applied index and lag
+    Status { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventAction {
+    /// Fire an event: to every node, one node (--node), or the nodes of a server type
+    Fire {
+        /// Letters, digits, `-`, `_` and `.`
+        name: String,
+        /// Only the node with this id (as `members` shows it)
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+        /// Only the nodes slaved as this server type
+        #[arg(long, value_name = "TYPE")]
+        server_type: Option<String>,
+        /// What the handlers read on stdin: text, `@FILE`, or `-` for our stdin (consul carries
+        /// a few hundred bytes; put bigger data in the shared config and send its key)
+        #[arg(long, value_name = "TEXT|@FILE|-")]
+        payload: Option<String>,
+    },
+    /// The recent events the cluster carried (consul keeps the last 256 per node)
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Where to listen
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8420")]
+    pub listen: std::net::SocketAddr,
+    /// The token (the file's first line, 16 characters or more; the file readable by its
+    /// owner only) instead of a fresh one
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A host name the map also answers for (besides IP addresses and localhost), e.g. the
+    /// name of a reverse proxy in front of it; repeatable
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Print the login URL of the map this node's agent serves (`raptiformica/agent/ui_listen`;
+    /// the token in <cache-dir>/ui_token, readable by root only) and exit
+    #[arg(long, conflicts_with_all = ["listen", "token_file", "allow_host"])]
+    pub login_url: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Save consul's snapshot of the cluster to FILE (0600), through any member
+    Save {
+        /// Where to write it (replaced atomically)
+        file: PathBuf,
+    },
+    /// Bring a saved snapshot's KV back into the cluster (asks first unless --yes)
+    Restore {
+        /// A file `snapshot save` wrote; anything else is refused before anything changes
+        file: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModulesAction {
+    /// Install a module: a git URL, `user/repo` (a GitHub repository), or a local folder
+    ///
+    /// The module goes to <cache-dir>/modules/<name> (the folder's or repository's last path
+    /// part, without `.git`), replacing an earlier install of that name. Every module file in
+    /// it must parse (an error names the file and line, and nothing is installed). Its server
+    /// types, compute types and hooks are offered at once, and its keys go to the shared
+    /// config so that every node has them (from a machine that is not a node but knows nodes,
+    /// through one of them over SSH). Machines slaved later get the module's folder too.
+    Install {
+        /// Git URL, `user/repo`, or a local folder
+        source: String,
+    },
+    /// Remove an installed module and the keys it brought (a built-in value shows again)
+    ///
+    /// A key whose value was changed after the install is kept. The value another module
+    /// (built-in or user) gives a removed key is written back.
+    Uninstall {
+        /// The module's folder name, as `modules list` shows it
+        name: String,
+    },
+    /// List the installed modules with what they provide
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// With --json: each key as {"value", "layer", "file"} instead of the plain mapping
+    #[arg(long)]
+    pub origins: bool,
+
+    /// Print secrets (the gossip key, tokens) instead of `<secret>`
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
+
+    #[command(subcommand)]
+    pub action: Option<ConfigAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print one value, or every key below a section
+    Get {
+        /// e.g. `compute/docker/headless/get_port`
+        key: String,
+    },
+    /// Set a value in the mutable layer
+    Set {
+        key: String,
+        /// Stored as a string, unless --json-value is given
+        value: String,
+        /// Parse VALUE as JSON (numbers, booleans, lists)
+        #[arg(long)]
+        json_value: bool,
+    },
+    /// Remove a key (or a whole section) from the mutable layer; a module's value shows again
+    Unset { key: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Print what the agent did last (restarts, evictions, promotions, recoveries) and exit
+    #[arg(long)]
+    pub status: bool,
+
+    /// On a server node of a cluster that lost quorum: rebuild consensus now from the servers
+    /// still alive (outage recovery with raft/peers.json; the KV is kept). Use it only when the
+    /// lost servers are gone for good: a node that is merely cut off would form a second
+    /// cluster. Without it the agent waits `agent/recovery_grace`; the workstation agent asks
+    /// for it once the compute back-end confirms the lost machines are gone
+    #[arg(long, conflicts_with = "status")]
+    pub recover: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// Make this node join every known neighbour again (after an overlay outage)
+    #[arg(short, long)]
+    pub rejoin: bool,
+
+    /// Output format (`-o json` is the same as --json)
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// How `members` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}

@@ -1,0 +1,269 @@
+//! The command line, clap derive only. Arguments become a [`Context`](crate::config::context::Context)
+//! and per-command option structs; nothing here does work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod cluster;
+mod machines;
+
+pub use cluster::*;
+pub use machines::*;
+
+/// Decentralized server orchestration: scattered machines become one virtual data center.
+///
+/// raptiformica starts machines through pluggable compute back-ends (docker, vagrant, or your
+/// own module), provisions them over SSH, and meshes them: a yggdrasil overlay on every node,
+/// consul on that overlay, and the shared config in consul's KV, so that any node, even the last
+/// survivor, can bootstrap new machines.
+#[derive(Debug, Parser)]
+#[command(name = "raptiformica", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Config is layered: built-in modules < user modules (<cache-dir>/modules) < \
+the mutable cache (<cache-dir>/mutable_config.json) < consul's KV. See `raptiformica config --help`."
+)]
+pub struct Cli {
+    /// More output: -v streams the output of the commands run, -vv adds debug logs
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Where this machine keeps its state: config cache, user modules, instances, artifacts
+    #[arg(
+        long,
+        global = true,
+        env = "RAPTIFORMICA_CACHE_DIR",
+        value_name = "DIR",
+        default_value = "~/.raptiformica.d",
+        hide_default_value = false
+    )]
+    pub cache_dir: String,
+
+    /// Folder holding the built-in modules (compute/, provisioning/, modules/) [default: beside
+    /// the binary, else /usr/etc/raptiformica]
+    #[arg(long, global = true, env = "RAPTIFORMICA_INSTALL_DIR", value_name = "DIR")]
+    pub install_dir: Option<PathBuf>,
+
+    /// Where the node binaries (consul, yggdrasil) are kept [default: <cache-dir>/artifacts]
+    #[arg(long, global = true, env = "RAPTIFORMICA_ARTIFACTS_DIR", value_name = "DIR")]
+    pub artifacts_dir: Option<PathBuf>,
+
+    /// Print data as JSON, for scripts
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or edit the effective config
+    ///
+    /// Without a subcommand, prints every key with its value and the layer it came from
+    /// (--json prints the flat mapping). Keys may be given with or without the leading
+    /// `raptiformica/`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Config(ConfigArgs),
+
+    /// Start new machines through a compute back-end
+    ///
+    /// Runs the compute type's `start_instance`, `get_hostname` and `get_port` commands in a
+    /// fresh instance directory under <cache-dir>/var/machines/, then fires the
+    /// `after_start_instance` hooks. A failed start is cleaned up; nothing is left half-created.
+    Spawn(SpawnArgs),
+
+    /// Provision an existing machine over SSH and make it a node
+    ///
+    /// Connects as root (the host key is pinned on first contact in <cache-dir>/known_hosts and
+    /// checked on every later one), uploads this binary, the module folders, the artifacts
+    /// (consul, yggdrasil) and the cached config, runs the server type's provisioning there,
+    /// fires the `after_slave` hooks, then registers the node as a neighbour. Only what changed
+    /// is uploaded: slaving the same machine again is safe and fast.
+    Slave(SlaveArgs),
+
+    /// Open a shell on a machine, or run a command there
+    ///
+    /// MACHINE is an instance id (or its first characters) or a host; by default the first
+    /// instance this host started. Uses the pinned host keys and this host's key.
+    Ssh(SshArgs),
+
+    /// Join this node to the overlay and, from three known nodes on, to consensus (run on a node)
+    ///
+    /// Generates the node's yggdrasil keys on first use (they never leave the node), advertises
+    /// its public key and overlay address in the shared config, renders yggdrasil's config from
+    /// the shared config (peers: every other neighbour; admitted: only the cluster's keys) and
+    /// starts it or changes its peers at run time. Once three nodes are known it renders and
+    /// starts consul on the overlay address (the first 3 or 5 nodes as voting servers, the rest
+    /// as clients), seeds consul's KV from <cache-dir>/mutable_config.json when the KV is empty,
+    /// else caches the KV there. Then fires the `after_mesh` hooks. Slaving runs it for you.
+    Mesh(MeshArgs),
+
+    /// Show the cluster's members (Node, Address, Status, Type, Build, Protocol, DC, Raft)
+    ///
+    /// On a node, asks the local consul agent. Elsewhere (the machine you slaved from), asks
+    /// each known node in turn over SSH and says on stderr which one answered. --json prints
+    /// a list of members.
+    Members(MembersArgs),
+
+    /// Manage the binaries a node needs (consul, yggdrasil), kept in <cache-dir>/artifacts
+    Artifacts {
+        #[command(subcommand)]
+        action: ArtifactsAction,
+    },
+
+    /// Remove every instance this host started
+    ///
+    /// Runs each instance's `clean_up_instance_command`, then removes its directory.
+    Destroy,
+
+    /// Remove the instances that are gone (their `detect_stale_instance` fails)
+    Prune,
+
+    /// Fire a hook's handlers by hand (after_start_instance, after_slave, after_mesh, ...)
+    Hook {
+        /// The hook's name
+        name: String,
+    },
+
+    /// Forget this machine's cached cluster state (the mutable config cache)
+    ///
+    /// Use it when the cache is corrupt; it is rebuilt from the modules (and the cluster's
+    /// shared config) on the next change. --artifacts and --modules remove the downloaded
+    /// artifacts and the installed user modules too.
+    Clean(CleanArgs),
+
+    /// Make this machine (not in the cluster yet) join it through a member
+    ///
+    /// Connects to the member HOST over SSH (your key or ssh-agent; its host key is pinned on
+    /// first contact), authorizes the member's key for root here (sshd is started if it is not
+    /// running) and hands it this machine's host key, then has the member slave this machine.
+    /// No copy of the cluster's config is needed beforehand.
+    Join(JoinArgs),
+
+    /// Set up (or re-create) a whole network from an inventory file
+    ///
+    /// INVENTORY is a JSON list (the original's format) or a TOML file of `[[host]]` tables,
+    /// each with `dst` (required), `port` (default 22) and `via` (the `dst` of another entry
+    /// to reach this host through, as an SSH jump). The whole file is checked before anything
+    /// starts. Hosts are slaved N at a time; a summary table follows. Exit code 1 when any
+    /// host failed.
+    Deploy(DeployArgs),
+
+    /// Install, remove and list user modules (<cache-dir>/modules)
+    Modules {
+        #[command(subcommand)]
+        action: ModulesAction,
+    },
+
+    /// Fire and list the cluster's events (consul user events)
+    ///
+    /// An event runs the handlers of `platform/<platform>/events/<NAME>/<handler>/` (each a
+    /// `predicate` and a `command`, as hooks) once on every node it reaches, in the order the
+    /// cluster received them; the payload comes on the command's stdin, with
+    /// RAPTIFORMICA_EVENT_NAME, RAPTIFORMICA_EVENT_ID and RAPTIFORMICA_EVENT_ORIGIN set.
+    Event {
+        #[command(subcommand)]
+        action: EventAction,
+    },
+
+    /// Replicated state machines: append to a log every node applies in the same order
+    ///
+    /// A module declares a machine as `state.<NAME>.apply` (reads one entry on stdin),
+    /// `state.<NAME>.snapshot` (writes the whole state on stdout), `state.<NAME>.restore` (reads
+    /// a snapshot on stdin) and `state.<NAME>.snapshot_every` (default 1000). The log lives in
+    /// consul's KV; every node's agent applies each entry once, in index order.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+
+    /// A live web map of the cluster: nodes, overlay links, events, the shared config
+    ///
+    /// Serves one page (nothing fetched from the internet) and a JSON API beside it
+    /// (`/api/members`, `/api/overlay`, `/api/events`, `/api/config`, `/api/state`,
+    /// `/api/stream`). It reaches the cluster as `members` does: on a node its own consul,
+    /// elsewhere a tunnel to a member. Secrets (the gossip key, tokens, passwords) are masked.
+    ///
+    /// Every address needs the token, loopback included: `ui` makes a fresh one (or reads
+    /// `--token-file`) and prints on stderr, once, a login URL
+    /// (`http://ADDR:PORT/login?token=TOKEN`); opening it sets a session cookie (HttpOnly,
+    /// SameSite=Strict) and shows the map. Scripts send `Authorization: Bearer TOKEN`. Without
+    /// either a request gets 401. A request whose Host is not an IP address, `localhost` or an
+    /// `--allow-host` name gets 421 (DNS rebinding), one from another site's page (Origin) 403.
+    #[command(after_help = "Examples:
+  raptiformica ui                      # then open the printed http://127.0.0.1:8420/login?token=...
+  curl -H \"Authorization: Bearer $(cat map.token)\" http://127.0.0.1:8420/api/members
+                                       # with `ui --token-file map.token` (a 0600 file)
+  raptiformica ui --listen 0.0.0.0:8420 --token-file map.token --allow-host map.example.org
+  raptiformica ui --login-url          # as root on a node: the login URL of its agent's map")]
+    Ui(UiArgs),
+
+    /// Save the cluster's state to a file, or bring it back into a cluster
+    ///
+    /// `save` keeps consul's own snapshot (the shared config, the state machines' logs and
+    /// snapshots, everything in the KV; also the ACLs and the gossip key: keep the file safe).
+    /// `restore` brings its KV back into the cluster this machine reaches, new or not, except
+    /// what belongs to that cluster: its `raptiformica/meshnet/` section (neighbours, gossip key,
+    /// consul and overlay settings), its ACL tokens, its agents' locks and its seeding marker.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+
+    /// Bake a provisioned machine image, so later spawns skip provisioning
+    ///
+    /// Starts a machine of the compute type, provisions it (artifacts and the server type's
+    /// bootstrap) without meshing it, strips its identity (SSH host keys, overlay keys,
+    /// consul data, secrets), stores it as the compute type's packaged image, and removes the
+    /// machine. Later spawns use the image unless `spawn --no-package`; run `package` again
+    /// after an upgrade. Prints the image's name.
+    ///
+    /// For docker the image is `raptiformica-packaged:<server type>`. `destroy` and `clean`
+    /// keep it; remove it with `docker image rm raptiformica-packaged:<server type>`.
+    Package(PackageArgs),
+
+    /// Record the address other nodes should use to reach this node (run on a node)
+    ///
+    /// For a node behind NAT or a port forward: HOST and PORT replace the address it was
+    /// slaved at in its neighbour entry (kept in <cache-dir>/advertised.json).
+    Advertise(AdvertiseArgs),
+
+    /// Add a machine that is already provisioned and meshed elsewhere as a neighbour of this
+    /// node (run on a node), reading its identity over SSH
+    Inject(InjectArgs),
+
+    /// Keep the cluster alive: the long-running agent (on nodes and on the spawning host)
+    ///
+    /// On a node (`mesh` starts it, and restarts it within seconds if it dies) it restarts
+    /// yggdrasil and consul when they exit, rejoins lost peers, fires `cluster_change` once per
+    /// membership change, evicts members failed past `agent/eviction_grace`, rebuilds consensus
+    /// from the survivors when quorum is lost for good (keeping consul's data and the KV), and
+    /// follows its consul role. On the host that spawned the cluster it watches the cluster
+    /// through an SSH tunnel and enforces `agent/rules/min_servers`: it promotes a client, or
+    /// spawns a replacement of the lost machine's compute type and prunes the dead one, and
+    /// when the compute back-end says the lost servers are gone it asks the survivor to
+    /// rebuild at once (`--recover`). `--status` tells what the agent did last.
+    Agent(AgentArgs),
+
+    /// The agent's keeper on a node (started by `mesh`; not for direct use)
+    #[command(hide = true)]
+    Keeper,
+
+    /// Print shell completions, e.g. `raptiformica completions bash > /etc/bash_completion.d/raptiformica`
+    Completions {
+        /// The shell to write completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
