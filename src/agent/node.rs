@@ -187,12 +187,7 @@ impl Tick {
             Settings::default()
         });
         if self.own_entry.is_empty() {
-            let prefix = format!("{}/{me_name}/", neighbours::NEIGHBOURS);
-            self.own_entry = cached
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            self.own_entry = crate::sys::mapping::tree(&cached, &format!("{}/{me_name}", neighbours::NEIGHBOURS));
         }
 
         let members = self.api.members().await?;

@@ -400,15 +400,7 @@ async fn replace(
         ..ctx.clone()
     };
     let config = Arc::new(ctx.config()?);
-    let opts = Some(SlaveOptions {
-        via: Vec::new(),
-        host_key: None,
-        skip_if_healthy: false,
-        server_type: Some(ty.server.clone()),
-        provision: true,
-        assimilate: true,
-        patience: Duration::from_secs(60),
-    });
+    let opts = Some(SlaveOptions::fresh(&ty.server, Duration::from_secs(60)));
     let started = Instant::now();
     let batch = spawner::Batch {
         ty: &ty,

@@ -117,13 +117,8 @@ async fn provision_and_package(
         None => identity.forget(&host, port)?,
     }
     let opts = SlaveOptions {
-        via: Vec::new(),
-        host_key: None,
-        skip_if_healthy: false,
-        server_type: Some(ty.server.clone()),
-        provision: true,
         assimilate: false,
-        patience: SSH_PATIENCE,
+        ..SlaveOptions::fresh(&ty.server, SSH_PATIENCE)
     };
     slave::slave(ctx, config, identity, progress, &host, port, &opts).await?;
 

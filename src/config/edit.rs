@@ -49,8 +49,7 @@ pub async fn apply(paths: &Paths, set: &mapping::Mapping, removed: &[String]) ->
     let ((), written) = shared::commit(paths, set, removed, |cached| {
         let mut next = below_cache(&modules, cached);
         for key in removed {
-            let below = format!("{key}/");
-            next.retain(|k, _| k != key && !k.starts_with(&below));
+            mapping::remove_subtree(&mut next, key);
         }
         next.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok((next, ()))
@@ -88,10 +87,9 @@ pub fn forget_tree(paths: &Paths, key: &str) -> anyhow::Result<()> {
     if cache.read()?.is_none() {
         return Ok(());
     }
-    let below = format!("{key}/");
     cache.update(|cached| {
         let mut m = cached.unwrap_or_default();
-        m.retain(|k, _| k != key && !k.starts_with(&below));
+        mapping::remove_subtree(&mut m, key);
         Ok((m, ()))
     })
 }
@@ -139,12 +137,7 @@ fn unset_in(
         }
         bail!("`{key}` is not set");
     };
-    let below = format!("{key}/");
-    let gone: Vec<String> = cached
-        .keys()
-        .filter(|k| k.as_str() == key || k.starts_with(&below))
-        .cloned()
-        .collect();
+    let gone: Vec<String> = mapping::subtree(&cached, key).map(|(k, _)| k.clone()).collect();
     if gone.is_empty() {
         bail!("`{key}` is not set");
     }

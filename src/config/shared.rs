@@ -126,9 +126,9 @@ pub fn cache_snapshot(paths: &Paths, (kv, index): Snapshot) -> anyhow::Result<Ma
     let mut next = kv;
     if let Some(local) = &current {
         for (key, change) in &pending.changes {
-            remove_tree(&mut next, key);
+            super::mapping::remove_subtree(&mut next, key);
             if change.op == Op::Set {
-                next.extend(tree(local, key));
+                next.extend(super::mapping::tree(local, key));
             }
         }
     }
@@ -281,17 +281,6 @@ pub fn forget_sync_state(paths: &Paths) {
     let _ = std::fs::remove_file(index_file(paths));
 }
 
-fn tree(mapping: &Mapping, key: &str) -> Mapping {
-    super::mapping::subtree(mapping, key)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-fn remove_tree(mapping: &mut Mapping, key: &str) {
-    let below = format!("{key}/");
-    mapping.retain(|k, _| k != key && !k.starts_with(&below));
-}
-
 /// Pushes the pending changes (3.), taking the cache's lock.
 pub async fn push_pending(paths: &Paths, api: &ConsulApi) -> anyhow::Result<()> {
     if !pending_file(paths).exists() {
@@ -328,7 +317,7 @@ async fn push_pending_locked(
                 .collect();
             match change.op {
                 Op::Set => {
-                    let local = tree(cached, &key);
+                    let local = super::mapping::tree(cached, &key);
                     for (k, _) in &there {
                         if !local.contains_key(k) {
                             ops.push(json!({"KV": {"Verb": "delete", "Key": k}}));

@@ -11,9 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::sys::daemon::Applied;
-use crate::sys::daemon::{self, Daemon};
-use crate::sys::fs_atomic::write_atomic;
+use crate::sys::daemon::{self, Applied, Daemon, Written};
 
 /// How many servers bootstrap a new cluster.
 pub const BOOTSTRAP_EXPECT: usize = 3;
@@ -123,22 +121,14 @@ impl ConsulAgent {
     pub fn apply(&self, s: &AgentSettings) -> anyhow::Result<Applied> {
         std::fs::create_dir_all(self.data_dir())?;
         let next = self.render(s);
-        let previous: Option<Value> = std::fs::read(self.config_file())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
         // 0600: it holds the gossip key.
-        write_atomic(&self.config_file(), &serde_json::to_vec_pretty(&next)?)?;
-        if self.daemon.pid().is_none() {
-            self.start()?;
+        let Written::Running(previous) = self.daemon.write_config(&self.config_file(), &next, || self.start())? else {
             return Ok(Applied::Started);
-        }
-        let same = previous.is_some_and(|p| without_joins(&p) == without_joins(&next));
-        if same {
+        };
+        if previous.is_some_and(|p| without_joins(&p) == without_joins(&next)) {
             return Ok(Applied::Unchanged);
         }
-        self.daemon.stop(Duration::from_secs(10));
-        self.start()?;
-        Ok(Applied::Restarted)
+        self.daemon.restart(Duration::from_secs(10), || self.start())
     }
 
     /// Starts consul with the rendered config (the agent's restart after an exit).
@@ -167,24 +157,6 @@ fn without_joins(config: &Value) -> Value {
     c
 }
 
-/// A UUID-shaped node id derived from an overlay public key.
-pub fn node_id(overlay_key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h: String = Sha256::digest(overlay_key.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// A new gossip key: 32 random bytes, base64.
 pub fn new_gossip_key() -> anyhow::Result<String> {
     use base64::Engine as _;
@@ -196,6 +168,7 @@ pub fn new_gossip_key() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::digest::consul_node_id as node_id;
 
     fn settings(server: bool) -> AgentSettings {
         AgentSettings {

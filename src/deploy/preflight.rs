@@ -81,17 +81,10 @@ pub fn explain(u: &Unreachable) -> String {
 mod tests {
     use super::*;
     use crate::deploy::inventory::Format;
+    use crate::remote::reach::closed_port;
 
     fn inventory(text: &str) -> Inventory {
         Inventory::parse(text, Format::Json, std::path::Path::new("i.json")).unwrap()
-    }
-
-    fn closed_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     }
 
     #[tokio::test]

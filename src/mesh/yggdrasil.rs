@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
-use crate::sys::daemon::{self, Daemon};
+use crate::sys::daemon::{self, Daemon, Written};
 use crate::sys::fs_atomic::write_atomic;
 use crate::sys::process::Program;
 
@@ -279,23 +279,16 @@ impl Overlay for Yggdrasil {
         let (peers, allowed) = (&plan.dial, &plan.allowed);
         let generated = self.read_generated()?;
         let next = self.render(&generated, peers, allowed);
-        let previous: Option<Value> = std::fs::read(self.rendered())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        write_atomic(&self.rendered(), &serde_json::to_vec_pretty(&next)?)?;
-        if self.daemon.pid().is_none() {
-            self.start()?;
+        let Written::Running(previous) = self.daemon.write_config(&self.rendered(), &next, || self.start())? else {
             return Ok(Applied::Started);
-        }
+        };
         // A peer the daemon does not admit dials in and is refused, every second (the link
         // itself comes from our dial, which it admits): restart with the keys (the daemon reads
         // them at start only) where that is harmless. With ring peering that is the few nodes
         // next to a new one.
         let admits_all = new_keys == NewKeys::Later || !refuses_a_peer(self.admitted().as_ref(), &plan.admit);
         let Some(previous) = previous.filter(|p| admits_all && static_part(p) == static_part(&next)) else {
-            self.daemon.stop(Duration::from_secs(3));
-            self.start()?;
-            return Ok(Applied::Restarted);
+            return self.daemon.restart(Duration::from_secs(3), || self.start());
         };
         // Same daemon settings: change the peers at run time. Keys of nodes that are not our
         // peers are admitted on the next start.
@@ -306,9 +299,7 @@ impl Overlay for Yggdrasil {
         // ever, whatever `removepeer` says; only a restart ends that, where one is harmless.
         let refused: BTreeSet<String> = plan.refused_by.iter().map(peer_uri).collect();
         if new_keys == NewKeys::Restart && removed.iter().any(|u| refused.contains(*u)) {
-            self.daemon.stop(Duration::from_secs(3));
-            self.start()?;
-            return Ok(Applied::Restarted);
+            return self.daemon.restart(Duration::from_secs(3), || self.start());
         }
         for uri in &added {
             self.admin("addpeer", json!({"uri": uri}))?;

@@ -75,12 +75,12 @@ pub struct Report {
 /// This node's id: from its SSH host key, like the id its slaver gave it.
 pub fn own_id(overlay: &OverlayIdentity) -> String {
     let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
-        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .map(|k| crate::sys::digest::host_key_fields(&k))
         .unwrap_or_default();
     if host_key.is_empty() {
-        crate::sys::node_id::node_id(&overlay.public_key)
+        crate::sys::digest::node_id(&overlay.public_key)
     } else {
-        crate::sys::node_id::node_id(&host_key)
+        crate::sys::digest::node_id(&host_key)
     }
 }
 
@@ -192,7 +192,7 @@ pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
         crate::consensus::api::use_token(acl_token.clone());
         let settings = AgentSettings {
             node_name: id.clone(),
-            node_id: agent::node_id(&me.public_key),
+            node_id: crate::sys::digest::consul_node_id(&me.public_key),
             bind: me.address,
             server: role == Role::Server,
             retry_join: retry_join.into_iter().map(|(_, a)| a).collect(),

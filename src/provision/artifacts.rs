@@ -97,7 +97,7 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::sys::digest::hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::config::context::Context;
 use crate::mesh::{OverlayIdentity, neighbours};
 use crate::remote::on_node::{REMOTE_CACHE, on_node};
 use crate::remote::ssh::{Identity, Remote, RemoteOutput};
-use crate::sys::node_id::node_id;
+use crate::sys::digest::node_id;
 /// How long `raptiformica mesh` may run on a node (it waits up to 30 s for a leader).
 const MESH_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -32,7 +32,7 @@ pub(super) async fn alive_member(ctx: &Context, remote: &Remote) -> Option<Strin
         .filter(RemoteOutput::success)?;
     let mut lines = out.stdout.splitn(3, '\n');
     let (first, advertised, rest) = (lines.next()?, lines.next()?, lines.next()?);
-    let id = node_id(&first.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let id = node_id(&crate::sys::digest::host_key_fields(first));
     let (host, port) = match crate::provision::advertise::parse_reported(advertised) {
         Some(a) => (a.host, a.port),
         None => (remote.host.clone(), remote.port),
@@ -69,7 +69,7 @@ pub(super) async fn assimilate(
         )
         .await?;
     let (first, rest) = out.stdout.split_once('\n').unwrap_or((&out.stdout, ""));
-    let host_key = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let host_key = crate::sys::digest::host_key_fields(first);
     let id = node_id(&host_key);
     // The address the node advertises (NAT, a port forward) wins over the one we used.
     let (host, port) = match crate::provision::advertise::parse_reported(rest) {

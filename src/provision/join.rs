@@ -133,7 +133,7 @@ async fn exchange(remote: &Remote) -> anyhow::Result<(String, String)> {
 fn own_host_key() -> anyhow::Result<String> {
     let host_key = std::fs::read_to_string(HOST_KEY)
         .with_context(|| format!("cannot read this machine's host key `{HOST_KEY}`"))?;
-    Ok(host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+    Ok(crate::sys::digest::host_key_fields(&host_key))
 }
 
 /// The member's public key and the address it sees this machine at, from the exchange script.

@@ -17,7 +17,7 @@ use crate::modules::server_type;
 use crate::provision::artifacts;
 use crate::remote::on_node::on_node;
 use crate::remote::ssh::{Identity, Remote};
-pub use crate::sys::node_id::node_id;
+pub use crate::sys::digest::node_id;
 use crate::sys::progress::Progress;
 
 use super::assimilate::{alive_member, assimilate};
@@ -41,6 +41,22 @@ pub struct SlaveOptions {
     /// Leave a machine alone that needs nothing (no file to upload, nothing to provision)
     /// and is an alive member already: no re-mesh (`deploy` re-run on a healthy network).
     pub skip_if_healthy: bool,
+}
+
+impl SlaveOptions {
+    /// For a machine a compute back-end just started: of `server` type, reached directly,
+    /// provisioned and assimilated, its first SSH contact retried for `patience`.
+    pub fn fresh(server: &str, patience: Duration) -> Self {
+        Self {
+            server_type: Some(server.to_string()),
+            provision: true,
+            assimilate: true,
+            patience,
+            via: Vec::new(),
+            host_key: None,
+            skip_if_healthy: false,
+        }
+    }
 }
 
 /// What slaving did.

@@ -199,10 +199,7 @@ fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> St
     sha256_hex(lines.concat().as_bytes())
 }
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(super) use crate::sys::digest::sha256_hex;
 
 #[cfg(test)]
 mod tests {

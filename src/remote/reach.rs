@@ -171,18 +171,19 @@ fn seconds(d: Duration) -> String {
     format!("{s}s")
 }
 
+/// A loopback port that nothing listens on (bound, then closed): for tests.
+#[cfg(test)]
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A loopback port that nothing listens on (bound, then closed).
-    fn closed_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
 
     /// A loopback port where a fake server sends `greeting` to every connection, then waits.
     async fn server(greeting: &'static [u8]) -> u16 {

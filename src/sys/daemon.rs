@@ -72,6 +72,32 @@ impl Daemon {
         Ok(pid)
     }
 
+    /// The first half of applying a daemon's rendered config, the same for every daemon:
+    /// `next` is written to `file` (whole, 0600: it may hold a key) and a daemon that does not
+    /// run is started with it. For a running one, what the file held before comes back, for
+    /// the caller to choose between nothing, a change at run time and [`Self::restart`].
+    pub fn write_config(
+        &self,
+        file: &Path,
+        next: &serde_json::Value,
+        start: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Written> {
+        let previous = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        crate::sys::fs_atomic::write_atomic(file, &serde_json::to_vec_pretty(next)?)?;
+        if self.pid().is_none() {
+            start()?;
+            return Ok(Written::Started);
+        }
+        Ok(Written::Running(previous))
+    }
+
+    /// Stops the daemon (see [`Self::stop`]) and starts it again with `start`.
+    pub fn restart(&self, grace: Duration, start: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Applied> {
+        self.stop(grace);
+        start()?;
+        Ok(Applied::Restarted)
+    }
+
     /// Stops the daemon: SIGTERM, then SIGKILL after `grace`. True if one was running.
     pub fn stop(&self, grace: Duration) -> bool {
         let Some(pid) = self.pid() else { return false };
@@ -136,6 +162,15 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         dirs.push(dir);
     }
     dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// What [`Daemon::write_config`] did.
+#[derive(Debug)]
+pub enum Written {
+    /// The daemon did not run: it was started with the new config.
+    Started,
+    /// It runs; the config it was started with (None: none, or unreadable).
+    Running(Option<serde_json::Value>),
 }
 
 /// What applying a daemon's rendered config did (the overlay's, consul's).

@@ -175,6 +175,18 @@ pub fn subtree<'a>(mapping: &'a Mapping, key: &'a str) -> impl Iterator<Item = (
         .take_while(move |(k, _)| k.as_str() == key || k.starts_with(&below))
 }
 
+/// A copy of the keys at or below `key`.
+pub fn tree(mapping: &Mapping, key: &str) -> Mapping {
+    subtree(mapping, key).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Removes `key` and what lies below `key/` (never a sibling that merely starts with the same
+/// letters).
+pub fn remove_subtree(mapping: &mut Mapping, key: &str) {
+    let below = format!("{key}/");
+    mapping.retain(|k, _| k != key && !k.starts_with(&below));
+}
+
 /// Refuses to set `key` when it would clash with the tree shape: it must not be the parent of
 /// existing keys, nor lie below an existing leaf.
 pub fn check_settable(mapping: &Mapping, key: &str) -> Result<(), String> {

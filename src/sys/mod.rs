@@ -5,10 +5,10 @@
 //! node ids and shell quoting.
 
 pub mod daemon;
+pub mod digest;
 pub mod exit;
 pub mod fs_atomic;
 pub mod mapping;
-pub mod node_id;
 pub mod paths;
 pub mod process;
 pub mod progress;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
 use super::AppState;
+use crate::sys::digest::hex;
 
 /// What the guard checks requests against.
 pub struct Guard {
@@ -31,10 +32,6 @@ pub struct Guard {
 /// The session secret a token gives.
 fn session_of(token: &str) -> [u8; 32] {
     Sha256::digest(format!("raptiformica ui session: {token}").as_bytes()).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 64 hex digits as 32 bytes (the cookie's value), or None.

@@ -496,37 +496,19 @@ fn ui_prints_a_login_url_whose_cookie_opens_the_map() {
     assert_eq!(get_with(&api, None, &["Host: attacker.example"]).0, 421);
     let jar = env.cache().join("jar");
     let jar = jar.to_str().unwrap();
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{url_effective}",
-        ])
-        .args(["-c", jar, "-b", jar, "-L", &login])
-        .output()
-        .unwrap();
+    let curl = |format: &str, args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "-o", "/dev/null", "-w", format])
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
     // The redirect lands on the page (200): the cookie is in the jar.
-    assert_eq!(text(&out.stdout), format!("200 http://127.0.0.1:{port}/"));
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-b",
-            jar,
-            &api,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout), "503", "past the login, waiting for a first view");
+    let landed = curl("%{http_code} %{url_effective}", &["-c", jar, "-b", jar, "-L", &login]);
+    assert_eq!(landed, format!("200 http://127.0.0.1:{port}/"));
+    let past = curl("%{http_code}", &["-b", jar, &api]);
+    assert_eq!(past, "503", "past the login, waiting for a first view");
 }
 
 /// `ui --login-url` (as root on a node): the URL of the agent's map, its token made once in a

@@ -8,7 +8,7 @@ use crate::config::context::Context;
 pub fn run(ctx: &Context, args: AdvertiseArgs) -> anyhow::Result<()> {
     let key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
         .context("cannot read this machine's host key (/etc/ssh/ssh_host_ed25519_key.pub): is it a node?")?;
-    let id = crate::sys::node_id::node_id(&key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let id = crate::sys::digest::node_id(&crate::sys::digest::host_key_fields(&key));
     let written = crate::cli::runtime::runtime()?.block_on(crate::provision::advertise::advertise(
         &ctx.paths, &id, &args.host, args.port,
     ))?;

@@ -44,13 +44,9 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     };
     let config = Arc::new(ctx.config()?);
     let opts = (!args.no_slave).then(|| SlaveOptions {
-        via: Vec::new(),
-        host_key: None,
-        skip_if_healthy: false,
-        server_type: Some(ty.server.clone()),
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
-        patience: Duration::from_secs(args.ssh_wait),
+        ..SlaveOptions::fresh(&ty.server, Duration::from_secs(args.ssh_wait))
     });
     let batch = spawner::Batch {
         ty: &ty,

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::consensus::api::ExportedPair;
 use crate::consensus::state_log;
+use crate::sys::digest::hex;
 
 pub use scratch::Scratch;
 
@@ -117,10 +118,6 @@ pub fn check(archive: &[u8]) -> anyhow::Result<Meta> {
         }
     }
     serde_json::from_slice(&meta).map_err(|e| not(format!("meta.json: {e}")))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The KV pairs of a snapshot, read through a scratch consul (stopped on return).
