@@ -13,6 +13,7 @@
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
 //! - [`status`]: what it did, for `agent --status`.
 
+pub mod daemons;
 pub mod events;
 pub mod follow;
 pub mod keeper;

@@ -44,7 +44,7 @@ pub fn unit(exe: &Path, paths: &Paths) -> String {
          WantedBy=multi-user.target\n",
         cache = paths.cache_dir.display(),
         exe = exe.display(),
-        log = super::keeper::agent(paths).log_file.display(),
+        log = super::daemons::agent(paths).log_file.display(),
     )
 }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use anyhow::bail;
 
 use super::neighbours;
-use super::yggdrasil;
 use super::{Peer, peering};
 use crate::config::Mapping;
 
@@ -18,6 +17,9 @@ pub const SERVERS_KEY: &str = "raptiformica/meshnet/consul/servers";
 pub const PORT_KEY: &str = "raptiformica/meshnet/yggdrasil/port";
 /// How many overlay links each node keeps.
 pub const LINKS_KEY: &str = "raptiformica/meshnet/yggdrasil/links";
+
+/// yggdrasil's underlay port unless `meshnet/yggdrasil/port` says otherwise.
+pub const DEFAULT_PORT: u16 = 12345;
 
 /// Nodes needed before consul starts.
 pub const QUORUM: usize = crate::consensus::agent::BOOTSTRAP_EXPECT;
@@ -67,7 +69,7 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
         Some(Peer {
             public_key: n.overlay_public_key.clone()?,
             host: n.host.clone()?,
-            port: n.overlay_port.unwrap_or(yggdrasil::DEFAULT_PORT),
+            port: n.overlay_port.unwrap_or(DEFAULT_PORT),
         })
     };
     let (dial, refused_by): (Vec<_>, Vec<_>) = chosen

@@ -24,7 +24,7 @@ use crate::sys::process::Program;
 /// The TUN interface's name.
 pub const IF_NAME: &str = "ygg0";
 /// The default underlay port.
-pub const DEFAULT_PORT: u16 = 12345;
+pub use super::plan::DEFAULT_PORT;
 
 /// yggdrasil in the state dir `dir`, listening on `port`.
 #[derive(Debug, Clone)]

@@ -13,7 +13,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use crate::remote::ssh::hop;
+/// `host:port` as ssh's `-J` takes it and as people write it (an IPv6 literal in brackets).
+pub fn hop(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
 /// The longest single attempt of [`probe_patiently`].
 const ATTEMPT: Duration = Duration::from_secs(5);

@@ -185,14 +185,7 @@ impl RemoteOutput {
     }
 }
 
-/// `host:port` as ssh's `-J` takes it (an IPv6 literal in brackets).
-pub fn hop(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
+pub use super::reach::hop;
 
 pub use crate::mesh::neighbours::hops;
 
