@@ -80,6 +80,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     };
     match mode {
         Mode::Node => node::run(ctx, rec).await,
-        Mode::Workstation => workstation::run(ctx, rec).await,
+        // Its duties are one loop: stopping drops it where it waits (an action under way ends
+        // with it, as it would if the host went down; its cluster lock expires with its session).
+        Mode::Workstation => tokio::select! {
+            r = workstation::run(ctx, rec.clone()) => r,
+            _ = crate::sys::signals::stop_requested() => {
+                rec.event("stop", format!("agent stopped (pid {})", std::process::id()));
+                Ok(())
+            }
+        },
     }
 }

@@ -50,8 +50,10 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let ygg = crate::node::mesh::overlay(&ctx, &config.mapping)?;
     let consul = ConsulAgent::new(&dir);
 
+    // Every duty runs in this set: they end with the agent (the daemons they watch do not).
+    let mut duties = tokio::task::JoinSet::new();
     let y = ygg.clone();
-    tokio::spawn(supervise::supervise(
+    duties.spawn(supervise::supervise(
         Supervised {
             name: "yggdrasil",
             daemon: ygg.daemon().clone(),
@@ -62,7 +64,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         rec.clone(),
     ));
     let c = consul.clone();
-    tokio::spawn(supervise::supervise(
+    duties.spawn(supervise::supervise(
         Supervised {
             name: "consul",
             daemon: consul.daemon().clone(),
@@ -74,12 +76,12 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     ));
 
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(membership::watch(tx));
+    duties.spawn(membership::watch(tx));
     let me = crate::node::mesh::own_id(&mesh::Overlay::identity(&ygg)?);
-    tokio::spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
-    tokio::spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
-    tokio::spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
-    tokio::spawn(follow::follow(
+    duties.spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
+    duties.spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
+    duties.spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
+    duties.spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),
         me,
@@ -88,7 +90,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         rec.clone(),
     ));
     let hook_ctx = ctx.clone();
-    tokio::spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
+    duties.spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
         let ctx = hook_ctx.clone();
         tokio::spawn(async move {
             let api = ConsulApi::local().ok();
@@ -100,15 +102,30 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         })
     }));
 
-    let mut tick = Tick::new(ctx, rec, consul, ygg, lock)?;
+    let mut tick = Tick::new(ctx, rec.clone(), consul, ygg, lock)?;
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = crate::sys::signals::stop_requested();
+    tokio::pin!(stop);
     loop {
-        interval.tick().await;
-        if let Err(e) = tick.run().await {
-            tracing::debug!("tick: {e:#}");
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = interval.tick() => {
+                if let Err(e) = tick.run().await {
+                    tracing::debug!("tick: {e:#}");
+                }
+            }
         }
     }
+    rec.event(
+        "stop",
+        format!(
+            "agent stopped (pid {}); consul and yggdrasil keep running",
+            std::process::id()
+        ),
+    );
+    duties.shutdown().await;
+    Ok(())
 }
 
 /// The state the periodic duties keep between ticks.

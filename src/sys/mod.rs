@@ -13,3 +13,4 @@ pub mod paths;
 pub mod process;
 pub mod progress;
 pub mod quote;
+pub mod signals;

@@ -109,14 +109,9 @@ pub async fn serve(ctx: Context, listen: SocketAddr, options: Options) -> anyhow
         .serve(app.into_make_service());
     announce(bound, &options);
     let collector = tokio::spawn(collect_for_ever(ctx, tx));
-    let stop = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-    };
-    let result = server.with_graceful_shutdown(stop).await;
+    let result = server
+        .with_graceful_shutdown(crate::sys::signals::stop_requested())
+        .await;
     collector.abort();
     result.map_err(|e| anyhow::anyhow!("the web server failed: {e}"))
 }

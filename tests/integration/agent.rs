@@ -176,3 +176,36 @@ fn the_agent_restarts_consul_and_itself_and_hooks_stay_quiet_in_calm() {
     let c0: usize = c0.parse().unwrap();
     assert!(fires - c0 <= 2, "one change, {} fires", fires - c0);
 }
+
+/// The agent has a shutdown path: SIGTERM (systemd's stop, the keeper's) ends it cleanly and
+/// promptly, and its status says so. Here the workstation's agent, with no cluster to watch.
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let env = crate::harness::TestEnv::new();
+    let mut child = env
+        .cmd()
+        .arg("agent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = env.cache().join("var").join("agent-status.json");
+    let started = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&status).is_ok_and(|s| s.contains("started"))
+    });
+    assert!(started.is_some(), "the agent never recorded its start");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut code = None;
+    wait_until(Duration::from_secs(10), || {
+        code = child.try_wait().unwrap();
+        code.is_some()
+    });
+    let code = code.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the agent did not stop within 10 s of SIGTERM")
+    });
+    assert!(code.success(), "the agent ended with {code}");
+    let recorded = std::fs::read_to_string(&status).unwrap();
+    assert!(recorded.contains("agent stopped"), "{recorded}");
+}
