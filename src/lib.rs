@@ -13,12 +13,15 @@
 //! - [`compute`]: compute back-ends, instances, spawning, packaged images;
 //! - [`deploy`]: inventories and their rollout;
 //! - [`node`]: bringing a node up (`mesh`);
+//! - [`cluster`]: members, events and state machines from any machine (a node's own consul, or
+//!   a known node over SSH);
 //! - [`agent`]: the long-running agent, one file per duty;
 //! - [`ui`]: the web map;
 //! - [`cli`]: the command line on top (clap, help, output, the runtime, one run per command).
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod compute;
 pub mod config;
 pub mod consensus;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::harness::root;
 
 /// The floors, bottom up.
-const FLOORS: [&str; 13] = [
+const FLOORS: [&str; 14] = [
     "sys",
     "consensus",
     "config",
@@ -20,6 +20,7 @@ const FLOORS: [&str; 13] = [
     "compute",
     "deploy",
     "node",
+    "cluster",
     "agent",
     "ui",
     "cli",

@@ -1,159 +1,24 @@
 //! `raptiformica members`: the cluster's members, from the local agent or through a node.
 
-use std::time::Duration;
-
-use anyhow::{Context as _, bail};
-
 use crate::cli::args::{MembersArgs, OutputFormat};
+use crate::cli::runtime::runtime;
+use crate::cluster::members;
 use crate::config::context::Context;
-use crate::config::shared;
-use crate::consensus::api::ConsulApi;
-use crate::consensus::members::{self, Member};
-use crate::mesh::neighbours;
-use crate::remote::ssh::{Identity, Remote};
+use crate::consensus::members::Member;
 
 pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
     let json = ctx.json || args.output == OutputFormat::Json;
     if args.rejoin {
-        return rejoin(ctx);
+        let (joined, of) = runtime()?.block_on(members::rejoin(ctx))?;
+        println!("joined {joined} of {of} neighbour(s)");
+        return Ok(());
     }
-    let members = if shared::consul_configured(&ctx.paths) {
-        crate::cli::runtime::runtime()?.block_on(async {
-            let api = ConsulApi::local()?;
-            members::local(&api).await.context(
-                "the local consul agent does not answer; `raptiformica mesh` starts it \
-                 (its log is <cache-dir>/mesh/consul.log)",
-            )
-        })?
-    } else if shared::mesh_dir(&ctx.paths).join("identity.json").is_file() {
-        bail!(
-            "this node is on the overlay but consul is not started yet: it starts once {} nodes are known \
-             (see `raptiformica mesh`)",
-            crate::mesh::plan::QUORUM
-        );
-    } else {
-        through_a_node(ctx, json)?
-    };
+    let members = runtime()?.block_on(members::members(ctx, json))?;
     if json {
         super::print_json(&members);
     } else {
         let rows: Vec<Vec<String>> = members.iter().map(Member::row).collect();
         super::print_table(&Member::HEADER, &rows);
-    }
-    Ok(())
-}
-
-/// Asks each known node in turn over SSH; the first answer wins.
-fn through_a_node(ctx: &Context, json: bool) -> anyhow::Result<Vec<Member>> {
-    let config = ctx.config()?;
-    let nodes: Vec<_> = neighbours::all(&config.mapping)
-        .into_iter()
-        .filter(|n| n.host.is_some())
-        .collect();
-    if nodes.is_empty() {
-        bail!(
-            "this machine runs no consul agent and knows no nodes (none under `{}`); \
-             spawn or slave machines first",
-            neighbours::NEIGHBOURS
-        );
-    }
-    let identity = Identity::ensure(ctx)?;
-    crate::cli::runtime::runtime()?.block_on(async {
-        use futures_util::StreamExt as _;
-        // All nodes at once: a dead one costs its connect timeout, not everyone's patience.
-        let mut asks: futures_util::stream::FuturesUnordered<_> = nodes
-            .iter()
-            .map(|n| {
-                let identity = &identity;
-                async move {
-                    let host = n.host.as_deref().expect("filtered");
-                    let answer = async {
-                        let remote =
-                            Remote::connect_known(identity, host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via)
-                                .await?;
-                        let out = remote
-                            .run(
-                                "raptiformica members",
-                                &crate::remote::on_node::on_node("raptiformica members --json"),
-                            )
-                            .await;
-                        remote.close().await;
-                        let members: Vec<Member> = serde_json::from_str(&out?.stdout)
-                            .context("its `members --json` printed no member list")?;
-                        anyhow::Ok(members)
-                    }
-                    .await;
-                    (n, host, answer)
-                }
-            })
-            .collect();
-        let mut failures = Vec::new();
-        let mut leaderless: Option<(String, Vec<Member>)> = None;
-        while let Some((n, host, answer)) = asks.next().await {
-            match answer {
-                // A node that sees a leader speaks for the cluster; an island does not.
-                Ok(members) if members.iter().any(|m| m.raft == "leader") => {
-                    if !json || ctx.verbose > 0 {
-                        eprintln!("members as seen by node {} ({host})", n.id);
-                    }
-                    return Ok(members);
-                }
-                Ok(members) => {
-                    if leaderless.is_none() {
-                        leaderless = Some((format!("{} ({host})", n.id), members));
-                    }
-                }
-                Err(e) => failures.push(format!("  {} ({host}:{}): {e:#}", n.id, n.ssh_port)),
-            }
-        }
-        if let Some((who, members)) = leaderless {
-            eprintln!(
-                "warning: no node that answered sees a consul leader; this is the view of node {who}, \
-                 which may be an island"
-            );
-            return Ok(members);
-        }
-        bail!(
-            "no node answered (with 3 nodes known consul forms a cluster; fewer and there are no members yet):\n{}",
-            failures.join("\n")
-        )
-    })
-}
-
-/// `members --rejoin`: this node's agent joins every known neighbour again.
-fn rejoin(ctx: &Context) -> anyhow::Result<()> {
-    if !shared::consul_configured(&ctx.paths) {
-        bail!(
-            "this machine runs no consul agent; run `members --rejoin` on a node \
-             (e.g. `raptiformica ssh MACHINE -- raptiformica members --rejoin`)"
-        );
-    }
-    let config = ctx.config()?;
-    let overlay = crate::node::mesh::overlay(ctx, &config.mapping)?;
-    let me = crate::mesh::Overlay::identity(&overlay)?;
-    let addresses: Vec<_> = neighbours::all(&config.mapping)
-        .into_iter()
-        .filter_map(|n| n.overlay_address)
-        .filter(|a| *a != me.address)
-        .collect();
-    let results = crate::cli::runtime::runtime()?.block_on(async {
-        let api = ConsulApi::new(crate::consensus::api::LOCAL_HTTP, Duration::from_secs(10))?;
-        let mut results = Vec::new();
-        for a in &addresses {
-            results.push(api.join(*a).await);
-        }
-        anyhow::Ok(results)
-    })?;
-    let mut joined = 0;
-    for (addr, r) in addresses.iter().zip(results) {
-        match r {
-            Ok(()) => joined += 1,
-            Err(e) => eprintln!("{addr}: {e:#}"),
-        }
-    }
-    println!("joined {joined} of {} neighbour(s)", addresses.len());
-    if joined == 0 && !addresses.is_empty() {
-        bail!("could not join any neighbour");
     }
     Ok(())
 }
