@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::config::Mapping;
 use crate::config::context::Context;
+use crate::config::{Config, Mapping};
 use crate::mesh::{OverlayIdentity, neighbours};
 use crate::remote::on_node::{REMOTE_CACHE, on_node};
 use crate::remote::ssh::{Identity, Remote, RemoteOutput};
@@ -17,7 +17,7 @@ const MESH_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The machine's node id when it is an alive member of the cluster as its own consul agent
 /// sees it, and this machine's config records it as reached the way we reached it now.
-pub(super) async fn alive_member(ctx: &Context, remote: &Remote) -> Option<String> {
+pub(super) async fn alive_member(config: &Config, remote: &Remote) -> Option<String> {
     let out = remote
         .sh(
             &on_node(&format!(
@@ -42,7 +42,6 @@ pub(super) async fn alive_member(ctx: &Context, remote: &Remote) -> Option<Strin
         .as_array()?
         .iter()
         .any(|m| m["node"] == id.as_str() && m["status"] == "alive");
-    let config = ctx.config().ok()?;
     let recorded = neighbours::all(&config.mapping).into_iter().find(|n| n.id == id)?;
     let same_way =
         recorded.host.as_deref() == Some(host.as_str()) && recorded.ssh_port == port && recorded.ssh_via == remote.via;

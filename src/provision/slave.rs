@@ -131,7 +131,7 @@ pub async fn slave(
         }
         if opts.skip_if_healthy && report.uploaded == 0 && report.provisioned == 0 && opts.assimilate {
             let step = progress.step(&who, "check membership");
-            if let Some(id) = alive_member(ctx, &remote).await {
+            if let Some(id) = alive_member(config, &remote).await {
                 step.done(&format!("node {id} is an alive member: unchanged"));
                 return Ok(report);
             }
