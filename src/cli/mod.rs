@@ -50,9 +50,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // On a node, the one step that talks to consul before a command reads the config: pending
     // changes pushed, the KV read and cached. Loading the config afterwards reads files only.
+    // A change of the shared config goes to consul itself (`config set`/`unset`): reading the
+    // whole KV first would only cost time.
     let wants_config = !matches!(
         cli.command,
-        Command::Keeper | Command::Completions { .. } | Command::Clean(_) | Command::Agent(_)
+        Command::Keeper
+            | Command::Completions { .. }
+            | Command::Clean(_)
+            | Command::Agent(_)
+            | Command::Config(args::ConfigArgs {
+                action: Some(args::ConfigAction::Set { .. } | args::ConfigAction::Unset { .. }),
+                ..
+            })
     );
     let ctx = if wants_config && config::shared::consul_configured(&ctx.paths) {
         let synced = runtime()?.block_on(config::shared::sync(&ctx.paths));
