@@ -181,6 +181,9 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     };
     // Every node's agent serves its own map too (the mutable config goes with the slaving).
     env.ok(&["config", "set", "raptiformica/agent/ui_listen", "127.0.0.1:8420"]);
+    // The lost node stays `failed` (not evicted, then `left`) while the page is watched, even
+    // when a loaded machine notices the loss late.
+    env.ok(&["config", "set", "raptiformica/agent/eviction_grace", "600"]);
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some());
     let ids = node_ids(&env);
