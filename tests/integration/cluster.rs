@@ -7,11 +7,14 @@ use serde_json::Value;
 
 use crate::harness::{TestEnv, text};
 
+/// The longest one docker command of a test may take.
+pub const DOCKER_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+/// `docker ARGS`, bounded by [`DOCKER_LIMIT`]: a command that hangs fails the test, named.
 pub fn docker(args: &[&str]) -> Output {
-    std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(args);
+    crate::harness::bounded(cmd, DOCKER_LIMIT, &format!("docker {}", args.join(" ")))
 }
 
 /// A shell script's trimmed stdout on a node.

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use std::process::Command;
 
@@ -66,9 +67,12 @@ impl TestEnv {
         cmd
     }
 
-    /// Runs with `args`, returns the output whatever the exit code.
+    /// Runs with `args`, returns the output whatever the exit code. A run that outlasts
+    /// [`RUN_LIMIT`] fails the test, naming it.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run raptiformica")
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        bounded(cmd, RUN_LIMIT, &format!("raptiformica {}", args.join(" ")))
     }
 
     /// Runs with `args`, asserts success, returns stdout.
@@ -130,6 +134,67 @@ pub fn docker_available() -> bool {
         eprintln!("SKIPPED: no Docker engine on this machine");
     }
     ok
+}
+
+/// The longest a test waits for one run of the binary (a spawn on a cold machine builds the
+/// images first).
+pub const RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs `cmd` to its end, or fails the test once `limit` has passed: the command is killed and
+/// the failure names it with what it printed so far, so a hang is a red test that says where,
+/// never a CI run that ends at its time limit without a word.
+pub fn bounded(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = tx.send(bytes);
+        });
+        rx
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let started = Instant::now();
+    // What a pipe held, once its writers closed it or the limit passed (then None).
+    let read = |rx: &std::sync::mpsc::Receiver<Vec<u8>>, grace: Duration| {
+        rx.recv_timeout(limit.saturating_sub(started.elapsed()).max(grace)).ok()
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let grace = Duration::from_secs(2);
+    let (stdout, stderr) = (read(&out, grace), read(&err, grace));
+    match (status, stdout, stderr) {
+        (Some(status), Some(stdout), Some(stderr)) => Output { status, stdout, stderr },
+        (status, stdout, stderr) => panic!(
+            "`{what}` {} within {}s\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            if status.is_some() {
+                "ended but something it started kept its output open"
+            } else {
+                "did not finish and was killed"
+            },
+            limit.as_secs(),
+            text(&stdout.unwrap_or_default()),
+            text(&stderr.unwrap_or_default())
+        ),
+    }
 }
 
 pub fn bin() -> &'static Path {
