@@ -17,8 +17,9 @@ use crate::config::context::Context;
 use crate::config::{self, shared};
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::mesh::yggdrasil::Yggdrasil;
-use crate::mesh::{Applied, Overlay as _, neighbours};
+use crate::mesh::{Overlay as _, neighbours};
 use crate::node::mesh as node;
+use crate::sys::daemon::Applied;
 
 const WAIT: Duration = Duration::from_secs(55);
 const SETTLE: Duration = Duration::from_millis(300);

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::sys::paths::Paths;
 
-pub use super::daemons::{agent, keeper};
+use super::daemons::{agent, keeper};
 
 /// Starts the keeper (or, where systemd runs, the agent's unit) unless it runs. Says what was
 /// started, if anything.

@@ -65,7 +65,7 @@ impl Mode {
 pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
     if mode == Mode::Node {
-        let pid_file = keeper::agent(&ctx.paths).pid_file;
+        let pid_file = daemons::agent(&ctx.paths).pid_file;
         crate::sys::fs_atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     }
     let rec = status::Recorder::new(&ctx.paths, mode.as_str());

@@ -29,12 +29,9 @@ pub fn ui_listen(mapping: &Mapping) -> anyhow::Result<Option<std::net::SocketAdd
         return Ok(None);
     };
     let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    match text.parse::<std::net::SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() => Ok(Some(addr)),
-        _ => bail!(
-            "`{UI_LISTEN}` must be a loopback address and port such as 127.0.0.1:8420, not {v}; \
-             fix it with `raptiformica config set {UI_LISTEN} 127.0.0.1:8420`"
-        ),
+    match crate::config::known::parse_ui_listen(&text) {
+        Ok(addr) => Ok(Some(addr)),
+        Err(e) => bail!("`{UI_LISTEN}`: {e}; fix it with `raptiformica config set {UI_LISTEN} 127.0.0.1:8420`"),
     }
 }
 

@@ -31,7 +31,7 @@ pub const REQUIRED_COMMANDS: [&str; 5] = [
     "clean_up_instance_command",
 ];
 
-pub use crate::modules::server_type::PREDICATE_TIMEOUT;
+use crate::modules::server_type::PREDICATE_TIMEOUT;
 /// How long `start_instance` may take (a first image build takes minutes).
 pub const START_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long `package` may take (it provisions nothing itself, but saving an image can be slow).

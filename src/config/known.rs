@@ -97,8 +97,13 @@ fn check_for(key: &str) -> Option<Check> {
 
 /// The node agent's web map listens on loopback only (elsewhere, `raptiformica ui --listen`).
 pub fn check_ui_listen(text: &str) -> Result<(), String> {
+    parse_ui_listen(text).map(|_| ())
+}
+
+/// The node agent's web map address: a loopback address and a port.
+pub fn parse_ui_listen(text: &str) -> Result<SocketAddr, String> {
     match text.parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() && addr.port() > 0 => Ok(()),
+        Ok(addr) if addr.ip().is_loopback() && addr.port() > 0 => Ok(addr),
         _ => Err(format!(
             "`{text}` is not a loopback address and port such as 127.0.0.1:8420"
         )),

@@ -55,7 +55,8 @@ fn pending_file(paths: &Paths) -> PathBuf {
 pub type Snapshot = (Mapping, u64);
 
 /// The KV's mapping, when this node has consul and it answers with a seeded, non-empty KV.
-/// Changes made while consul was away are pushed first.
+/// Reads only: the changes made while consul was away are pushed by [`push_pending`], a step
+/// of its own.
 pub async fn read(paths: &Paths) -> Option<Snapshot> {
     if !consul_configured(paths) {
         return None;
@@ -64,11 +65,21 @@ pub async fn read(paths: &Paths) -> Option<Snapshot> {
     read_with(paths, &api).await
 }
 
-/// The step a command takes on a node before it loads the config: the pending changes are
-/// pushed, the KV read and cached (1.). True when the cache now holds the KV; false on a
-/// machine that is not a node, or when consul did not answer (the cache is used as it is).
+/// The steps a command takes on a node before it loads the config: the changes made while
+/// consul was away are pushed (3.), then the KV is read and cached (1.). True when the cache
+/// now holds the KV; false on a machine that is not a node, or when consul did not answer (the
+/// cache is used as it is).
 pub async fn sync(paths: &Paths) -> bool {
-    let Some(kv) = read(paths).await else {
+    if !consul_configured(paths) {
+        return false;
+    }
+    let Ok(api) = ConsulApi::new(LOCAL_HTTP, TIMEOUT) else {
+        return false;
+    };
+    if let Err(e) = push_pending(paths, &api).await {
+        tracing::debug!("pending changes not pushed yet: {e:#}");
+    }
+    let Some(kv) = read_with(paths, &api).await else {
         return false;
     };
     take(paths, Some(kv)).is_some()
@@ -98,7 +109,6 @@ pub async fn read_with(paths: &Paths, api: &ConsulApi) -> Option<Snapshot> {
         return None;
     }
     let result = async {
-        push_pending(paths, api).await?;
         // A KV still being seeded is not the shared config yet.
         if !api.is_seeded().await? {
             return Ok((Mapping::new(), 0));

@@ -13,7 +13,8 @@ use super::preflight::Given;
 use crate::config::Config;
 use crate::config::context::Context;
 use crate::provision::slave::{self, SlaveOptions};
-use crate::remote::ssh::{Identity, hop};
+use crate::remote::reach::hop;
+use crate::remote::ssh::Identity;
 use crate::sys::progress::Progress;
 
 /// How a host fared.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::sys::daemon::Applied;
+use crate::sys::daemon::Applied;
 
 /// What a node tells the cluster about itself on the overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use super::{Applied, NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
+use super::{NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
+use crate::sys::daemon::Applied;
 use crate::sys::daemon::{self, Daemon, Written};
 use crate::sys::fs_atomic::write_atomic;
 use crate::sys::process::Program;
 
 /// The TUN interface's name.
 pub const IF_NAME: &str = "ygg0";
-/// The default underlay port.
-pub use super::plan::DEFAULT_PORT;
 
 /// yggdrasil in the state dir `dir`, listening on `port`.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@ use crate::consensus::api::ConsulApi;
 use crate::consensus::lock;
 use crate::mesh::neighbours::{self, Role};
 use crate::mesh::plan::{GOSSIP_KEY, PORT_KEY, QUORUM, overlay_plan, servers};
-use crate::mesh::yggdrasil::{self, Yggdrasil};
+use crate::mesh::yggdrasil::Yggdrasil;
 use crate::mesh::{NewKeys, Overlay, OverlayIdentity};
 use crate::modules::hooks;
 use crate::sys::daemon::Applied;
@@ -87,7 +87,7 @@ pub fn own_id(overlay: &OverlayIdentity) -> String {
 /// The overlay on this node, configured from `mapping`.
 pub fn overlay(ctx: &Context, mapping: &Mapping) -> anyhow::Result<Yggdrasil> {
     let port = match mapping.get(PORT_KEY) {
-        None => yggdrasil::DEFAULT_PORT,
+        None => crate::mesh::plan::DEFAULT_PORT,
         Some(v) => config::known::parse_port(v).map_err(|e| {
             anyhow::anyhow!("`{PORT_KEY}`: {e}; fix it with `raptiformica config set {PORT_KEY} 12345`")
         })?,

@@ -20,8 +20,9 @@ use anyhow::{Context as _, bail};
 
 use crate::config::context::Context;
 use crate::remote::on_node::on_node;
+use crate::remote::reach::hop;
 use crate::remote::reach::{self, Silence, Unreachable};
-use crate::remote::ssh::{Remote, hop};
+use crate::remote::ssh::Remote;
 use crate::sys::progress::Progress;
 use crate::sys::quote::quote;
 

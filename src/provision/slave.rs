@@ -17,7 +17,6 @@ use crate::modules::server_type;
 use crate::provision::artifacts;
 use crate::remote::on_node::on_node;
 use crate::remote::ssh::{Identity, Remote};
-pub use crate::sys::digest::node_id;
 use crate::sys::progress::Progress;
 
 use super::assimilate::{alive_member, assimilate};

@@ -185,10 +185,6 @@ impl RemoteOutput {
     }
 }
 
-pub use super::reach::hop;
-
-pub use crate::mesh::neighbours::hops;
-
 impl Remote {
     /// Connects to `root@host:port`. A host key that differs from the pinned one, a refused
     /// login or an unreachable host each give an error that says which, and what to do.

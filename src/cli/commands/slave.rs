@@ -39,15 +39,15 @@ fn jump(given: &str) -> anyhow::Result<String> {
             None if port.is_empty() => 22,
             None => return Err(bad()),
         };
-        return Ok(crate::remote::ssh::hop(host, port));
+        return Ok(crate::remote::reach::hop(host, port));
     }
     if given.matches(':').count() > 1 {
-        return Ok(crate::remote::ssh::hop(given, 22)); // a bare IPv6 literal
+        return Ok(crate::remote::reach::hop(given, 22)); // a bare IPv6 literal
     }
     match given.split_once(':') {
-        Some((host, port)) if !host.is_empty() => Ok(crate::remote::ssh::hop(host, port.parse().map_err(|_| bad())?)),
+        Some((host, port)) if !host.is_empty() => Ok(crate::remote::reach::hop(host, port.parse().map_err(|_| bad())?)),
         Some(_) => Err(bad()),
-        None if !given.is_empty() && !given.contains(char::is_whitespace) => Ok(crate::remote::ssh::hop(given, 22)),
+        None if !given.is_empty() && !given.contains(char::is_whitespace) => Ok(crate::remote::reach::hop(given, 22)),
         None => Err(bad()),
     }
 }
