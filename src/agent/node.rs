@@ -414,52 +414,61 @@ impl Tick {
         let dir = shared::mesh_dir(&self.ctx.paths);
         // Asked for by someone who knows the lost servers are gone: no grace to wait out.
         let requested = recover::requested(&dir);
-        if !requested && self.recovered_at.is_some_and(|t| t.elapsed() < grace) {
-            return; // give the last recovery time to elect
-        }
-        if !requested && self.no_leader_since.is_none_or(|t| t.elapsed() < grace) {
-            return;
-        }
         let servers: Vec<&AgentMember> = members
             .iter()
             .filter(|m| m.tags.get("role").map(String::as_str) == Some("consul"))
             .collect();
         let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.alive()).collect();
         let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.failed()).collect();
-        if !recover::quorum_lost(alive.len(), failed.len()) {
-            if requested {
-                recover::withdraw(&dir);
-                self.rec.event(
-                    "recover",
-                    format!(
-                        "asked to recover, but {} of {} servers are alive: quorum is not lost, nothing done",
-                        alive.len(),
-                        servers.len()
-                    ),
-                );
+        let cached = self.cached();
+        let known = known_machines(members, &neighbours::all(&cached));
+        let past = |t: Option<&Instant>| t.is_some_and(|t| t.elapsed() >= grace);
+        let situation = recover::Situation {
+            requested,
+            alive_servers: alive.len(),
+            failed_servers: failed.len(),
+            past_grace: self.recovered_at.is_none_or(|t| t.elapsed() >= grace)
+                && past(self.no_leader_since.as_ref())
+                && failed.iter().all(|m| past(self.failed_since.get(&m.name))),
+            alive_machines: members.iter().filter(|m| m.alive()).count(),
+            known_machines: known,
+        };
+        let evidence = match recover::decide(&situation) {
+            recover::Verdict::NotLost => {
+                self.rec.waiting(None);
+                if requested {
+                    recover::withdraw(&dir);
+                    self.rec.event(
+                        "recover",
+                        format!(
+                            "asked to recover, but {} of {} servers are alive: quorum is not lost, nothing done",
+                            alive.len(),
+                            servers.len()
+                        ),
+                    );
+                }
+                return;
             }
-            return;
-        }
-        if !requested
-            && !failed
-                .iter()
-                .all(|m| self.failed_since.get(&m.name).is_some_and(|t| t.elapsed() >= grace))
-        {
-            return;
-        }
+            recover::Verdict::Wait(why) => {
+                self.rec.waiting(Some(why));
+                return;
+            }
+            recover::Verdict::Rebuild(evidence) => evidence,
+        };
         if !requested {
-            // On its own, a node rebuilds only if it is not the one cut off.
-            let cached = self.cached();
+            // On its own, a node rebuilds only if none of the lost servers answers.
             let hosts: Vec<(String, u16)> = neighbours::all(&cached)
                 .into_iter()
                 .filter(|n| failed.iter().any(|m| m.name == n.id))
                 .filter_map(|n| Some((n.host?, n.ssh_port)))
                 .collect();
             if let Some(why) = recover::not_gone(&hosts).await {
-                tracing::info!("quorum lost, but not rebuilding: {why}");
+                self.rec
+                    .waiting(Some(format!("quorum lost, but not rebuilding: {why}")));
                 return;
             }
         }
+        self.rec.waiting(None);
         recover::withdraw(&dir);
         let peers: Vec<RaftPeer> = alive.iter().filter_map(|m| recover::raft_peer(m)).collect();
         let names: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
@@ -471,13 +480,8 @@ impl Tick {
             Ok(Ok(())) => self.rec.event(
                 "recover",
                 format!(
-                    "quorum lost ({} failed{}): consul restarted with raft/peers.json naming {}",
+                    "quorum lost ({} failed, {evidence}): consul restarted with raft/peers.json naming {}",
                     lost.join(", "),
-                    if requested {
-                        ", known gone".to_string()
-                    } else {
-                        format!(" for {}s", grace.as_secs())
-                    },
                     names.join(", ")
                 ),
             ),
@@ -586,4 +590,16 @@ impl Tick {
             Err(e) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
         }
     }
+}
+
+/// The cluster's known machines: the members serf knows that did not leave, and the
+/// neighbours of the shared config it may have forgotten.
+fn known_machines(members: &[AgentMember], neighbours: &[neighbours::Neighbour]) -> usize {
+    let mut known: std::collections::BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.alive() || m.failed())
+        .map(|m| m.name.as_str())
+        .collect();
+    known.extend(neighbours.iter().map(|n| n.id.as_str()));
+    known.len()
 }

@@ -1,13 +1,35 @@
-//! Rebuild from survivors: when the other servers failed for good and there is no leader, the
-//! live servers recover consul the documented way (outage recovery): each writes
+//! Rebuild from survivors: when the other servers are gone for good and there is no leader,
+//! the live servers recover consul the documented way (outage recovery): each writes
 //! `raft/peers.json` naming the live servers as voters and restarts, keeping its raft data and
 //! so the KV. consul's data is never wiped.
 //!
-//! A survivor cannot tell "the others are gone" from "I am the one cut off", so on its own it
-//! waits `agent/recovery_grace`. Someone who knows the lost machines are gone (the workstation
-//! agent, which asks the compute back-end; or an operator) asks for it at once with
-//! `raptiformica agent --recover` on the survivor: that leaves a [request](request_file) the
-//! node agent honours at its next tick, so one process does every recovery.
+//! # The rule: no rebuild without evidence
+//!
+//! A server that lost its leader cannot tell "the other servers are gone" from "I am the one
+//! cut off": both look the same from inside (silence, timeouts, refused connections). A server
+//! cut off that rebuilt on its own would start a second cluster, and when the cut heals one of
+//! the two histories is lost (the majority's, in the case that was measured). So a survivor
+//! rebuilds only with evidence that the lost servers are gone ([`decide`]):
+//!
+//! 1. **Asked**: someone who knows asked with `raptiformica agent --recover` on the survivor
+//!    (an operator, or the workstation's agent once its compute back-end said the machines
+//!    are gone). That leaves a [request](request_file) the node agent honours at its next
+//!    tick, so one process does every recovery.
+//! 2. **A majority of the known machines**: this node sees more than half of the cluster's
+//!    known machines (servers and clients; the members serf knows and the shared config's
+//!    neighbours) alive, while the lost servers have been failed for `agent/recovery_grace`
+//!    and none of them answers on its SSH port. A node that sees a majority alive is on the
+//!    majority's side of any cut; the machines it cannot reach are on the other.
+//!
+//! It refuses (and says why in `agent --status`, the `Agent` column of `members` on this node,
+//! and its report on the web map):
+//! - while quorum is not lost (a majority of the servers alive: consul elects by itself);
+//! - when it sees half or fewer of the known machines alive: it may be the one cut off. In a
+//!   cluster of three servers and no clients this is every case of two lost servers: only an
+//!   operator or the workstation's agent can tell, so it waits for them;
+//! - before the lost servers have been failed for the grace, and for the grace after a
+//!   rebuild (the new configuration gets time to elect);
+//! - when a lost server answers, or this node's own network is down.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -59,7 +81,7 @@ pub async fn ask(paths: &crate::sys::paths::Paths) -> anyhow::Result<String> {
             "this node is a consul client: only a server can rebuild consensus; run it on a surviving server"
         );
     }
-    if super::keeper::agent(paths).pid().is_none() {
+    if super::daemons::agent(paths).pid().is_none() {
         anyhow::bail!("no agent runs on this node: `raptiformica mesh` starts it (it does the recovery)");
     }
     let api = ConsulApi::local()?;
@@ -85,7 +107,7 @@ pub async fn ask(paths: &crate::sys::paths::Paths) -> anyhow::Result<String> {
             withdraw(&dir);
             anyhow::bail!(
                 "the agent did not act on the request within 60 s; see `{}`",
-                super::keeper::agent(paths).log_file.display()
+                super::daemons::agent(paths).log_file.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -144,6 +166,64 @@ pub async fn not_gone(hosts: &[(String, u16)]) -> Option<String> {
         }
     }
     None
+}
+
+/// What a server that lost its leader knows when it considers a rebuild.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Situation {
+    /// `agent --recover` asked for it (someone who knows the lost servers are gone).
+    pub requested: bool,
+    pub alive_servers: usize,
+    pub failed_servers: usize,
+    /// Every failed server has been failed for the grace, and the last rebuild (if any) is
+    /// older than the grace.
+    pub past_grace: bool,
+    /// Machines (servers and clients) this node sees alive, itself included.
+    pub alive_machines: usize,
+    /// The cluster's known machines: serf's members that did not leave, and the shared
+    /// config's neighbours.
+    pub known_machines: usize,
+}
+
+/// What to do about a lost quorum.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Quorum is not lost: nothing to rebuild.
+    NotLost,
+    /// Rebuild now; the evidence.
+    Rebuild(String),
+    /// Hold back; why (shown to the operator).
+    Wait(String),
+}
+
+/// The rule at the top of this file, as a table over what the node knows.
+pub fn decide(s: &Situation) -> Verdict {
+    if !quorum_lost(s.alive_servers, s.failed_servers) {
+        return Verdict::NotLost;
+    }
+    if s.requested {
+        return Verdict::Rebuild("known gone".into());
+    }
+    let servers = s.alive_servers + s.failed_servers;
+    if s.alive_machines * 2 <= s.known_machines {
+        return Verdict::Wait(format!(
+            "quorum lost ({} of {servers} servers alive), and this node sees only {} of {} known \
+             machines: it may be the one cut off, so it waits for evidence that the lost servers \
+             are gone (`raptiformica agent --recover` here, or the workstation's agent)",
+            s.alive_servers, s.alive_machines, s.known_machines
+        ));
+    }
+    if !s.past_grace {
+        return Verdict::Wait(format!(
+            "quorum lost ({} of {servers} servers alive); waiting out agent/recovery_grace before \
+             a rebuild",
+            s.alive_servers
+        ));
+    }
+    Verdict::Rebuild(format!(
+        "{} of {} known machines see them lost",
+        s.alive_machines, s.known_machines
+    ))
 }
 
 /// `raft/peers.json` (raft protocol 3) naming `peers` as voters.
@@ -221,6 +301,62 @@ mod tests {
         assert!(!requested(dir.path()), "a stale request is ignored");
         withdraw(dir.path());
         assert!(!request_file(dir.path()).exists());
+    }
+
+    fn situation(requested: bool, servers: (usize, usize), machines: (usize, usize), past_grace: bool) -> Situation {
+        Situation {
+            requested,
+            alive_servers: servers.0,
+            failed_servers: servers.1,
+            past_grace,
+            alive_machines: machines.0,
+            known_machines: machines.1,
+        }
+    }
+
+    fn rebuilds(v: &Verdict) -> bool {
+        matches!(v, Verdict::Rebuild(_))
+    }
+
+    #[test]
+    fn the_rebuild_rule_as_a_table() {
+        // (asked, (alive, failed) servers, (alive, known) machines, past the grace) => rebuild?
+        let table = [
+            // Quorum kept: never, asked or not.
+            (situation(false, (2, 1), (2, 3), true), false),
+            (situation(true, (2, 1), (2, 3), true), false),
+            // Asked by someone who knows: at once, whatever this node sees.
+            (situation(true, (1, 2), (1, 3), false), true),
+            // Three servers, no clients, two lost: the survivor cannot tell, it waits.
+            (situation(false, (1, 2), (1, 3), true), false),
+            // The one cut off from a five-node cluster sees one of five: it waits.
+            (situation(false, (1, 2), (1, 5), true), false),
+            // On the majority's side (itself and two clients of five), past the grace: rebuild.
+            (situation(false, (1, 2), (3, 5), true), true),
+            // ... but not before the grace.
+            (situation(false, (1, 2), (3, 5), false), false),
+            // Exactly half is not a majority.
+            (situation(false, (1, 2), (3, 6), true), false),
+            // Machines serf forgot still count: the neighbours keep them known.
+            (situation(false, (1, 2), (2, 5), true), false),
+        ];
+        for (i, (s, want)) in table.iter().enumerate() {
+            let got = decide(s);
+            assert_eq!(rebuilds(&got), *want, "row {i}: {s:?} gave {got:?}");
+            if *s != situation(false, (2, 1), (2, 3), true) && s.alive_servers < 2 && !want {
+                assert!(
+                    matches!(&got, Verdict::Wait(why) if !why.is_empty()),
+                    "row {i}: {got:?}"
+                );
+            }
+        }
+        let Verdict::Wait(why) = decide(&situation(false, (1, 2), (1, 3), true)) else {
+            unreachable!()
+        };
+        assert!(
+            why.contains("1 of 3 known machines") && why.contains("agent --recover"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -26,15 +26,23 @@ pub struct Report {
     pub linked_keys: Vec<String>,
     /// Its agent's last actions (restarts, evictions, promotions, hooks), oldest first.
     pub actions: Vec<Event>,
+    /// What its agent holds back from, and why (see `agent --status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// The report of the agent's state now.
 pub fn report(linked_keys: impl IntoIterator<Item = String>, rec: &Recorder) -> Report {
     let mut linked_keys: Vec<String> = linked_keys.into_iter().collect();
     linked_keys.sort();
-    let events = rec.snapshot().events;
+    let status = rec.snapshot();
+    let events = status.events;
     let actions = events[events.len().saturating_sub(RECENT)..].to_vec();
-    Report { linked_keys, actions }
+    Report {
+        linked_keys,
+        actions,
+        waiting: status.waiting,
+    }
 }
 
 /// Publishes this node's report while the agent runs.

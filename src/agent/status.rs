@@ -33,6 +33,10 @@ pub struct Status {
     /// The node the agent is acting on right now (evicting, replacing, promoting), if any.
     #[serde(default)]
     pub acting_on: Option<String>,
+    /// What the agent holds back from, and why (a rebuild without evidence, say); None when
+    /// nothing is held back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub events: Vec<Event>,
 }
 
@@ -68,6 +72,7 @@ impl Recorder {
         status.mode = mode.to_string();
         status.started_at = now();
         status.acting_on = None;
+        status.waiting = None;
         let r = Self {
             path,
             status: Arc::new(Mutex::new(status)),
@@ -96,6 +101,23 @@ impl Recorder {
     /// Marks the node the agent is acting on (None when done).
     pub fn acting_on(&self, node: Option<&str>) {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).acting_on = node.map(str::to_string);
+        self.save();
+    }
+
+    /// Says what the agent holds back from and why (None: nothing). Logged and saved when it
+    /// changes, not at every tick.
+    pub fn waiting(&self, why: Option<String>) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            if s.waiting == why {
+                return;
+            }
+            match &why {
+                Some(w) => tracing::warn!("waiting: {w}"),
+                None => tracing::info!("no longer waiting"),
+            }
+            s.waiting = why;
+        }
         self.save();
     }
 

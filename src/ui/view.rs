@@ -165,7 +165,16 @@ pub fn build(
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
                 last_contact: last_contact.get(&m.node).cloned().unwrap_or_default(),
-                agent: m.agent.clone(),
+                // What an agent does to it now, else what its own agent holds back from.
+                agent: if m.agent.is_empty() {
+                    reports
+                        .get(&m.node)
+                        .and_then(|r| r.waiting.as_ref())
+                        .map(|w| format!("waiting: {w}"))
+                        .unwrap_or_default()
+                } else {
+                    m.agent.clone()
+                },
                 last_action: reports.get(&m.node).and_then(|r| r.actions.last().cloned()),
             }
         })

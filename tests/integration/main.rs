@@ -13,6 +13,7 @@ mod deploy;
 mod docker;
 mod events;
 mod healing;
+mod history;
 mod house;
 mod join;
 mod mesh;

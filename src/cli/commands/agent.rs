@@ -1,6 +1,6 @@
 //! `raptiformica agent`: run the agent, or tell what it did.
 
-use crate::agent::{self, keeper, status};
+use crate::agent::{self, daemons, status};
 use crate::cli::args::AgentArgs;
 use crate::config::context::Context;
 
@@ -32,7 +32,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
         );
     };
     let running = crate::sys::daemon::process_named(s.pid as i32, "raptiformica");
-    let kept = keeper::keeper(&ctx.paths).pid();
+    let kept = daemons::keeper(&ctx.paths).pid();
     if ctx.json {
         let mut v = serde_json::to_value(&s)?;
         v["running"] = running.into();
@@ -52,6 +52,9 @@ pub fn run(ctx: &Context, args: AgentArgs) -> anyhow::Result<()> {
     );
     if let Some(node) = &s.acting_on {
         println!("acting on: {node}");
+    }
+    if let Some(why) = s.waiting.as_ref().filter(|_| running) {
+        println!("waiting: {why}");
     }
     if s.events.is_empty() {
         println!("nothing done yet");

@@ -13,7 +13,8 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
         println!("joined {joined} of {of} neighbour(s)");
         return Ok(());
     }
-    let members = runtime()?.block_on(members::members(ctx, json))?;
+    let mut members = runtime()?.block_on(members::members(ctx, json))?;
+    mark_own_wait(ctx, &mut members);
     if json {
         super::print_json(&members);
     } else {
@@ -21,4 +22,32 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
         super::print_table(&Member::HEADER, &rows);
     }
     Ok(())
+}
+
+/// On a node, its own row's `Agent` column says what its agent holds back from (a rebuild
+/// without evidence, say), when nothing else is acting on it.
+fn mark_own_wait(ctx: &Context, members: &mut [Member]) {
+    use crate::agent::status;
+    if !crate::config::shared::consul_configured(&ctx.paths) {
+        return;
+    }
+    let Some(s) = status::read(&status::file(&ctx.paths)) else {
+        return;
+    };
+    let Some(why) = s
+        .waiting
+        .filter(|_| crate::sys::daemon::process_named(s.pid as i32, "raptiformica"))
+    else {
+        return;
+    };
+    let consul = crate::consensus::agent::ConsulAgent::new(&crate::config::shared::mesh_dir(&ctx.paths));
+    let Some(me) = consul
+        .rendered()
+        .and_then(|r| r["node_name"].as_str().map(str::to_string))
+    else {
+        return;
+    };
+    for m in members.iter_mut().filter(|m| m.node == me && m.agent.is_empty()) {
+        m.agent = format!("waiting: {why}");
+    }
 }
