@@ -138,7 +138,7 @@ pub fn docker_available() -> bool {
 
 /// The longest a test waits for one run of the binary (a spawn on a cold machine builds the
 /// images first).
-pub const RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
+pub const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// Runs `cmd` to its end, or fails the test once `limit` has passed: the command is killed and
 /// the failure names it with what it printed so far, so a hang is a red test that says where,
@@ -152,22 +152,25 @@ pub fn bounded(mut cmd: Command, limit: Duration, what: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
+    // Each pipe is read on its own thread into a shared buffer, so what was printed so far is
+    // at hand even when the pipe never closes.
+    type Pipe = (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, std::sync::mpsc::Receiver<()>);
+    let drain = |mut pipe: Box<dyn Read + Send>| -> Pipe {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let shared = buf.clone();
         std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = tx.send(bytes);
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                shared.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+            let _ = tx.send(());
         });
-        rx
+        (buf, rx)
     };
     let out = drain(Box::new(child.stdout.take().expect("piped")));
     let err = drain(Box::new(child.stderr.take().expect("piped")));
     let started = Instant::now();
-    // What a pipe held, once its writers closed it or the limit passed (then None).
-    let read = |rx: &std::sync::mpsc::Receiver<Vec<u8>>, grace: Duration| {
-        rx.recv_timeout(limit.saturating_sub(started.elapsed()).max(grace)).ok()
-    };
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {
             break Some(status);
@@ -179,11 +182,16 @@ pub fn bounded(mut cmd: Command, limit: Duration, what: &str) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let grace = Duration::from_secs(2);
-    let (stdout, stderr) = (read(&out, grace), read(&err, grace));
-    match (status, stdout, stderr) {
-        (Some(status), Some(stdout), Some(stderr)) => Output { status, stdout, stderr },
-        (status, stdout, stderr) => panic!(
+    // A pipe is done once every writer closed it; something the command started that still
+    // holds it after the grace is a bug of its own (a daemon must not keep its caller's output).
+    let grace = Duration::from_secs(10);
+    let closed = |p: &Pipe| p.1.recv_timeout(grace).is_ok();
+    let (out_closed, err_closed) = (closed(&out), closed(&err));
+    let take = |p: &Pipe| std::mem::take(&mut *p.0.lock().unwrap());
+    let (stdout, stderr) = (take(&out), take(&err));
+    match status {
+        Some(status) if out_closed && err_closed => Output { status, stdout, stderr },
+        status => panic!(
             "`{what}` {} within {}s\n--- stdout ---\n{}\n--- stderr ---\n{}",
             if status.is_some() {
                 "ended but something it started kept its output open"
@@ -191,8 +199,8 @@ pub fn bounded(mut cmd: Command, limit: Duration, what: &str) -> Output {
                 "did not finish and was killed"
             },
             limit.as_secs(),
-            text(&stdout.unwrap_or_default()),
-            text(&stderr.unwrap_or_default())
+            text(&stdout),
+            text(&stderr)
         ),
     }
 }
