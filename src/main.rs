@@ -20,7 +20,10 @@ fn main() -> ExitCode {
                     eprintln!("  {}", cause.replace('\n', "\n  "));
                 }
             }
-            ExitCode::FAILURE
+            let code = e
+                .downcast_ref::<raptiformica::sys::exit::FailWith>()
+                .and_then(|f| u8::try_from(f.code).ok());
+            code.map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

@@ -389,7 +389,10 @@ impl Tick {
             };
             self.rec.acting_on(Some(&node));
             mark_acting(&self.api, Some((&node, "promote", &self.me))).await;
-            let r = promote(&self.api, &node).await;
+            let r = match held.check() {
+                Ok(()) => promote(&self.api, &node).await,
+                Err(e) => Err(e),
+            };
             mark_acting(&self.api, None).await;
             held.release(&self.api).await;
             r.map(|_| true)

@@ -15,7 +15,7 @@ use crate::config;
 use crate::config::context::Context;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
-use crate::consensus::state_log::Log;
+use crate::consensus::state_log::{Log, Stored};
 use crate::modules::state_machine::{self, Machine};
 
 /// How long one blocking query on a log's index waits.
@@ -327,8 +327,16 @@ async fn maybe_snapshot(
             return Ok(Some(current));
         }
         let data = run(ctx, machine, "snapshot", command, Vec::new(), applied).await?;
-        log.store_snapshot(api, applied, data.as_bytes()).await?;
-        anyhow::Ok(Some(applied))
+        // The snapshot command may outlast the lock: stop there rather than write.
+        held.check()?;
+        match log
+            .store_snapshot(api, applied, data.as_bytes(), held.session())
+            .await?
+        {
+            Stored::At { .. } => anyhow::Ok(Some(applied)),
+            Stored::Newer(at) => Ok(Some(at)),
+            Stored::LockLost => anyhow::bail!("the log's lock was lost while the snapshot was taken: not stored"),
+        }
     }
     .await;
     held.release(api).await;

@@ -166,7 +166,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             }
             decision => {
                 if let Some(l) = &link
-                    && let Err(e) = act(&ctx, &identity, &config, l, &decision, &rec).await
+                    && let Err(e) = act(&ctx, &identity, l, &decision, &rec).await
                 {
                     rec.event("error", format!("{e:#}"));
                 }
@@ -252,7 +252,6 @@ async fn machine_gone(ctx: &Context, config: &Config, name: &str) -> anyhow::Res
 async fn act(
     ctx: &Context,
     identity: &Identity,
-    config: &Config,
     link: &Link,
     decision: &Decision,
     rec: &Recorder,
@@ -268,6 +267,7 @@ async fn act(
                 rec.acting_on(Some(node));
                 mark_acting(&link.api, Some((node, "promote", &holder))).await;
                 let before = alive_servers(&link.api).await;
+                held.check()?;
                 promote(&link.api, node).await?;
                 rec.event("promote", format!("client {node} promoted to server"));
                 // Decide again once it serves (its consul restarts as a server).
@@ -278,7 +278,7 @@ async fn act(
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(60), serving).await;
             }
-            Decision::Replace { lost, count } => replace(ctx, identity, config, link, lost, *count, rec).await?,
+            Decision::Replace { lost, count } => replace(ctx, identity, link, &held, lost, *count, rec).await?,
             _ => {}
         }
         anyhow::Ok(())
@@ -294,8 +294,8 @@ async fn act(
 async fn replace(
     ctx: &Context,
     identity: &Identity,
-    _config: &Config,
     link: &Link,
+    held: &lock::Held,
     lost: &[String],
     count: usize,
     rec: &Recorder,
@@ -323,6 +323,7 @@ async fn replace(
     let mut ty = None;
     let before = neighbours::all(&config.mapping);
     for name in lost {
+        held.check()?;
         rec.acting_on(Some(name));
         mark_acting(&link.api, Some((name, "replace", "the workstation agent"))).await;
         let _ = link.api.force_leave(name).await;
@@ -354,6 +355,7 @@ async fn replace(
         if !is_at(inst, &lost_at) {
             continue;
         }
+        held.check()?;
         let (c, t2, i) = (ctx.clone(), t.clone(), inst.clone());
         let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             if compute::is_stale(&c, &t2, &i)? {
@@ -408,6 +410,7 @@ async fn replace(
         count,
         opts: &opts,
     };
+    held.check()?;
     let results = spawner::spawn_many(&ctx, &config, identity, &progress, batch).await;
     let mut ok = 0;
     for r in results {

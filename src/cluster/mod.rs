@@ -15,15 +15,31 @@ pub struct Forwarded {
     /// The node that ran it.
     pub node: String,
     pub stdout: String,
+    pub stderr: String,
+    /// Its exit code: 0, or one of the codes the caller settles for.
+    pub code: Option<i32>,
 }
 
 /// Runs `command` (a `raptiformica ...` line, its words quoted) on the first known node that
 /// answers.
 pub async fn through_a_node(ctx: &Context, what: &str, command: &str) -> anyhow::Result<Forwarded> {
+    through_a_node_settled(ctx, what, command, &[]).await
+}
+
+/// As [`through_a_node`], where the `settled` exit codes are an answer, not a failure to try
+/// on the next node.
+pub async fn through_a_node_settled(
+    ctx: &Context,
+    what: &str,
+    command: &str,
+    settled: &[i32],
+) -> anyhow::Result<Forwarded> {
     let identity = Identity::ensure(ctx)?;
-    let (node, out) = crate::remote::nodes::on_a_node(ctx, &identity, what, command, &[]).await?;
+    let (node, out) = crate::remote::nodes::on_a_node_settled(ctx, &identity, what, command, &[], settled).await?;
     Ok(Forwarded {
         node,
         stdout: out.stdout,
+        stderr: out.stderr,
+        code: out.code,
     })
 }

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use base64::Engine as _;
 
-use super::{Forwarded, through_a_node};
+use super::{Forwarded, through_a_node, through_a_node_settled};
 use crate::config::context::Context;
 use crate::config::shared;
 use crate::consensus::api::{AgentMember, ConsulApi};
 use crate::consensus::state_log::{self, Log};
+use crate::sys::exit::FailWith;
 use crate::sys::quote::quote;
 
 /// Where an answer came from.
@@ -22,17 +23,34 @@ pub enum Reply<T> {
     Through(Forwarded),
 }
 
+/// An append done here: the index of its last entry and, when `--wait` ran out, why it is not
+/// applied everywhere yet.
+#[derive(Debug)]
+pub struct Appended {
+    pub index: u64,
+    pub not_applied: Option<String>,
+}
+
+/// The exit code of `state append --wait` when the entry is appended (its index printed) but
+/// not yet applied everywhere within the limit: the append stands and is never tried again.
+pub const NOT_YET_APPLIED: i32 = 3;
+
 /// Appends `bytes` to the log of machine `name` (one entry, or one per line with `each_line`)
-/// and returns the index of the last entry; with `wait`, only once every alive member applied
-/// it, or fails after that long.
+/// as the append `id` (chosen here when None; a retry with the same id appends nothing again)
+/// and returns the index of the last entry. With `wait`, it then waits until every alive
+/// member applied it; past that limit it fails with [`NOT_YET_APPLIED`], naming the index.
 pub async fn append(
     ctx: &Context,
     name: &str,
     bytes: &[u8],
     each_line: bool,
     wait: Option<Duration>,
-) -> anyhow::Result<Reply<u64>> {
+    id: Option<&str>,
+) -> anyhow::Result<Reply<Appended>> {
     state_log::check_name(name)?;
+    if let Some(id) = id {
+        state_log::check_id(id)?;
+    }
     if !each_line && bytes.len() > state_log::MAX_ENTRY {
         bail!(
             "the entry is {} KB; an entry may be at most {} KB (consul's transactions take 512 KB)",
@@ -40,14 +58,17 @@ pub async fn append(
             state_log::MAX_ENTRY / 1024
         );
     }
+    // Chosen once, here: every node this is tried on appends it as the same append.
+    let id = id.map_or_else(state_log::new_id, str::to_string);
     if !shared::consul_configured(&ctx.paths) {
         crate::modules::state_machine::find(&ctx.config()?, name)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
         let mut command = format!(
-            "printf %s {} | base64 -d | raptiformica{} state append {} -",
+            "printf %s {} | base64 -d | raptiformica{} state append {} - --id {}",
             quote(&encoded),
             if ctx.json { " --json" } else { "" },
-            quote(name)
+            quote(name),
+            quote(&id)
         );
         if each_line {
             command.push_str(" --each-line");
@@ -55,9 +76,18 @@ pub async fn append(
         if let Some(w) = wait {
             command.push_str(&format!(" --wait --timeout {}", w.as_secs()));
         }
-        return Ok(Reply::Through(
-            through_a_node(ctx, "append to the log", &command).await?,
-        ));
+        let out = through_a_node_settled(ctx, "append to the log", &command, &[NOT_YET_APPLIED]).await?;
+        if out.code == Some(NOT_YET_APPLIED) {
+            // The node printed the index; its error says what is left.
+            print!("{}", out.stdout);
+            let said = out.stderr.lines().find_map(|l| l.strip_prefix("error: ")).unwrap_or("");
+            return Err(FailWith {
+                code: NOT_YET_APPLIED,
+                message: format!("{said} (through node {})", out.node),
+            }
+            .into());
+        }
+        return Ok(Reply::Through(out));
     }
     let api = ConsulApi::local()?;
     let log = Log::new(name);
@@ -79,14 +109,18 @@ pub async fn append(
             .map(<[u8]>::to_vec)
             .collect();
         anyhow::ensure!(!entries.is_empty(), "--each-line: no line to append");
-        log.append_many(&api, &entries).await?
+        log.append_many(&api, &entries, &id).await?
     } else {
-        log.append(&api, bytes).await?
+        log.append(&api, bytes, &id).await?
     };
-    if let Some(limit) = wait {
-        wait_applied(&api, &log, index, limit).await?;
-    }
-    Ok(Reply::Here(index))
+    let not_applied = match wait {
+        Some(limit) => wait_applied(&api, &log, index, limit)
+            .await
+            .err()
+            .map(|e| format!("{e:#}")),
+        None => None,
+    };
+    Ok(Reply::Here(Appended { index, not_applied }))
 }
 
 /// Waits until every alive member has applied `index`.
@@ -109,7 +143,7 @@ async fn wait_applied(api: &ConsulApi, log: &Log, index: u64, limit: Duration) -
                 .filter_map(|(n, at, why)| why.as_ref().map(|w| format!("{n} stopped at {at}: {w}")))
                 .collect();
             bail!(
-                "entry {index} is appended, but not applied on {} after {}s{}",
+                "not applied on {} after {}s{}",
                 behind.join(", "),
                 limit.as_secs(),
                 if failed.is_empty() {

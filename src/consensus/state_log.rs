@@ -8,10 +8,16 @@
 //!   up to it are compacted away);
 //! - `applied/<node>`: the index each node has applied; `failed/<node>`: why its last apply
 //!   failed, while it does;
-//! - `lock`: held by the node that takes a snapshot.
+//! - `lock`: held by the node that takes a snapshot;
+//! - `ids/<append id>`: the index an append (one transaction of it) was given, kept for one
+//!   snapshot period after its entries are compacted.
 //!
-//! An append is one transaction that checks-and-sets `index` and writes the entry, so
-//! appenders anywhere get one total order; one that loses the race reads again and retries.
+//! An append is one transaction that checks-and-sets `index`, writes the entries and creates
+//! the append's id key (only if it is absent), so appenders anywhere get one total order; one
+//! that loses the race reads again and retries. An append is in the log once: the client
+//! chooses its id, and a retry of it (a transaction resent after a timeout or a 5xx, the same
+//! command on another node after a broken session) finds the id taken and returns the index
+//! the first attempt got instead of appending again.
 
 use std::time::Duration;
 
@@ -58,6 +64,18 @@ impl Log {
     fn entry_key(&self, index: u64) -> String {
         format!("{}{index:020}", self.entries_prefix())
     }
+    fn ids_prefix(&self) -> String {
+        format!("{PREFIX}/{}/ids/", self.name)
+    }
+    fn id_key(&self, id: &str) -> String {
+        format!("{}{id}", self.ids_prefix())
+    }
+    fn snapshot_index_key(&self) -> String {
+        format!("{PREFIX}/{}/snapshot/index", self.name)
+    }
+    fn snapshot_data_key(&self) -> String {
+        format!("{PREFIX}/{}/snapshot/data", self.name)
+    }
     fn applied_prefix(&self) -> String {
         format!("{PREFIX}/{}/applied/", self.name)
     }
@@ -68,15 +86,19 @@ impl Log {
         format!("{PREFIX}/{}/lock", self.name)
     }
 
-    /// Appends `entry`; its index.
-    pub async fn append(&self, api: &ConsulApi, entry: &[u8]) -> anyhow::Result<u64> {
-        self.append_many(api, &[entry.to_vec()]).await
+    /// Appends `entry` as the append `id` (see [`new_id`]); its index. Appending with an id
+    /// that is in the log already appends nothing and returns the index it got then.
+    pub async fn append(&self, api: &ConsulApi, entry: &[u8], id: &str) -> anyhow::Result<u64> {
+        self.append_many(api, &[entry.to_vec()], id).await
     }
 
-    /// Appends `entries` in their order, as few transactions as consul takes (up to 63
+    /// Appends `entries` in their order, as few transactions as consul takes (up to 62
     /// entries and [`MAX_ENTRY`] bytes each); another appender's entries may fall between
-    /// two transactions. The index of the last one.
-    pub async fn append_many(&self, api: &ConsulApi, entries: &[Vec<u8>]) -> anyhow::Result<u64> {
+    /// two transactions. Transaction `k` of the append is `<id>.<k>`: a retry of the whole
+    /// append with the same entries and id appends only what is not in the log yet. The index
+    /// of the last one.
+    pub async fn append_many(&self, api: &ConsulApi, entries: &[Vec<u8>], id: &str) -> anyhow::Result<u64> {
+        check_id(id)?;
         if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.len() > MAX_ENTRY) {
             bail!(
                 "entry {} is {} KB; an entry may be at most {} KB (consul takes a transaction of at most 512 KB, \
@@ -88,21 +110,29 @@ impl Log {
         }
         let mut last = 0;
         let mut rest = entries;
+        let mut part = 0;
         while !rest.is_empty() {
             let mut take = 0;
             let mut bytes = 0;
-            while take < rest.len() && take < 63 && (take == 0 || bytes + rest[take].len() <= MAX_ENTRY) {
+            while take < rest.len() && take < 62 && (take == 0 || bytes + rest[take].len() <= MAX_ENTRY) {
                 bytes += rest[take].len();
                 take += 1;
             }
-            last = self.append_batch(api, &rest[..take]).await?;
+            let part_id = if entries.len() == rest.len() && take == rest.len() {
+                id.to_string()
+            } else {
+                format!("{id}.{part}")
+            };
+            last = self.append_batch(api, &rest[..take], &part_id).await?;
             rest = &rest[take..];
+            part += 1;
         }
         Ok(last)
     }
 
-    /// One transaction: the index checked-and-set, then the entries. The index of the last.
-    async fn append_batch(&self, api: &ConsulApi, batch: &[Vec<u8>]) -> anyhow::Result<u64> {
+    /// One transaction: the index checked-and-set, the entries, the id created. The index of
+    /// the last entry (the one given before, when the id is taken).
+    async fn append_batch(&self, api: &ConsulApi, batch: &[Vec<u8>], id: &str) -> anyhow::Result<u64> {
         let mut tries = 0u32;
         loop {
             let (current, modify) = match api.get_raw(&self.index_key()).await? {
@@ -112,6 +142,8 @@ impl Log {
             let last = current + batch.len() as u64;
             let mut ops = vec![
                 json!({"KV": {"Verb": "cas", "Key": self.index_key(), "Value": b64(last.to_string().as_bytes()), "Index": modify}}),
+                // Index 0: created only if absent.
+                json!({"KV": {"Verb": "cas", "Key": self.id_key(id), "Value": b64(last.to_string().as_bytes()), "Index": 0}}),
             ];
             for (i, entry) in batch.iter().enumerate() {
                 ops.push(
@@ -121,7 +153,13 @@ impl Log {
             if api.txn_once(ops).await? {
                 return Ok(last);
             }
-            // Another appender got `next`: read again. A little jitter spreads the retries.
+            // Rolled back: this append is in the log already (an earlier attempt of it
+            // committed), or another appender got the index first.
+            if let Some((given, _)) = api.get_raw(&self.id_key(id)).await? {
+                tracing::debug!("state machine `{}`: append {id} is in the log already", self.name);
+                return Ok(number(&given));
+            }
+            // A little jitter spreads the retries.
             tries += 1;
             if tries > 1000 {
                 bail!("could not append to `{}`: 1000 races lost in a row", self.name);
@@ -161,18 +199,28 @@ impl Log {
 
     /// The latest snapshot: (the index it covers, its data).
     pub async fn snapshot(&self, api: &ConsulApi) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
-        let index = api.get_raw(&format!("{PREFIX}/{}/snapshot/index", self.name)).await?;
+        let index = api.get_raw(&self.snapshot_index_key()).await?;
         let Some((index, _)) = index else { return Ok(None) };
         let data = api
-            .get_raw(&format!("{PREFIX}/{}/snapshot/data", self.name))
+            .get_raw(&self.snapshot_data_key())
             .await?
             .map(|(d, _)| d)
             .unwrap_or_default();
         Ok(Some((number(&index), data)))
     }
 
-    /// Stores a snapshot covering `index`, then compacts the entries up to it.
-    pub async fn store_snapshot(&self, api: &ConsulApi, index: u64, data: &[u8]) -> anyhow::Result<usize> {
+    /// Stores a snapshot covering `index` while `session` holds the log's lock, then compacts
+    /// the entries up to it (and the append ids of the snapshot period before). One
+    /// transaction checks that the lock is still held and that the stored snapshot is the one
+    /// read (check-and-set): a snapshot never replaces a newer one, and a node that lost the
+    /// lock writes nothing. What was done.
+    pub async fn store_snapshot(
+        &self,
+        api: &ConsulApi,
+        index: u64,
+        data: &[u8],
+        session: &str,
+    ) -> anyhow::Result<Stored> {
         if data.len() > MAX_ENTRY {
             bail!(
                 "the snapshot of `{}` is {} KB, more than consul's KV takes ({} KB): the log is not compacted",
@@ -181,29 +229,46 @@ impl Log {
                 MAX_ENTRY / 1024
             );
         }
+        let (before, modify) = match api.get_raw(&self.snapshot_index_key()).await? {
+            Some((b, modify)) => (number(&b), modify),
+            None => (0, 0),
+        };
+        if before >= index {
+            return Ok(Stored::Newer(before));
+        }
         let ops = vec![
-            json!({"KV": {"Verb": "set", "Key": format!("{PREFIX}/{}/snapshot/data", self.name), "Value": b64(data)}}),
-            json!({"KV": {"Verb": "set", "Key": format!("{PREFIX}/{}/snapshot/index", self.name), "Value": b64(index.to_string().as_bytes())}}),
+            json!({"KV": {"Verb": "check-session", "Key": self.lock_key(), "Session": session}}),
+            json!({"KV": {"Verb": "cas", "Key": self.snapshot_index_key(), "Value": b64(index.to_string().as_bytes()), "Index": modify}}),
+            json!({"KV": {"Verb": "set", "Key": self.snapshot_data_key(), "Value": b64(data)}}),
         ];
         if !api.txn_once(ops).await? {
-            bail!("consul rolled back the snapshot of `{}`", self.name);
+            return Ok(match api.get_raw(&self.snapshot_index_key()).await? {
+                Some((b, _)) if number(&b) >= index => Stored::Newer(number(&b)),
+                _ => Stored::LockLost,
+            });
         }
-        let old: Vec<Value> = api
-            .list_keys(&self.entries_prefix())
+        let old_entries = api.list_keys(&self.entries_prefix()).await?.into_iter().filter(|k| {
+            k.strip_prefix(&self.entries_prefix())
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|i| i <= index)
+        });
+        // An id outlives its entries by one snapshot period: a retry comes seconds after the
+        // attempt it repeats, not a whole period later.
+        let old_ids = api
+            .list_raw(&self.ids_prefix())
             .await?
             .into_iter()
-            .filter(|k| {
-                k.strip_prefix(&self.entries_prefix())
-                    .and_then(|i| i.parse::<u64>().ok())
-                    .is_some_and(|i| i <= index)
-            })
+            .filter(|(_, v)| number(v) <= before)
+            .map(|(k, _)| k);
+        let old: Vec<Value> = old_entries
+            .chain(old_ids)
             .map(|k| json!({"KV": {"Verb": "delete", "Key": k}}))
             .collect();
         let compacted = old.len();
         for batch in old.chunks(64) {
             api.txn_once(batch.to_vec()).await?;
         }
-        Ok(compacted)
+        Ok(Stored::At { compacted })
     }
 
     /// Records what `node` has applied, and why its last apply failed (None: it did not).
@@ -244,6 +309,30 @@ impl Log {
             })
             .collect())
     }
+}
+
+/// What [`Log::store_snapshot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored; this many keys compacted.
+    At { compacted: usize },
+    /// Nothing: a snapshot at this index (as new or newer) is stored already.
+    Newer(u64),
+    /// Nothing: the lock was no longer this node's.
+    LockLost,
+}
+
+/// A new append id: random, so that two clients never pick the same.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// An append id a client chose: what a KV key takes.
+pub fn check_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        bail!("`{id}` is not an append id: 1 to 64 letters, digits, `-` and `_`");
+    }
+    Ok(())
 }
 
 /// Whether `key` is a log's record of one cluster's nodes (which node applied what, which
@@ -363,5 +452,19 @@ mod tests {
         }
         assert_eq!(number(b" 42\n"), 42);
         assert_eq!(number(b"x"), 0);
+    }
+
+    #[test]
+    fn append_ids_are_fresh_and_checked() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert!(check_id(&a).is_ok());
+        assert!(check_id("retry-1_A").is_ok());
+        let long = "x".repeat(65);
+        for bad in ["", "a.b", "a/b", "../x", long.as_str()] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        let log = Log::new("acc");
+        assert_eq!(log.id_key("abc"), "raptiformica-state/acc/ids/abc");
     }
 }

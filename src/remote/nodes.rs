@@ -19,6 +19,20 @@ pub async fn on_a_node(
     command: &str,
     skip: &[String],
 ) -> anyhow::Result<(String, RemoteOutput)> {
+    on_a_node_settled(ctx, identity, what, command, skip, &[]).await
+}
+
+/// As [`on_a_node`], but a run that ends with one of the `settled` exit codes is the answer
+/// (returned, with its code), never tried again on another node: the command did its part
+/// there (e.g. appended an entry) and says what is left.
+pub async fn on_a_node_settled(
+    ctx: &Context,
+    identity: &Identity,
+    what: &str,
+    command: &str,
+    skip: &[String],
+    settled: &[i32],
+) -> anyhow::Result<(String, RemoteOutput)> {
     let config = ctx.config()?;
     let mut failures = Vec::new();
     for n in neighbours::all(&config.mapping)
@@ -30,7 +44,10 @@ pub async fn on_a_node(
         let result = async {
             let remote =
                 Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
-            let out = remote.run(what, &crate::remote::on_node::on_node(command)).await;
+            let out = remote
+                .sh(&crate::remote::on_node::on_node(command), None)
+                .await
+                .and_then(|out| remote.checked(what, out, settled));
             remote.close().await;
             out
         }

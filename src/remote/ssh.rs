@@ -374,7 +374,14 @@ impl Remote {
         input: Option<std::fs::File>,
     ) -> anyhow::Result<RemoteOutput> {
         let out = self.sh(script, input).await?;
-        if out.success() {
+        self.checked(what, out, &[])
+    }
+
+    /// `out` when the script succeeded or ended with one of the `settled` exit codes (an
+    /// answer its caller takes, not a failure to try elsewhere); else an error naming the
+    /// step, the machine and the script's last output.
+    pub fn checked(&self, what: &str, out: RemoteOutput, settled: &[i32]) -> anyhow::Result<RemoteOutput> {
+        if out.success() || out.code.is_some_and(|c| settled.contains(&c)) {
             return Ok(out);
         }
         let all = format!("{}{}", out.stdout, out.stderr);

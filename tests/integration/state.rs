@@ -2,7 +2,8 @@
 //! two nodes give every node the same state in the same order, also a node whose agent was
 //! killed during the appends; after compaction a 4th node restores the snapshot and reaches
 //! the same state; an entry `apply` refuses stops the machine and is reported; bad input
-//! changes nothing.
+//! changes nothing; each append is in the log once (a retry with its id appends nothing, an
+//! append whose --wait ran out is not tried again).
 
 use std::time::{Duration, Instant};
 
@@ -168,4 +169,84 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         reference,
         "nothing after the refused entry was applied"
     );
+
+    // Each append is in the log once. From the workstation (through a node over SSH), an
+    // append whose --wait runs out (the machine is stopped at 202) says so, with exit status
+    // 3 and its index, and is not tried again on the next node.
+    let index = || {
+        let status = text(&docker(&["exec", &nodes[0], "raptiformica", "--json", "state", "status", "kv"]).stdout);
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["index"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(index(), 202);
+    let out = env.run(&["state", "append", "kv", "set w 1", "--wait", "--timeout", "2"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(text(&out.stdout).trim(), "203");
+    assert!(err.contains("appended at 203; not yet applied everywhere"), "{err}");
+    assert_eq!(
+        index(),
+        203,
+        "the append that was not applied in time was appended again"
+    );
+    // A retry with the same id, on another node, appends nothing and answers the same index;
+    // so does a retry of a multi-transaction append (70 lines: two transactions).
+    let with_id = |node: &str, entry: &str, extra: &[&str]| {
+        let mut args = vec![
+            "exec",
+            node,
+            "raptiformica",
+            "state",
+            "append",
+            "kv",
+            entry,
+            "--id",
+            "retry-1",
+        ];
+        args.extend_from_slice(extra);
+        let out = docker(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    assert_eq!(with_id(&nodes[0], "set d 1", &[]), "204");
+    assert_eq!(with_id(&nodes[1], "set d 1", &[]), "204");
+    assert_eq!(index(), 204);
+    sh(&nodes[0], "seq 70 | sed 's/^/set l /' > /tmp/lines");
+    sh(&nodes[1], "seq 70 | sed 's/^/set l /' > /tmp/lines");
+    let lines = |node: &str| {
+        let out = docker(&[
+            "exec",
+            node,
+            "raptiformica",
+            "state",
+            "append",
+            "kv",
+            "@/tmp/lines",
+            "--each-line",
+            "--id",
+            "lines-1",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    assert_eq!(lines(&nodes[0]), "274");
+    assert_eq!(lines(&nodes[1]), "274");
+    assert_eq!(index(), 274);
+    let bad = text(
+        &docker(&[
+            "exec",
+            &nodes[0],
+            "raptiformica",
+            "state",
+            "append",
+            "kv",
+            "x",
+            "--id",
+            "a/b",
+        ])
+        .stderr,
+    );
+    assert!(bad.contains("not an append id"), "{bad}");
+    assert_eq!(index(), 274);
 }

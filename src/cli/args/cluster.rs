@@ -8,6 +8,13 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Subcommand)]
 pub enum StateAction {
     /// Append an entry to the log of NAME; prints the entry's index
+    ///
+    /// Exit status 3 with --wait: appended (the index is printed) but not applied on every
+    /// alive node within --timeout; the entry stays in the log, once.
+    #[command(after_help = "Examples:\n  \
+        raptiformica state append kv 'set a 1'\n  \
+        raptiformica state append kv @changes.txt --each-line --wait\n  \
+        raptiformica state append kv 'set a 1' --id order-42   # a retry with the same id appends nothing")]
     Append {
         name: String,
         /// The entry: text, `@FILE`, or `-` for stdin (at most 360 KB)
@@ -22,6 +29,11 @@ pub enum StateAction {
         /// How long --wait waits, in seconds
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         timeout: u64,
+        /// This append's id (letters, digits, `-`, `_`; at most 64): appending again with the
+        /// same id appends nothing and prints the index the first one got. Chosen at random
+        /// when not given
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
     },
     /// The log's index, its snapshot, and each node's applied index and lag
     Status { name: String },

@@ -12,6 +12,7 @@ use crate::cluster::Forwarded;
 use crate::cluster::state::{self, Reply};
 use crate::config::context::Context;
 use crate::consensus::state_log;
+use crate::sys::exit::FailWith;
 
 pub fn run(ctx: &Context, action: StateAction) -> anyhow::Result<()> {
     match action {
@@ -21,15 +22,36 @@ pub fn run(ctx: &Context, action: StateAction) -> anyhow::Result<()> {
             each_line,
             wait,
             timeout,
+            id,
         } => {
-            // A bad name is refused before the entry is read (stdin may be a terminal).
+            // A bad name or id is refused before the entry is read (stdin may be a terminal).
             state_log::check_name(&name)?;
+            if let Some(id) = &id {
+                state_log::check_id(id)?;
+            }
             let bytes = state_log::read_input(&entry)?;
             let wait = wait.then(|| Duration::from_secs(timeout));
-            match runtime()?.block_on(state::append(ctx, &name, &bytes, each_line, wait))? {
+            let print = |index: u64| match ctx.json {
+                true => print_json(&json!({"name": name, "index": index})),
+                false => println!("{index}"),
+            };
+            match runtime()?.block_on(state::append(ctx, &name, &bytes, each_line, wait, id.as_deref()))? {
                 Reply::Through(out) => forwarded(&out),
-                Reply::Here(index) if ctx.json => print_json(&json!({"name": name, "index": index})),
-                Reply::Here(index) => println!("{index}"),
+                Reply::Here(state::Appended {
+                    index,
+                    not_applied: None,
+                }) => print(index),
+                Reply::Here(state::Appended {
+                    index,
+                    not_applied: Some(why),
+                }) => {
+                    print(index);
+                    return Err(FailWith {
+                        code: state::NOT_YET_APPLIED,
+                        message: format!("appended at {index}; not yet applied everywhere: {why}"),
+                    }
+                    .into());
+                }
             }
             Ok(())
         }
