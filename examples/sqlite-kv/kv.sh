@@ -7,7 +7,8 @@
 #   kv.sh restore    a snapshot on stdin replaces the database
 # Keys and values reach SQLite as hex blob literals, never as SQL text: no quoting to get
 # wrong, whatever an entry holds. The `applied` table records every entry in the order this
-# node applied it (RAPTIFORMICA_STATE_INDEX), so nodes can be compared.
+# node applied it (RAPTIFORMICA_STATE_INDEX), so nodes can be compared, and an index it has
+# already (redelivered after an agent restart) is skipped in the same transaction.
 set -eu
 db=${RAPTIFORMICA_KV_DB:-/var/lib/raptiformica-kv/kv.db}
 mkdir -p "$(dirname "$db")"
@@ -25,13 +26,16 @@ apply)
     key=${rest%% *}
     value=${rest#"$key"}; value=${value# }
     [ -n "$key" ] || { echo "kv: an entry is \`set KEY VALUE\` or \`delete KEY\`, not: $entry" >&2; exit 1; }
+    # An index this database has already (a redelivery after the agent stopped mid-apply:
+    # RAPTIFORMICA_STATE_REDELIVERY=1) changes nothing: the check is in the same transaction.
+    new="NOT EXISTS (SELECT 1 FROM applied WHERE idx = $idx)"
     case "$op" in
-    set) change="INSERT INTO kv VALUES ($(text "$key"), $(text "$value"), $idx)
+    set) change="INSERT INTO kv SELECT $(text "$key"), $(text "$value"), $idx WHERE $new
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, idx = excluded.idx;" ;;
-    delete) change="DELETE FROM kv WHERE key = $(text "$key");" ;;
+    delete) change="DELETE FROM kv WHERE key = $(text "$key") AND $new;" ;;
     *) echo "kv: unknown operation \`$op\` (set, delete)" >&2; exit 1 ;;
     esac
-    sqlite3 "$db" "$schema BEGIN; $change INSERT INTO applied VALUES ($idx, '$op', $(text "$key")); COMMIT;"
+    sqlite3 "$db" "$schema BEGIN; $change INSERT OR IGNORE INTO applied VALUES ($idx, '$op', $(text "$key")); COMMIT;"
     ;;
 apply_batch)
     dir=${RAPTIFORMICA_STATE_ENTRIES:?the agent sets RAPTIFORMICA_STATE_ENTRIES}
@@ -62,7 +66,8 @@ apply_batch)
                  substr(t, 1, instr(t || ' ', ' ') - 1),
                  substr(r, 1, instr(r || ' ', ' ') - 1),
                  substr(r, instr(r || ' ', ' ') + 1)
-               FROM (SELECT idx, t, substr(t, instr(t || ' ', ' ') + 1) AS r FROM f) ORDER BY idx;" \
+               FROM (SELECT idx, t, substr(t, instr(t || ' ', ' ') + 1) AS r FROM f)
+               WHERE idx NOT IN (SELECT idx FROM applied) ORDER BY idx;" \
             "COMMIT;"
     } | sqlite3 -bail "$db"
     ;;

@@ -11,11 +11,14 @@
 //! - [`roles`]: who votes, and promoting a client to server;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
-//! - [`status`]: what it did, for `agent --status`.
+//! - [`state`]: applying the state machines' logs, each entry once ([`in_flight`]: the apply
+//!   under way, for a restart);
+//! - [`status`]: what it did, for `agent --status`; [`single`]: one agent per machine.
 
 pub mod daemons;
 pub mod events;
 pub mod follow;
+pub mod in_flight;
 pub mod keeper;
 pub mod membership;
 pub mod node;
@@ -26,6 +29,7 @@ pub mod roles;
 pub mod rules;
 pub mod service;
 pub mod settings;
+pub mod single;
 pub mod state;
 pub mod status;
 pub mod supervise;
@@ -64,6 +68,10 @@ impl Mode {
 /// Runs the agent in the foreground until it is killed.
 pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let mode = Mode::of(&ctx.paths);
+    let _only = single::take(&match mode {
+        Mode::Node => shared::mesh_dir(&ctx.paths),
+        Mode::Workstation => ctx.paths.cache_dir.join("var"),
+    })?;
     if mode == Mode::Node {
         let pid_file = daemons::agent(&ctx.paths).pid_file;
         crate::sys::fs_atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;

@@ -4,12 +4,15 @@
 //! needs were compacted away (a new node, or one away for long), and, every `snapshot_every`
 //! entries, a snapshot stored by one node under the log's lock. An `apply` that fails stops
 //! this machine's progress on this node (an entry is never skipped): the failure is recorded
-//! in the KV for `state status` and in the agent's log, and the entry is tried again.
+//! in the KV for `state status` and in the agent's log, and the entry is tried again. The apply
+//! under way is recorded ([`super::in_flight`]): after a restart it is waited out and its entry
+//! redelivered, flagged, never run twice at the same time.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::in_flight::InFlight;
 use super::status::Recorder;
 use crate::config;
 use crate::config::context::Context;
@@ -17,6 +20,7 @@ use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
 use crate::consensus::state_log::{Log, Stored};
 use crate::modules::state_machine::{self, Machine};
+use crate::sys::process::SpawnSink;
 
 /// How long one blocking query on a log's index waits.
 const WAIT: Duration = Duration::from_secs(60);
@@ -92,6 +96,48 @@ async fn run(
     Ok(out.stdout)
 }
 
+/// Applies entry `index` with `apply`, recorded in `in_flight` while it runs (with its
+/// process group), and records it applied; `redelivery`: a previous agent may have applied it.
+async fn apply_one(
+    ctx: &Context,
+    machine: &Machine,
+    at: &Applied<'_>,
+    index: u64,
+    entry: Vec<u8>,
+    redelivery: bool,
+) -> anyhow::Result<()> {
+    at.in_flight.write(index, None)?;
+    let record = at.in_flight.clone();
+    let mut shell = ctx
+        .shell(format!("state machine `{}` apply", machine.name), &machine.apply)
+        .env("RAPTIFORMICA_STATE_NAME", machine.name.clone())
+        .env("RAPTIFORMICA_STATE_INDEX", index.to_string())
+        .timeout(COMMAND_TIMEOUT)
+        .stdin(entry)
+        .on_spawn(SpawnSink(std::sync::Arc::new(move |group| {
+            let _ = record.write(index, Some(group));
+        })));
+    if redelivery {
+        shell = shell.env("RAPTIFORMICA_STATE_REDELIVERY", "1");
+    }
+    let result = tokio::task::spawn_blocking(move || shell.run()).await?;
+    if let Err(e) = result {
+        at.in_flight.clear();
+        return Err(anyhow::Error::from(e).context(format!("applying entry {index}")));
+    }
+    write_applied(at.file, index)?;
+    at.in_flight.clear();
+    Ok(())
+}
+
+/// Where this node keeps what it applied of one machine.
+struct Applied<'a> {
+    /// The applied index.
+    file: &'a std::path::Path,
+    /// The apply under way.
+    in_flight: &'a InFlight,
+}
+
 /// Applies the log of `name` on this node, for good.
 async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
     let api = match ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)) {
@@ -101,6 +147,19 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
     let log = Log::new(&name);
     let file = applied_file(&ctx, &name);
     let mut applied = read_applied(&file);
+    // An apply a previous agent left: waited out, and its entry redelivered if still next.
+    let in_flight = InFlight::new(&ctx, &name);
+    let mut redeliver = in_flight.settle(applied, COMMAND_TIMEOUT).await;
+    if let Some(index) = redeliver {
+        rec.event(
+            "state",
+            format!("state machine `{name}`: entry {index} was being applied when the agent stopped: redelivered"),
+        );
+    }
+    let at = Applied {
+        file: &file,
+        in_flight: &in_flight,
+    };
     let mut wait_index = 0u64;
     let mut published: Option<(u64, Option<String>)> = None;
     let mut snapshot_at = 0u64;
@@ -141,7 +200,7 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
         };
         let mut failure = None;
         if applied < last {
-            match catch_up(&ctx, &api, &log, &machine, &file, &mut applied, last).await {
+            match catch_up(&ctx, &api, &log, &machine, &at, &mut applied, last, &mut redeliver).await {
                 Ok(n) if n > 0 => tracing::debug!("state machine `{name}`: {n} entries applied, at {applied}"),
                 Ok(_) => {}
                 Err(e) => failure = Some(format!("{e:#}")),
@@ -192,20 +251,22 @@ async fn applier(ctx: Context, me: String, name: String, rec: Recorder) {
 /// Applies what follows `applied` up to `last` (the log's index; more when they are there),
 /// restoring the snapshot first when the entries needed were compacted away. How many entries
 /// were applied.
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     ctx: &Context,
     api: &ConsulApi,
     log: &Log,
     machine: &Machine,
-    file: &std::path::Path,
+    at: &Applied<'_>,
     applied: &mut u64,
     last: u64,
+    redeliver: &mut Option<u64>,
 ) -> anyhow::Result<usize> {
     let mut entries = log.entries_after(api, *applied, last).await?;
     if entries.first().is_none_or(|(i, _)| *i > *applied + 1) {
         // What we need next is gone: the snapshot covers it, if anything does.
-        if let Some((at, data)) = log.snapshot(api).await?
-            && at > *applied
+        if let Some((snapshot_at, data)) = log.snapshot(api).await?
+            && snapshot_at > *applied
         {
             let restore = machine.restore.as_deref().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -214,10 +275,14 @@ async fn catch_up(
                     machine.name
                 )
             })?;
-            run(ctx, machine, "restore", restore, data, at).await?;
-            *applied = at;
-            write_applied(file, at)?;
-            tracing::info!("state machine `{}`: restored the snapshot at {at}", machine.name);
+            run(ctx, machine, "restore", restore, data, snapshot_at).await?;
+            *applied = snapshot_at;
+            write_applied(at.file, snapshot_at)?;
+            *redeliver = None;
+            tracing::info!(
+                "state machine `{}`: restored the snapshot at {snapshot_at}",
+                machine.name
+            );
             entries = log.entries_after(api, *applied, last).await?;
         }
     }
@@ -237,13 +302,16 @@ async fn catch_up(
             .take_while(|(i, (index, _))| *index == *first + *i as u64)
             .count()
             .min(BATCH_MAX);
-        if let Some(batch) = machine.apply_batch.as_deref().filter(|_| run_len > 1) {
+        // The entry a previous agent was applying goes alone, flagged as a redelivery.
+        let redelivery = redeliver.take_if(|r| *r == *first).is_some();
+        if let Some(batch) = machine.apply_batch.as_deref().filter(|_| run_len > 1 && !redelivery) {
             let (run_of, rest) = pending.split_at(run_len);
-            match apply_batch(ctx, machine, batch, run_of).await {
+            match apply_batch(ctx, machine, batch, run_of, at.in_flight).await {
                 Ok(()) => {
                     let last = run_of.last().expect("not empty").0;
                     *applied = last;
-                    write_applied(file, last)?;
+                    write_applied(at.file, last)?;
+                    at.in_flight.clear();
                     done += run_len;
                     pending = rest;
                     continue;
@@ -258,11 +326,8 @@ async fn catch_up(
             }
         }
         let (index, entry) = &pending[0];
-        run(ctx, machine, "apply", &machine.apply, entry.clone(), *index)
-            .await
-            .map_err(|e| e.context(format!("applying entry {index}")))?;
+        apply_one(ctx, machine, at, *index, entry.clone(), redelivery).await?;
         *applied = *index;
-        write_applied(file, *index)?;
         done += 1;
         pending = &pending[1..];
     }
@@ -279,6 +344,7 @@ async fn apply_batch(
     machine: &Machine,
     command: &str,
     entries: &[(u64, Vec<u8>)],
+    in_flight: &InFlight,
 ) -> anyhow::Result<()> {
     let var = ctx.paths.cache_dir.join("var").join("state");
     std::fs::create_dir_all(&var)?;
@@ -289,14 +355,25 @@ async fn apply_batch(
         std::fs::write(dir.path().join(format!("{index:020}")), entry)?;
     }
     let (first, last) = (entries[0].0, entries[entries.len() - 1].0);
+    // Recorded as the apply of its first entry: a restart redelivers that one alone (and the
+    // rest as usual after it).
+    in_flight.write(first, None)?;
+    let record = in_flight.clone();
     let shell = ctx
         .shell(format!("state machine `{}` apply_batch", machine.name), command)
         .env("RAPTIFORMICA_STATE_NAME", machine.name.clone())
         .env("RAPTIFORMICA_STATE_ENTRIES", dir.path().display().to_string())
         .env("RAPTIFORMICA_STATE_FIRST", first.to_string())
         .env("RAPTIFORMICA_STATE_INDEX", last.to_string())
-        .timeout(COMMAND_TIMEOUT);
-    tokio::task::spawn_blocking(move || shell.run()).await??;
+        .timeout(COMMAND_TIMEOUT)
+        .on_spawn(SpawnSink(std::sync::Arc::new(move |group| {
+            let _ = record.write(first, Some(group));
+        })));
+    let result = tokio::task::spawn_blocking(move || shell.run()).await?;
+    if result.is_err() {
+        in_flight.clear();
+    }
+    result?;
     Ok(())
 }
 

@@ -105,6 +105,32 @@ pub struct Shell {
     echo: bool,
     input: Option<Arc<Vec<u8>>>,
     on_stderr: Option<LineSink>,
+    on_spawn: Option<SpawnSink>,
+}
+
+/// Called with the process group of a command once it started (a group of its own, led by
+/// the shell): a caller that must find it again after a restart records it.
+#[derive(Clone)]
+pub struct SpawnSink(pub Arc<dyn Fn(i32) + Send + Sync>);
+
+impl fmt::Debug for SpawnSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnSink")
+    }
+}
+
+/// Whether any process of the process group `group` is left.
+pub fn group_alive(group: i32) -> bool {
+    // SAFETY: plain syscall; signal 0 only checks that the group exists.
+    group > 1 && unsafe { libc::kill(-group, 0) } == 0
+}
+
+/// Kills every process of the process group `group`.
+pub fn kill_group(group: i32) {
+    if group > 1 {
+        // SAFETY: plain syscall on a group we started.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
 }
 
 impl fmt::Display for Shell {
@@ -130,6 +156,7 @@ impl Shell {
             echo: false,
             input: None,
             on_stderr: None,
+            on_spawn: None,
         }
     }
 
@@ -140,6 +167,12 @@ impl Shell {
     }
 
     /// Feeds `bytes` to the command's stdin (else it reads nothing).
+    /// Calls `sink` with the command's process group once it started.
+    pub fn on_spawn(mut self, sink: SpawnSink) -> Self {
+        self.on_spawn = Some(sink);
+        self
+    }
+
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.input = Some(Arc::new(bytes.into()));
         self
@@ -217,6 +250,9 @@ impl Shell {
             command: self.to_string(),
             source,
         })?;
+        if let Some(sink) = &self.on_spawn {
+            (sink.0)(child.id() as i32);
+        }
         if let (Some(bytes), Some(mut stdin)) = (self.input.clone(), child.stdin.take()) {
             // A command that does not read it all just closes the pipe: no error of ours.
             std::thread::spawn(move || {
