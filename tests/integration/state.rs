@@ -3,7 +3,8 @@
 //! killed during the appends; after compaction a 4th node restores the snapshot and reaches
 //! the same state; an entry `apply` refuses stops the machine and is reported; bad input
 //! changes nothing; each append is in the log once (a retry with its id appends nothing, an
-//! append whose --wait ran out is not tried again).
+//! append whose --wait ran out is not tried again); an agent killed mid-apply does not apply
+//! the entry twice at once, and redelivers it flagged; one agent per node.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,12 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     // The example a user copies: a key-value store in SQLite.
     let example = crate::harness::root().join("examples/sqlite-kv");
     env.ok(&["modules", "install", example.to_str().unwrap()]);
+    // A slow machine that logs when each apply starts (and whether it is a redelivery) and ends.
+    env.module(
+        "slow/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "state": {"slow": {"apply":
+  "echo \"$RAPTIFORMICA_STATE_INDEX ${RAPTIFORMICA_STATE_REDELIVERY:-0} start\" >> /tmp/slow.log; sleep 4; echo \"$RAPTIFORMICA_STATE_INDEX end\" >> /tmp/slow.log"}}}"#,
+    );
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
     let nodes = running_nodes(&env);
@@ -249,4 +256,46 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     );
     assert!(bad.contains("not an append id"), "{bad}");
     assert_eq!(index(), 274);
+
+    // Each entry is applied once per node, also when the agent is killed mid-apply: the
+    // restarted agent waits for the apply still running, then redelivers that entry, flagged;
+    // never two applies at once. A second agent on a node is refused.
+    let out = docker(&["exec", &nodes[0], "raptiformica", "state", "append", "slow", "one"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let victim = &nodes[1];
+    let started = wait_until(Duration::from_secs(60), || {
+        sh(victim, "cat /tmp/slow.log 2>/dev/null") == "1 0 start"
+    });
+    assert!(started.is_some(), "{}", sh(victim, "cat /tmp/slow.log 2>&1"));
+    let agent = sh(victim, "cat /root/.raptiformica.d/mesh/agent.pid");
+    sh(victim, &format!("kill -9 {agent}"));
+    let done = wait_until(Duration::from_secs(90), || {
+        sh(victim, "cat /tmp/slow.log")
+            .lines()
+            .filter(|l| l.ends_with("end"))
+            .count()
+            == 2
+    });
+    let log = sh(victim, "cat /tmp/slow.log");
+    assert!(done.is_some(), "no redelivery after the restart:\n{log}");
+    assert_eq!(
+        log, "1 0 start\n1 end\n1 1 start\n1 end",
+        "applied twice at once, or not flagged"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(sh(victim, "cat /tmp/slow.log"), log, "applied a third time");
+    for other in [&nodes[0], &nodes[2]] {
+        let ok = wait_until(Duration::from_secs(30), || {
+            sh(other, "cat /tmp/slow.log") == "1 0 start\n1 end"
+        });
+        assert!(ok.is_some(), "{other}: {}", sh(other, "cat /tmp/slow.log"));
+    }
+    // (bounded: one that wrongly starts would run for good)
+    let second = docker(&["exec", &nodes[0], "timeout", "20", "raptiformica", "agent"]);
+    let err = text(&second.stderr);
+    let first = sh(&nodes[0], "cat /root/.raptiformica.d/mesh/agent.pid");
+    assert!(
+        !second.status.success() && err.contains("already runs") && err.contains(&format!("pid {first}")),
+        "{err}"
+    );
 }
