@@ -6,6 +6,12 @@
 //! restarts). An event for another node (`--node`) or another server type is taken and
 //! skipped. consul keeps only a recent buffer of events, and only those received while it
 //! ran: a node never runs events fired before it joined.
+//!
+//! Handlers of different events run at the same time (at most [`CONCURRENT`] events at once;
+//! the others wait their turn without holding up the stream), so a slow handler does not make
+//! this node fall behind consul's buffer of 256. When the buffer rolled past events this node
+//! never took anyway (the agent was down long, or a burst outran it), the gap is reported in
+//! the agent's log and `agent --status`, never passed over in silence.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,7 +23,7 @@ use super::status::Recorder;
 use crate::config::context::Context;
 use crate::config::{self, shared};
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
-use crate::consensus::event::Event;
+use crate::consensus::event::{Event, RawEvent};
 use crate::mesh::neighbours;
 use crate::modules::hooks;
 
@@ -25,11 +31,17 @@ use crate::modules::hooks;
 const WAIT: Duration = Duration::from_secs(60);
 /// How many event ids are remembered (consul's buffer holds 256).
 const REMEMBER: usize = 1024;
+/// How many events consul's agent keeps.
+const BUFFER: usize = 256;
+/// How many events' handlers run at once.
+pub const CONCURRENT: usize = 8;
 
-/// The ids of the events taken, oldest first.
+/// The ids of the events taken, oldest first, and the newest one's Lamport time.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Seen {
     ids: VecDeque<String>,
+    #[serde(default)]
+    newest: Option<u64>,
 }
 
 fn seen_file(ctx: &Context) -> PathBuf {
@@ -49,8 +61,12 @@ impl Seen {
         Ok(())
     }
 
+    fn has(&self, id: &str) -> bool {
+        self.ids.iter().any(|i| i == id)
+    }
+
     fn take(&mut self, id: &str) -> bool {
-        if self.ids.iter().any(|i| i == id) {
+        if self.has(id) {
             return false;
         }
         self.ids.push_back(id.to_string());
@@ -58,6 +74,25 @@ impl Seen {
             self.ids.pop_front();
         }
         true
+    }
+
+    /// Takes the event `raw`, keeping the newest Lamport time taken.
+    fn take_event(&mut self, raw: &RawEvent) -> bool {
+        let taken = self.take(&raw.id);
+        if taken {
+            self.newest = Some(self.newest.map_or(raw.ltime, |n| n.max(raw.ltime)));
+        }
+        taken
+    }
+
+    /// The Lamport times of events consul's buffer (`list`, oldest first) rolled past before
+    /// this node took them: the buffer is full, its oldest event was never taken, and it is
+    /// more than one step later than the newest taken. None: nothing can have been missed.
+    fn gap(&self, list: &[RawEvent]) -> Option<(u64, u64)> {
+        let oldest = list.first()?;
+        let newest = self.newest?;
+        (list.len() >= BUFFER && !self.has(&oldest.id) && oldest.ltime > newest + 1)
+            .then(|| (newest + 1, oldest.ltime - 1))
     }
 }
 
@@ -73,6 +108,9 @@ pub async fn follow(ctx: Context, me: String, rec: Recorder) {
     let (_, token) = crate::consensus::acl::agent_token(&token);
     let file = seen_file(&ctx);
     let mut seen = Seen::load(&file);
+    let api = std::sync::Arc::new(api);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    let mut running = tokio::task::JoinSet::new();
     let mut index = 0u64;
     let mut failures = 0u32;
     loop {
@@ -87,22 +125,47 @@ pub async fn follow(ctx: Context, me: String, rec: Recorder) {
         };
         failures = 0;
         index = new_index;
+        while let Some(done) = running.try_join_next() {
+            if let Err(e) = done {
+                rec.event("error", format!("event handler panicked: {e}"));
+            }
+        }
+        if let Some((from, to)) = seen.gap(&list) {
+            let missed = if from == to {
+                format!("the event at Lamport time {from}")
+            } else {
+                format!("events at Lamport times {from} to {to}")
+            };
+            rec.event(
+                "error",
+                format!(
+                    "{missed} may have been missed: consul keeps the last {BUFFER} events and had dropped them \
+                     before this agent took them (it was down, or a burst outran the handlers)"
+                ),
+            );
+        }
         for raw in &list {
-            if !seen.take(&raw.id) {
+            if !seen.take_event(raw) {
                 continue;
             }
             if let Err(e) = seen.save(&file) {
                 rec.event("error", format!("cannot record event {}: {e:#}", raw.id));
             }
             let event = Event::from_raw(raw);
-            let (ctx, me) = (ctx.clone(), me.clone());
-            let kv = shared::read_with(&ctx.paths, &api).await;
-            let outcome = tokio::task::spawn_blocking(move || handle(&ctx, &me, kv, &event)).await;
-            match outcome {
-                Ok(Some(line)) => rec.event("event", line),
-                Ok(None) => {}
-                Err(e) => rec.event("error", format!("event handler panicked: {e}")),
-            }
+            let (ctx, me, api, rec, permits) = (ctx.clone(), me.clone(), api.clone(), rec.clone(), permits.clone());
+            // The stream goes on at once; the handlers wait for a turn.
+            running.spawn(async move {
+                let Ok(_turn) = permits.acquire_owned().await else {
+                    return;
+                };
+                let kv = shared::read_with(&ctx.paths, &api).await;
+                let outcome = tokio::task::spawn_blocking(move || handle(&ctx, &me, kv, &event)).await;
+                match outcome {
+                    Ok(Some(line)) => rec.event("event", line),
+                    Ok(None) => {}
+                    Err(e) => rec.event("error", format!("event handler panicked: {e}")),
+                }
+            });
         }
     }
 }
@@ -181,5 +244,38 @@ mod tests {
         }
         assert_eq!(again.ids.len(), REMEMBER);
         assert!(again.take("a"), "the oldest ids are forgotten");
+    }
+
+    fn raw(id: &str, ltime: u64) -> RawEvent {
+        serde_json::from_value(serde_json::json!({"ID": id, "Name": "n", "LTime": ltime})).unwrap()
+    }
+
+    #[test]
+    fn a_buffer_that_rolled_past_untaken_events_is_a_gap() {
+        let mut seen = Seen::default();
+        let full =
+            |from: u64| -> Vec<RawEvent> { (from..from + BUFFER as u64).map(|t| raw(&format!("e{t}"), t)).collect() };
+        assert_eq!(
+            seen.gap(&full(1)),
+            None,
+            "a new node: nothing taken yet, nothing missed"
+        );
+        for e in full(1) {
+            assert!(seen.take_event(&e));
+        }
+        assert_eq!(seen.newest, Some(256));
+        // Kept up: the buffer's oldest was taken.
+        assert_eq!(seen.gap(&full(100)), None);
+        // The next one right after the newest taken: nothing between.
+        assert_eq!(seen.gap(&full(257)), None);
+        // Rolled past 257..=299.
+        assert_eq!(seen.gap(&full(300)), Some((257, 299)));
+        // A buffer that is not full kept everything since it started.
+        assert_eq!(seen.gap(&full(300)[..10]), None);
+        // Kept across restarts.
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("seen.json");
+        seen.save(&file).unwrap();
+        assert_eq!(Seen::load(&file).gap(&full(300)), Some((257, 299)));
     }
 }

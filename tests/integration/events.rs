@@ -1,7 +1,9 @@
 //! End to end: events on a 3-node cluster. A broadcast runs its handler once on every node
 //! (payload on stdin, name/id/origin in the environment), a targeted one on its node only, one
 //! for another server type nowhere; a handler whose predicate fails does not run; bad names
-//! and oversized payloads are refused before anything is sent.
+//! and oversized payloads are refused before anything is sent; slow handlers of different
+//! events run at the same time; events consul's buffer dropped before the agent took them are
+//! reported.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,8 @@ const MODULE: &str = r#"{"raptiformica_api_version": "0.1",
  "platform": {"default": {"events": {"ping": {
    "h": {"predicate": "true",
          "command": "{ cat; echo \" $RAPTIFORMICA_EVENT_NAME $RAPTIFORMICA_EVENT_ORIGIN ${RAPTIFORMICA_EVENT_ID:+has-id}\"; } >> /tmp/ping.log"},
-   "never": {"predicate": "false", "command": "touch /tmp/never-ran"}}}}}}"#;
+   "never": {"predicate": "false", "command": "touch /tmp/never-ran"}},
+  "slow": {"h": {"predicate": "true", "command": "date +%s.%N >> /tmp/slow.start; sleep 4"}}}}}}"#;
 
 /// Lines of /tmp/ping.log holding `word` on node `id`.
 fn hits(id: &str, word: &str) -> usize {
@@ -101,5 +104,48 @@ fn broadcast_targeted_and_filtered_events_run_their_handlers_where_they_should()
     assert!(
         listed.iter().any(|e| e["name"] == "ping" && e["payload"] == "hello"),
         "{listed:?}"
+    );
+
+    // Slow handlers of different events run at the same time: three events whose handler
+    // takes 4 s all start within a few seconds (one at a time, the last would start 8 s after
+    // the first).
+    sh(&nodes[0], "for i in 1 2 3; do raptiformica event fire slow; done");
+    let starts = |n: &str| -> Vec<f64> {
+        sh(n, "cat /tmp/slow.start 2>/dev/null")
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    let all = wait_until(Duration::from_secs(30), || starts(&nodes[1]).len() == 3);
+    assert!(all.is_some(), "{:?}", starts(&nodes[1]));
+    let s = starts(&nodes[1]);
+    let spread = s.iter().cloned().fold(f64::MIN, f64::max) - s.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread < 3.5, "the handlers ran one after another: started {s:?}");
+
+    // Events consul's buffer (256) dropped before the agent took them are reported, not
+    // passed over: the agent is stopped while 300 events are fired, then started again.
+    let victim = &nodes[2];
+    sh(
+        victim,
+        "cd /root/.raptiformica.d/mesh && kill $(cat keeper.pid) $(cat agent.pid)",
+    );
+    let fired = sh(
+        &nodes[0],
+        "n=0; for i in $(seq 300); do raptiformica event fire burst >/dev/null 2>&1 && n=$((n + 1)); done; echo $n",
+    );
+    assert_eq!(fired, "300");
+    let listed = wait_until(Duration::from_secs(30), || {
+        sh(victim, "raptiformica --json event list | grep -c '\"burst\"' || true") != "0"
+    });
+    assert!(listed.is_some(), "the stopped node's consul got no burst events");
+    std::thread::sleep(Duration::from_secs(3));
+    crate::cluster::docker(&["exec", "-d", victim, "raptiformica", "keeper"]);
+    let reported = wait_until(Duration::from_secs(60), || {
+        sh(victim, "raptiformica agent --status").contains("may have been missed")
+    });
+    assert!(
+        reported.is_some(),
+        "no gap reported:\n{}",
+        sh(victim, "raptiformica agent --status")
     );
 }
