@@ -22,6 +22,13 @@ fn state(id: &str) -> String {
     )
 }
 
+/// `raptiformica ARGS` on the node `id`.
+fn on(id: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["exec", id, "raptiformica"];
+    all.extend_from_slice(args);
+    docker(&all)
+}
+
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
 fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_the_snapshot() {
@@ -42,18 +49,7 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     let nodes = running_nodes(&env);
 
     // Bad input changes nothing.
-    let err = text(
-        &docker(&[
-            "exec",
-            &nodes[0],
-            "raptiformica",
-            "state",
-            "append",
-            "nosuch",
-            "set x 1",
-        ])
-        .stderr,
-    );
+    let err = text(&on(&nodes[0], &["state", "append", "nosuch", "set x 1"]).stderr);
     assert!(err.contains("no state machine `nosuch`") && err.contains("kv"), "{err}");
     let big = sh(
         &nodes[0],
@@ -199,61 +195,22 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     );
     // A retry with the same id, on another node, appends nothing and answers the same index;
     // so does a retry of a multi-transaction append (70 lines: two transactions).
-    let with_id = |node: &str, entry: &str, extra: &[&str]| {
-        let mut args = vec![
-            "exec",
-            node,
-            "raptiformica",
-            "state",
-            "append",
-            "kv",
-            entry,
-            "--id",
-            "retry-1",
-        ];
-        args.extend_from_slice(extra);
-        let out = docker(&args);
+    let append = |node: &str, args: &[&str]| {
+        let out = on(node, &[&["state", "append", "kv"], args].concat());
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout).trim().to_string()
     };
-    assert_eq!(with_id(&nodes[0], "set d 1", &[]), "204");
-    assert_eq!(with_id(&nodes[1], "set d 1", &[]), "204");
+    let with_id = |node: &str| append(node, &["set d 1", "--id", "retry-1"]);
+    assert_eq!(with_id(&nodes[0]), "204");
+    assert_eq!(with_id(&nodes[1]), "204");
     assert_eq!(index(), 204);
     sh(&nodes[0], "seq 70 | sed 's/^/set l /' > /tmp/lines");
     sh(&nodes[1], "seq 70 | sed 's/^/set l /' > /tmp/lines");
-    let lines = |node: &str| {
-        let out = docker(&[
-            "exec",
-            node,
-            "raptiformica",
-            "state",
-            "append",
-            "kv",
-            "@/tmp/lines",
-            "--each-line",
-            "--id",
-            "lines-1",
-        ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    };
+    let lines = |node: &str| append(node, &["@/tmp/lines", "--each-line", "--id", "lines-1"]);
     assert_eq!(lines(&nodes[0]), "274");
     assert_eq!(lines(&nodes[1]), "274");
     assert_eq!(index(), 274);
-    let bad = text(
-        &docker(&[
-            "exec",
-            &nodes[0],
-            "raptiformica",
-            "state",
-            "append",
-            "kv",
-            "x",
-            "--id",
-            "a/b",
-        ])
-        .stderr,
-    );
+    let bad = text(&on(&nodes[0], &["state", "append", "kv", "x", "--id", "a/b"]).stderr);
     assert!(bad.contains("not an append id"), "{bad}");
     assert_eq!(index(), 274);
 
