@@ -424,7 +424,7 @@ impl Tick {
         let alive: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.alive()).collect();
         let failed: Vec<&AgentMember> = servers.iter().copied().filter(|m| m.failed()).collect();
         let cached = self.cached();
-        let known = known_machines(members, &neighbours::all(&cached));
+        let known = recover::known_machines(members, &neighbours::all(&cached));
         let past = |t: Option<&Instant>| t.is_some_and(|t| t.elapsed() >= grace);
         let situation = recover::Situation {
             requested,
@@ -593,16 +593,4 @@ impl Tick {
             Err(e) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
         }
     }
-}
-
-/// The cluster's known machines: the members serf knows that did not leave, and the
-/// neighbours of the shared config it may have forgotten.
-fn known_machines(members: &[AgentMember], neighbours: &[neighbours::Neighbour]) -> usize {
-    let mut known: std::collections::BTreeSet<&str> = members
-        .iter()
-        .filter(|m| m.alive() || m.failed())
-        .map(|m| m.name.as_str())
-        .collect();
-    known.extend(neighbours.iter().map(|n| n.id.as_str()));
-    known.len()
 }

@@ -256,6 +256,18 @@ pub fn recover(consul: &ConsulAgent, peers: &[RaftPeer], mesh_lock: PathBuf) -> 
     consul.start()
 }
 
+/// The cluster's known machines: the members serf knows that did not leave, and the
+/// neighbours of the shared config it may have forgotten.
+pub fn known_machines(members: &[crate::consensus::api::AgentMember], neighbours: &[crate::mesh::neighbours::Neighbour]) -> usize {
+    let mut known: std::collections::BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.alive() || m.failed())
+        .map(|m| m.name.as_str())
+        .collect();
+    known.extend(neighbours.iter().map(|n| n.id.as_str()));
+    known.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
