@@ -258,7 +258,10 @@ pub fn recover(consul: &ConsulAgent, peers: &[RaftPeer], mesh_lock: PathBuf) -> 
 
 /// The cluster's known machines: the members serf knows that did not leave, and the
 /// neighbours of the shared config it may have forgotten.
-pub fn known_machines(members: &[crate::consensus::api::AgentMember], neighbours: &[crate::mesh::neighbours::Neighbour]) -> usize {
+pub fn known_machines(
+    members: &[crate::consensus::api::AgentMember],
+    neighbours: &[crate::mesh::neighbours::Neighbour],
+) -> usize {
     let mut known: std::collections::BTreeSet<&str> = members
         .iter()
         .filter(|m| m.alive() || m.failed())

@@ -44,6 +44,12 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         r#"{"raptiformica_api_version": "0.1", "state": {"slow": {"apply":
   "echo \"$RAPTIFORMICA_STATE_INDEX ${RAPTIFORMICA_STATE_REDELIVERY:-0} start\" >> /tmp/slow.log; sleep 4; echo \"$RAPTIFORMICA_STATE_INDEX end\" >> /tmp/slow.log"}}}"#,
     );
+    // A machine whose snapshot takes 6 s (one is due every 2 entries).
+    env.module(
+        "snap/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "state": {"snap": {"snapshot_every": 2,
+  "apply": "cat >> /tmp/snap.data", "snapshot": "sleep 6; cat /tmp/snap.data", "restore": "cat > /tmp/snap.data"}}}"#,
+    );
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
     let nodes = running_nodes(&env);
@@ -248,6 +254,35 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         assert!(ok.is_some(), "{other}: {}", sh(other, "cat /tmp/slow.log"));
     }
     // (bounded: one that wrongly starts would run for good)
+    // A node that loses the log's lock while it takes a snapshot stores nothing (here the
+    // lock key is deleted under it; the store's transaction checks the lock's session).
+    let kv = |args: &str| {
+        sh(
+            &nodes[0],
+            &format!("CONSUL_HTTP_TOKEN=$(cat /root/.raptiformica.d/consul_token) consul kv {args} 2>&1"),
+        )
+    };
+    for entry in ["a", "b"] {
+        assert!(on(&nodes[0], &["state", "append", "snap", entry]).status.success());
+    }
+    let locked = wait_until(Duration::from_secs(30), || {
+        !kv("get raptiformica-state/snap/lock").contains("Error")
+    });
+    assert!(locked.is_some(), "no node took the lock for the snapshot");
+    kv("delete raptiformica-state/snap/lock");
+    let said = wait_until(Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .any(|n| sh(n, "raptiformica agent --status").contains("lock was lost"))
+    });
+    assert!(said.is_some(), "the holder did not notice it lost the lock");
+    let snap = text(&on(&nodes[0], &["--json", "state", "status", "snap"]).stdout);
+    let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    assert!(
+        snap["snapshot"].is_null(),
+        "a snapshot was stored without the lock: {snap}"
+    );
+
     let second = docker(&["exec", &nodes[0], "timeout", "20", "raptiformica", "agent"]);
     let err = text(&second.stderr);
     let first = sh(&nodes[0], "cat /root/.raptiformica.d/mesh/agent.pid");
