@@ -30,6 +30,18 @@
 //! - before the lost servers have been failed for the grace, and for the grace after a
 //!   rebuild (the new configuration gets time to elect);
 //! - when a lost server answers, or this node's own network is down.
+//!
+//! # A server that returns after a rebuild
+//!
+//! It joins the rebuilt cluster and its old raft state does not come back: its peers are the
+//! old configuration, of which it alone cannot make a majority (the survivor is in the rebuilt
+//! configuration and, having a leader, refuses its votes), so it never elects itself and never
+//! acknowledges a write of its own. Serf brings it back into the member list, the rebuilt
+//! cluster's leader adds it to the raft configuration, and raft replaces its log with the
+//! leader's (a follower drops entries that conflict with its leader's). The one case this
+//! cannot cover is the one the rule exists for: servers that still held a majority of the old
+//! configuration between them while someone rebuilt elsewhere with `agent --recover`: that is
+//! two clusters by an operator's choice, and why the rule never guesses.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
