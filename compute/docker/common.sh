@@ -86,3 +86,30 @@ packaged_image() {
 image_label() {
     docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
 }
+
+# The container this shell runs in, when it is one of ours on the engine it can reach (a node
+# that was handed the engine: `spawn --with-engine`), else nothing.
+own_container() {
+    docker ps -q --no-trunc --filter "label=raptiformica.host=$(hostname)" 2>/dev/null | head -n 1
+}
+
+# The host paths of the engine's socket and CLI to hand a new machine, as "SOCKET CLI": on a
+# node with an engine the ones its own container was given (a bind mount's source is a path
+# on the engine's host, not in this container), else this host's.
+engine_paths() {
+    _self=$(own_container)
+    if [ -n "$_self" ]; then
+        docker inspect --format \
+            '{{range .Mounts}}{{if eq .Destination "/var/run/docker.sock"}}{{.Source}}{{end}}{{end}} {{range .Mounts}}{{if eq .Destination "/usr/local/bin/docker"}}{{.Source}}{{end}}{{end}}' \
+            "$_self"
+        return
+    fi
+    case "${DOCKER_HOST:-}" in
+        unix://*) _sock=${DOCKER_HOST#unix://} ;;
+        '') _sock=/var/run/docker.sock ;;
+        *) die "--with-engine hands a machine the engine's unix socket; DOCKER_HOST=$DOCKER_HOST is not one" ;;
+    esac
+    [ -S "$_sock" ] || die "--with-engine: no docker socket at $_sock"
+    _cli=$(readlink -f "$(command -v docker)")
+    printf '%s %s\n' "$_sock" "$_cli"
+}

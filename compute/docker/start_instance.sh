@@ -9,8 +9,12 @@
 # - runs a detached container on that network with NET_ADMIN, /dev/net/tun and
 #   IPv6 enabled (the overlay needs all three), under docker's init (it reaps
 #   the daemons raptiformica starts),
-#   labelled raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR, with sshd in the
+#   labelled raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR (and .host, its
+#   hostname; .spawner, the hostname of the machine that spawned it), with sshd in the
 #   foreground and root's authorized_keys set to $RAPTIFORMICA_PUBLIC_KEY_FILE;
+# - with RAPTIFORMICA_WITH_ENGINE=1, or when this machine is a container that was
+#   handed the engine, bind-mounts the engine's socket and CLI into it (label
+#   raptiformica.engine=docker): the new machine can spawn machines itself;
 # - writes the container id to ./container_id;
 # - returns once the container runs, after waiting (at most
 #   RAPTIFORMICA_DOCKER_SSH_WAIT seconds, default 20) for its sshd to answer.
@@ -102,6 +106,18 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A compute engine for the new machine (`spawn --with-engine`, or spawned by a node that has
+# one): the engine's socket and CLI, bind-mounted from the engine's host.
+set --
+if [ "${RAPTIFORMICA_WITH_ENGINE:-0}" = 1 ] || [ -n "$(own_container)" ]; then
+    paths=$(engine_paths)
+    sock=${paths%% *}
+    cli=${paths#* }
+    [ -n "$sock" ] && [ -n "$cli" ] && [ "$sock" != "$paths" ] || die "cannot tell the engine's socket and CLI (got: $paths)"
+    log "handing the machine this docker engine ($sock): it is root on the engine's host"
+    set -- --volume "$sock:/var/run/docker.sock" --volume "$cli:/usr/local/bin/docker:ro" --label raptiformica.engine=docker
+fi
+
 log "creating container $name"
 if ! cid=$(docker create \
         --name "$name" \
@@ -110,12 +126,15 @@ if ! cid=$(docker create \
         --label "raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR" \
         --label "raptiformica.compute_type=${RAPTIFORMICA_COMPUTE_TYPE:-docker}" \
         --label "raptiformica.server_type=$server_type" \
+        --label "raptiformica.host=$hostname" \
+        --label "raptiformica.spawner=$(hostname)" \
         --init \
         --cap-add NET_ADMIN \
         --device /dev/net/tun \
         --sysctl net.ipv6.conf.all.disable_ipv6=0 \
         --sysctl net.ipv6.conf.default.disable_ipv6=0 \
         --env "RAPTIFORMICA_AUTHORIZED_KEYS=$authorized_keys" \
+        "$@" \
         "$image"); then
     cid=""
     die "docker create failed"

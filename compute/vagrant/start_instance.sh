@@ -12,6 +12,8 @@ set -eu
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 . "$SCRIPT_DIR/common.sh"
 
+[ "${RAPTIFORMICA_WITH_ENGINE:-0}" != 1 ] ||
+    die "--with-engine is not supported by the vagrant back-end yet (a VM with docker inside it is planned): spawn without it, or use --compute-type docker"
 key_file="${RAPTIFORMICA_PUBLIC_KEY_FILE:-}"
 [ -n "$key_file" ] || die "RAPTIFORMICA_PUBLIC_KEY_FILE is not set"
 [ -r "$key_file" ] || die "cannot read the public key file $key_file"

@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
         public_key_file: None,
         no_package: false,
+        with_engine: false,
         synced: false,
     };
     if let Some(token) = consensus::acl::read_token(&ctx.paths) {

@@ -241,7 +241,8 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .env("RAPTIFORMICA_INSTANCE_DIR", instance.dir.display().to_string())
         .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
         .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
-        .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" }))
+        .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" })
+        .env("RAPTIFORMICA_WITH_ENGINE", if ctx.with_engine { "1" } else { "0" }))
 }
 
 /// True when `detect_stale_instance` says the instance is gone (it exits nonzero).

@@ -49,6 +49,7 @@ pub async fn package(
     // A package is made from the plain base, never stacked on an older package.
     let ctx = &Context {
         no_package: true,
+        with_engine: false,
         ..ctx.clone()
     };
     let instance = crate::compute::spawner::start(ctx, ty, progress, WHO).await?;

@@ -17,6 +17,9 @@ pub struct Context {
     /// `spawn --no-package`: compute commands get `RAPTIFORMICA_NO_PACKAGE=1` and start from
     /// the plain base image even when a packaged one exists.
     pub no_package: bool,
+    /// `spawn --with-engine`: compute commands get `RAPTIFORMICA_WITH_ENGINE=1` and hand the new
+    /// machine a compute engine of its own (see the README: it is root on the engine's host).
+    pub with_engine: bool,
     /// The cache was refreshed from consul's KV when this command started ([`config::shared::sync`]).
     pub synced: bool,
 }

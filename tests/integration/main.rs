@@ -11,6 +11,7 @@ mod compute;
 mod config;
 mod deploy;
 mod docker;
+mod engine;
 mod events;
 mod healing;
 mod history;

@@ -40,6 +40,7 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let ctx = Context {
         public_key_file: Some(identity.public_key_file.clone()),
         no_package: args.no_package,
+        with_engine: args.with_engine,
         ..ctx.clone()
     };
     let config = Arc::new(ctx.config()?);

@@ -320,6 +320,7 @@ pub(super) mod tests {
                 json: false,
                 public_key_file: None,
                 no_package: false,
+                with_engine: false,
                 synced: false,
             };
             crate::provision::artifacts::ensure(&ctx).expect("consul is needed in CI: `artifacts fetch` failed");
