@@ -71,6 +71,11 @@ pub enum Command {
     /// Runs the compute type's `start_instance`, `get_hostname` and `get_port` commands in a
     /// fresh instance directory under <cache-dir>/var/machines/, then fires the
     /// `after_start_instance` hooks. A failed start is cleaned up; nothing is left half-created.
+    #[command(after_help = "Examples:
+  raptiformica spawn --compute-type docker --count 3   # a cluster of three containers
+  raptiformica spawn --check-available                 # which back-ends work on this machine
+  raptiformica spawn --compute-type docker --with-engine
+                        # a machine that can spawn machines itself (root on this host: see README)")]
     Spawn(SpawnArgs),
 
     /// Provision an existing machine over SSH and make it a node
