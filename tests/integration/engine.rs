@@ -15,7 +15,15 @@ struct SpawnedBy(String);
 
 impl Drop for SpawnedBy {
     fn drop(&mut self) {
-        let ids = text(&docker(&["ps", "-aq", "--filter", &format!("label=raptiformica.spawner={}", self.0)]).stdout);
+        let ids = text(
+            &docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=raptiformica.spawner={}", self.0),
+            ])
+            .stdout,
+        );
         for id in ids.split_whitespace() {
             let _ = docker(&["rm", "-f", id]);
         }
@@ -43,20 +51,32 @@ fn a_machine_with_the_engine_spawns_a_sibling_that_joins_and_has_the_engine_too(
         .trim()
         .to_string();
     let _siblings = SpawnedBy(hostname);
-    assert!(docker_available_on(&first), "{}", sh(&first, "raptiformica spawn --check-available 2>&1"));
+    assert!(
+        docker_available_on(&first),
+        "{}",
+        sh(&first, "raptiformica spawn --check-available 2>&1")
+    );
 
     // It spawns a machine by itself: a sibling on the host's engine, slaved and meshed by it.
     let out = docker(&["exec", &first, "raptiformica", "spawn", "--compute-type", "docker"]);
     assert!(out.status.success(), "spawn on the machine: {}", text(&out.stderr));
     let label = format!("label=raptiformica.spawner={}", _siblings.0);
-    let sibling = text(&docker(&["ps", "-q", "--filter", &label]).stdout).trim().to_string();
-    assert!(!sibling.is_empty(), "no container spawned by the machine runs on the host's engine");
+    let sibling = text(&docker(&["ps", "-q", "--filter", &label]).stdout)
+        .trim()
+        .to_string();
+    assert!(
+        !sibling.is_empty(),
+        "no container spawned by the machine runs on the host's engine"
+    );
     let two = wait_until(Duration::from_secs(60), || {
         let m: Vec<Value> = serde_json::from_str(&sh(&first, "raptiformica --json members")).unwrap_or_default();
         m.iter().filter(|m| m["status"] == "alive").count() == 2
     });
     assert!(two.is_some(), "{}", sh(&first, "raptiformica members 2>&1"));
-    assert!(docker_available_on(&sibling), "the machine a machine spawned has no engine");
+    assert!(
+        docker_available_on(&sibling),
+        "the machine a machine spawned has no engine"
+    );
 
     // A machine spawned without the engine has none.
     env.ok(&["spawn", "--compute-type", "docker"]);
@@ -64,6 +84,9 @@ fn a_machine_with_the_engine_spawns_a_sibling_that_joins_and_has_the_engine_too(
         .into_iter()
         .find(|n| *n != first && *n != sibling)
         .expect("the plain machine");
-    assert!(!docker_available_on(&plain), "a machine spawned without --with-engine has an engine");
+    assert!(
+        !docker_available_on(&plain),
+        "a machine spawned without --with-engine has an engine"
+    );
     assert_eq!(sh(&plain, "test -S /var/run/docker.sock && echo socket"), "");
 }
