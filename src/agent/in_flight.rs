@@ -56,12 +56,14 @@ impl InFlight {
     }
 
     /// Records that entry `index` is about to be applied (`group`: by that process group).
+    /// The entry is on disk before the apply starts (a redelivery after a crash of the machine
+    /// is flagged too); the group, added once the command started, need not be: it matters only
+    /// while the machine runs.
     pub fn write(&self, index: u64, group: Option<i32>) -> anyhow::Result<()> {
-        let text = match group {
-            Some(g) => format!("{index} {g}\n"),
-            None => format!("{index}\n"),
-        };
-        crate::sys::fs_atomic::write_atomic_creating(&self.file, text.as_bytes())?;
+        match group {
+            Some(g) => crate::sys::fs_atomic::replace_unsynced(&self.file, format!("{index} {g}\n").as_bytes())?,
+            None => crate::sys::fs_atomic::write_atomic_creating(&self.file, format!("{index}\n").as_bytes())?,
+        }
         Ok(())
     }
 

@@ -28,6 +28,17 @@ pub fn write_atomic_creating(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic(path, bytes)
 }
 
+/// Replaces `path` atomically like [`write_atomic`], without waiting for the disk: for a
+/// record that matters only while this machine runs (a process group to wait for), which a
+/// crash of the machine makes moot anyway.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".raptiformica.").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
