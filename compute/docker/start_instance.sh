@@ -10,7 +10,8 @@
 #   IPv6 enabled (the overlay needs all three), under docker's init (it reaps
 #   the daemons raptiformica starts),
 #   labelled raptiformica.instance=$RAPTIFORMICA_INSTANCE_DIR (and .host, its
-#   hostname; .spawner, the hostname of the machine that spawned it), with sshd in the
+#   hostname; .spawner, the hostname of the machine that spawned it; .cluster,
+#   $RAPTIFORMICA_CLUSTER_ID, for `destroy`), with sshd in the
 #   foreground and root's authorized_keys set to $RAPTIFORMICA_PUBLIC_KEY_FILE;
 # - with RAPTIFORMICA_WITH_ENGINE=1, or when this machine is a container that was
 #   handed the engine, bind-mounts the engine's socket and CLI into it (label
@@ -128,6 +129,7 @@ if ! cid=$(docker create \
         --label "raptiformica.server_type=$server_type" \
         --label "raptiformica.host=$hostname" \
         --label "raptiformica.spawner=$(hostname)" \
+        --label "raptiformica.cluster=${RAPTIFORMICA_CLUSTER_ID:-}" \
         --init \
         --cap-add NET_ADMIN \
         --device /dev/net/tun \

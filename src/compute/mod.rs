@@ -46,6 +46,10 @@ pub struct ComputeType {
     pub server: String,
     /// Command name (`start_instance`, `available`, `source`, ...) to its value.
     pub commands: BTreeMap<String, String>,
+    /// The cluster its machines are for ([`crate::mesh::plan::cluster_id`]), when there is one
+    /// yet: its commands get it as `RAPTIFORMICA_CLUSTER_ID`, and a back-end labels what it
+    /// starts with it, so that `destroy` finds the machines of the cluster that nodes spawned.
+    pub cluster: Option<String>,
 }
 
 impl ComputeType {
@@ -107,6 +111,9 @@ impl ComputeType {
 /// Every compute type in the config, sorted by (compute, server).
 pub fn compute_types(config: &Config) -> Vec<ComputeType> {
     let prefix = format!("{PREFIX}/compute/");
+    let cluster = config
+        .get_str(crate::mesh::plan::GOSSIP_KEY)
+        .map(crate::mesh::plan::cluster_id);
     let mut types: BTreeMap<(String, String), ComputeType> = BTreeMap::new();
     for (key, value) in config.mapping.range(prefix.clone()..) {
         let Some(rest) = key.strip_prefix(&prefix) else { break };
@@ -121,6 +128,7 @@ pub fn compute_types(config: &Config) -> Vec<ComputeType> {
                 compute: compute.to_string(),
                 server: server.to_string(),
                 commands: BTreeMap::new(),
+                cluster: cluster.clone(),
             })
             .commands
             .insert(command.to_string(), value.to_string());
@@ -242,7 +250,26 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
         .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
         .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" })
-        .env("RAPTIFORMICA_WITH_ENGINE", if ctx.with_engine { "1" } else { "0" }))
+        .env("RAPTIFORMICA_WITH_ENGINE", if ctx.with_engine { "1" } else { "0" })
+        .env("RAPTIFORMICA_CLUSTER_ID", ty.cluster.clone().unwrap_or_default()))
+}
+
+/// Runs the back-end's optional `clean_up_cluster` command of `ty`: it removes every machine
+/// of the cluster it started, whoever asked it to (nodes with an engine included). What it
+/// printed (the machines removed, one a line); None when `ty` has no such command or no
+/// cluster yet.
+pub fn clean_up_cluster(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Option<String>> {
+    let (Some(script), Some(cluster)) = (ty.commands.get("clean_up_cluster"), ty.cluster.as_deref()) else {
+        return Ok(None);
+    };
+    let out = ctx
+        .shell(format!("clean_up_cluster of `{}`", ty.name()), script)
+        .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
+        .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
+        .env("RAPTIFORMICA_CLUSTER_ID", cluster)
+        .timeout(START_TIMEOUT)
+        .run()?;
+    Ok(Some(out.stdout))
 }
 
 /// True when `detect_stale_instance` says the instance is gone (it exits nonzero).

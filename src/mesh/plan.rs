@@ -105,6 +105,14 @@ pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
     }
 }
 
+/// The cluster's id: the first 16 hex digits of the SHA-256 of its gossip key, which every
+/// machine of the cluster holds and no other cluster shares (the key itself never shows).
+pub fn cluster_id(gossip_key: &str) -> String {
+    use sha2::Digest as _;
+    let sum = sha2::Sha256::digest(format!("raptiformica cluster {gossip_key}").as_bytes());
+    sum.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! End to end: a machine handed the host's docker engine (`spawn --with-engine`) can spawn a
 //! machine itself: the new one is a sibling container on the same engine and network, joins the
-//! cluster, and has the engine too; a machine spawned without it has none.
+//! cluster, and has the engine too; a machine spawned without it has none; the workstation's
+//! `destroy` removes the node's spawn too.
 
 use std::time::Duration;
 
@@ -89,4 +90,12 @@ fn a_machine_with_the_engine_spawns_a_sibling_that_joins_and_has_the_engine_too(
         "a machine spawned without --with-engine has an engine"
     );
     assert_eq!(sh(&plain, "test -S /var/run/docker.sock && echo socket"), "");
+
+    // The workstation's destroy removes the machine a node spawned too (by the cluster's label).
+    let err = env.ok(&["destroy"]);
+    let left = text(&docker(&["ps", "-aq", "--filter", &label]).stdout);
+    assert!(left.trim().is_empty(), "destroy left the node's spawn: {left} ({err})");
+    for id in [&first, &plain] {
+        assert!(!docker(&["inspect", id]).status.success(), "{id} is left");
+    }
 }

@@ -1,4 +1,5 @@
-//! `raptiformica destroy` and `raptiformica prune`: remove the instances this host started.
+//! `raptiformica destroy` and `raptiformica prune`: remove the instances this host started
+//! (`destroy` also the machines of its cluster that nodes spawned with their engines).
 
 use anyhow::bail;
 
@@ -66,6 +67,34 @@ pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
                 "warning: the cluster still lists {} as neighbour(s); the agents evict them once failed: {e:#}",
                 gone.join(", ")
             ),
+        }
+    }
+    // The machines of the cluster that nodes spawned with their engines (the workstation has no
+    // instance directory of those): each back-end that can removes them by the cluster's label.
+    if !stale_only && !crate::config::shared::consul_configured(&ctx.paths) {
+        let mut done = std::collections::BTreeSet::new();
+        for ty in compute::compute_types(&config) {
+            let Some(script) = ty.commands.get("clean_up_cluster") else {
+                continue;
+            };
+            if !done.insert(script.clone()) {
+                continue;
+            }
+            match compute::clean_up_cluster(ctx, &ty) {
+                Ok(Some(out)) if !out.trim().is_empty() => {
+                    let n = out.lines().filter(|l| !l.trim().is_empty()).count();
+                    removed += n;
+                    eprintln!(
+                        "removed {n} more machine(s) of the cluster that its nodes spawned ({})",
+                        ty.compute
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("cannot remove the machines nodes spawned ({}): {e:#}", ty.compute);
+                }
+            }
         }
     }
     if removed == 0 && failures == 0 {
