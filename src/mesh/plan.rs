@@ -115,6 +115,15 @@ pub fn cluster_id(gossip_key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_cluster_id_is_stable_short_and_hides_the_key() {
+        let a = super::cluster_id("c2VjcmV0LWtleS1vbmU=");
+        assert_eq!(a, super::cluster_id("c2VjcmV0LWtleS1vbmU="));
+        assert_ne!(a, super::cluster_id("b3RoZXIta2V5"));
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()) && !a.contains("c2Vj"));
+    }
     use super::*;
     use crate::mesh::neighbours;
     use serde_json::Value;
