@@ -180,3 +180,67 @@ pub fn choose(
             .with_context(|| format!("no compute type for server type `{server}` is available on this host (see `spawn --check-available`)")),
     }
 }
+
+/// The config a machine spawns with. On a node the compute commands are those of its own
+/// modules, never the shared config's (see [`crate::config::trust::own_compute`]): they run
+/// with the engine a node may hold. Elsewhere the config as it is.
+pub fn spawning_config(ctx: &Context) -> anyhow::Result<Config> {
+    let mut config = ctx.config()?;
+    let meshed = crate::config::shared::mesh_dir(&ctx.paths)
+        .join("yggdrasil.conf")
+        .is_file();
+    if meshed || crate::config::shared::consul_configured(&ctx.paths) {
+        let (modules, _) = crate::config::load_modules(&ctx.paths);
+        let set_aside = crate::config::trust::own_compute(&mut config, &modules);
+        if set_aside > 0 {
+            tracing::warn!(
+                "{set_aside} compute key(s) of the shared config differ from this node's modules and were not used: \
+                 a node spawns only with the compute commands it was slaved with"
+            );
+        }
+    }
+    Ok(config)
+}
+
+/// What a node's agent spawns with to grow or heal the cluster: the first available compute
+/// type of its own modules (None: this machine has no engine).
+pub fn engine_type(ctx: &Context) -> Option<(Config, ComputeType)> {
+    let config = spawning_config(ctx).ok()?;
+    let ty = choose(ctx, &config, None, None).ok()?;
+    Some((config, ty))
+}
+
+/// Spawns `count` machines of `ty` from a node, each handed an engine too (`spawn
+/// --with-engine`), quietly; one result each.
+pub async fn spawn_from_node(
+    ctx: &Context,
+    config: Config,
+    ty: &ComputeType,
+    count: usize,
+    label: &str,
+) -> anyhow::Result<Vec<anyhow::Result<Instance>>> {
+    let progress = Progress::new(true);
+    {
+        let (c, p) = (ctx.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || slave::prepare(&c, &p)).await??;
+    }
+    let identity = {
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || Identity::ensure(&c)).await??
+    };
+    let ctx = Context {
+        public_key_file: Some(identity.public_key_file.clone()),
+        with_engine: true,
+        ..ctx.clone()
+    };
+    // With the gossip key and token slave::prepare may have made.
+    let config = Arc::new(spawning_config(&ctx).unwrap_or(config));
+    let opts = Some(SlaveOptions::fresh(&ty.server, std::time::Duration::from_secs(60)));
+    let batch = Batch {
+        ty,
+        label,
+        count,
+        opts: &opts,
+    };
+    Ok(spawn_many(&ctx, &config, &identity, &progress, batch).await)
+}

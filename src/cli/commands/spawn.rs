@@ -27,7 +27,7 @@ struct Availability {
 }
 
 pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
-    let config = own_compute(ctx, ctx.config()?);
+    let config = spawner::spawning_config(ctx)?;
     if args.check_available {
         return check_available(ctx, &config);
     }
@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
         with_engine: args.with_engine,
         ..ctx.clone()
     };
-    let config = Arc::new(own_compute(&ctx, ctx.config()?));
+    let config = Arc::new(spawner::spawning_config(&ctx)?);
     let opts = (!args.no_slave).then(|| SlaveOptions {
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
@@ -114,20 +114,4 @@ fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     } else {
         bail!("no compute type is available on this host")
     }
-}
-
-/// On a node, the compute commands are those of its own modules, never the shared config's
-/// (see [`crate::config::trust::own_compute`]); elsewhere `config` as it is.
-fn own_compute(ctx: &Context, mut config: Config) -> Config {
-    if crate::config::shared::consul_configured(&ctx.paths) {
-        let (modules, _) = crate::config::load_modules(&ctx.paths);
-        let set_aside = crate::config::trust::own_compute(&mut config, &modules);
-        if set_aside > 0 {
-            tracing::warn!(
-                "{set_aside} compute key(s) of the shared config differ from this node's modules and were not used: \
-                 a node spawns only with the compute commands it was slaved with"
-            );
-        }
-    }
-    config
 }
