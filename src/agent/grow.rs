@@ -8,8 +8,8 @@
 //! cluster has its machines. The machines it spawns know it, and themselves, when they start:
 //! they never grow, so no more machines are made than are missing. A spawn that fails is
 //! cleaned up by the spawner and tried again after a back-off (10 s, doubling up to 5 min):
-//! never a storm of machines. Once consensus runs, losses are the rules' business (promote, or
-//! replace under the cluster's lock).
+//! never a storm of machines. Once this node is in consensus it never grows: losses are the
+//! rules' business (promote, or replace under the cluster's lock: [`super::heal`]).
 
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub async fn grow(ctx: Context, rec: Recorder) {
     let mut backoff = BACKOFF;
     loop {
         tokio::time::sleep(EVERY).await;
+        if crate::config::shared::consul_configured(&ctx.paths) {
+            continue; // in consensus: losses are healed under the cluster's lock (heal.rs)
+        }
         let c = ctx.clone();
         let Ok(Ok(config)) = tokio::task::spawn_blocking(move || c.config()).await else {
             continue;

@@ -8,6 +8,7 @@
 //! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role); [`redial`]: how
 //!   often an unlinked overlay peer is dialed again;
 //! - [`grow`]: a node with an engine that knows fewer machines than `min_servers` spawns them;
+//!   [`heal`]: one replaces lost servers under the rules lock, without the workstation;
 //! - [`recover`]: rebuilding consensus from survivors with `raft/peers.json`;
 //! - [`roles`]: who votes, and promoting a client to server;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
@@ -20,6 +21,7 @@ pub mod daemons;
 pub mod events;
 pub mod follow;
 pub mod grow;
+pub mod heal;
 pub mod in_flight;
 pub mod keeper;
 pub mod membership;

@@ -82,6 +82,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     duties.spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
     duties.spawn(super::grow::grow(ctx.clone(), rec.clone()));
+    duties.spawn(super::heal::heal(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),
@@ -427,7 +428,7 @@ impl Tick {
         let cached = self.cached();
         let known = recover::known_machines(members, &neighbours::all(&cached));
         let past = |t: Option<&Instant>| t.is_some_and(|t| t.elapsed() >= grace);
-        let situation = recover::Situation {
+        let mut situation = recover::Situation {
             requested,
             alive_servers: alive.len(),
             failed_servers: failed.len(),
@@ -436,7 +437,12 @@ impl Tick {
                 && failed.iter().all(|m| past(self.failed_since.get(&m.name))),
             alive_machines: members.iter().filter(|m| m.alive()).count(),
             known_machines: known,
+            engine_says_gone: false,
         };
+        if matches!(recover::decide(&situation), recover::Verdict::Wait(_)) {
+            let lost: Vec<String> = failed.iter().map(|m| m.name.clone()).collect(); // evidence?
+            situation.engine_says_gone = super::heal::engine_says_gone(&self.ctx, &lost, &cached).await;
+        }
         let evidence = match recover::decide(&situation) {
             recover::Verdict::NotLost => {
                 self.rec.waiting(None);
@@ -500,18 +506,7 @@ impl Tick {
         let Some(admitted) = self.overlay.admitted() else {
             return;
         };
-        let mut ids: Vec<String> = neighbours::all(cached)
-            .into_iter()
-            .filter(|n| n.id != me)
-            .filter(|n| {
-                n.overlay_public_key
-                    .as_ref()
-                    .is_some_and(|k| admitted.is_empty() || admitted.contains(k))
-            })
-            .map(|n| n.id)
-            .collect();
-        ids.sort();
-        let value = ids.join(",");
+        let value = crate::mesh::plan::admits(cached, me, &admitted);
         let key = neighbours::key(me, "yggdrasil_admits");
         let published = cached.get(&key).and_then(serde_json::Value::as_str);
         if published == Some(value.as_str()) || self.published_admits.as_deref() == Some(value.as_str()) {

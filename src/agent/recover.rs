@@ -15,7 +15,10 @@
 //!    (an operator, or the workstation's agent once its compute back-end said the machines
 //!    are gone). That leaves a [request](request_file) the node agent honours at its next
 //!    tick, so one process does every recovery.
-//! 2. **A majority of the known machines**: this node sees more than half of the cluster's
+//! 2. **An engine says so**: this node holds a compute engine (`spawn --with-engine`) whose
+//!    back-end runs no machine at any lost server's address (`host_gone`): removed, not cut
+//!    off (a container that runs, cut off, is not gone).
+//! 3. **A majority of the known machines**: this node sees more than half of the cluster's
 //!    known machines (servers and clients; the members serf knows and the shared config's
 //!    neighbours) alive, while the lost servers have been failed for `agent/recovery_grace`
 //!    and none of them answers on its SSH port. A node that sees a majority alive is on the
@@ -195,6 +198,8 @@ pub struct Situation {
     /// The cluster's known machines: serf's members that did not leave, and the shared
     /// config's neighbours.
     pub known_machines: usize,
+    /// This node's own compute engine says no machine runs at any lost server's address.
+    pub engine_says_gone: bool,
 }
 
 /// What to do about a lost quorum.
@@ -215,6 +220,9 @@ pub fn decide(s: &Situation) -> Verdict {
     }
     if s.requested {
         return Verdict::Rebuild("known gone".into());
+    }
+    if s.engine_says_gone {
+        return Verdict::Rebuild("known gone: this node's compute engine runs no machine at their addresses".into());
     }
     let servers = s.alive_servers + s.failed_servers;
     if s.alive_machines * 2 <= s.known_machines {
@@ -338,6 +346,7 @@ mod tests {
             past_grace,
             alive_machines: machines.0,
             known_machines: machines.1,
+            engine_says_gone: false,
         }
     }
 
@@ -377,6 +386,17 @@ mod tests {
                 );
             }
         }
+        // This node's engine says the lost machines are gone: at once, as if asked.
+        let engine = Situation {
+            engine_says_gone: true,
+            ..situation(false, (1, 2), (1, 3), false)
+        };
+        assert!(rebuilds(&decide(&engine)));
+        let kept = Situation {
+            engine_says_gone: true,
+            ..situation(false, (2, 1), (2, 3), true)
+        };
+        assert_eq!(decide(&kept), Verdict::NotLost);
         let Verdict::Wait(why) = decide(&situation(false, (1, 2), (1, 3), true)) else {
             unreachable!()
         };

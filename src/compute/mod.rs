@@ -254,6 +254,22 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .env("RAPTIFORMICA_CLUSTER_ID", ty.cluster.clone().unwrap_or_default()))
 }
 
+/// Whether the back-end's optional `host_gone` command says no machine of its runs at `host`
+/// (exit 0): evidence that a lost server is gone, not cut off. False when `ty` has no such
+/// command, or it says one runs, or it cannot tell.
+pub fn host_gone(ctx: &Context, ty: &ComputeType, host: &str) -> bool {
+    let Some(script) = ty.commands.get("host_gone") else {
+        return false;
+    };
+    ctx.shell(format!("host_gone of `{}`", ty.name()), script)
+        .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
+        .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
+        .env("RAPTIFORMICA_HOST", host)
+        .timeout(SHORT_TIMEOUT)
+        .output()
+        .is_ok_and(|out| out.success())
+}
+
 /// Runs the back-end's optional `clean_up_cluster` command of `ty`: it removes every machine
 /// of the cluster it started, whoever asked it to (nodes with an engine included). What it
 /// printed (the machines removed, one a line); None when `ty` has no such command or no

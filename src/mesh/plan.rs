@@ -105,6 +105,23 @@ pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
     }
 }
 
+/// What a node publishes as `yggdrasil_admits`: the ids (sorted, comma-separated) of the other
+/// neighbours whose overlay keys its running overlay admits (`admitted`; empty: every key).
+pub fn admits(mapping: &Mapping, me: &str, admitted: &BTreeSet<String>) -> String {
+    let mut ids: Vec<String> = neighbours::all(mapping)
+        .into_iter()
+        .filter(|n| n.id != me)
+        .filter(|n| {
+            n.overlay_public_key
+                .as_ref()
+                .is_some_and(|k| admitted.is_empty() || admitted.contains(k))
+        })
+        .map(|n| n.id)
+        .collect();
+    ids.sort();
+    ids.join(",")
+}
+
 /// The cluster's id: the first 16 hex digits of the SHA-256 of its gossip key, which every
 /// machine of the cluster holds and no other cluster shares (the key itself never shows).
 pub fn cluster_id(gossip_key: &str) -> String {

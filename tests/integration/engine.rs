@@ -1,8 +1,10 @@
 //! End to end: one machine handed the host's docker engine (`spawn --with-engine`) grows the
 //! cluster to three by itself (the original's headline example, with docker): the machines it
 //! spawns are siblings on the same engine and network, join the cluster and have the engine too,
-//! and exactly the missing two are made. A machine spawned without the engine has none; the
-//! workstation's `destroy` removes the machines the node spawned too.
+//! and exactly the missing two are made. Two of three lost (the survivor one a node spawned,
+//! no workstation agent): the survivor's engine is the evidence to rebuild on, and it spawns
+//! the missing servers itself. The workstation's `destroy` removes the machines nodes spawned
+//! too. A machine spawned without the engine has none.
 
 use std::time::{Duration, Instant};
 
@@ -106,23 +108,97 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
         );
     }
 
-    // A machine spawned without the engine has none.
-    env.ok(&["spawn", "--compute-type", "docker"]);
-    let plain = running_nodes(&env)
-        .into_iter()
-        .find(|n| *n != first)
-        .expect("the plain machine");
-    assert!(
-        !docker_available_on(&plain),
-        "a machine spawned without --with-engine has an engine"
+    // Two of three lost, the survivor one that a node spawned, no workstation agent: the
+    // survivor's engine says the lost machines are gone, so it rebuilds consensus, then spawns
+    // the two missing servers itself. The shared config is kept.
+    let set = sh(
+        &first,
+        "raptiformica config set raptiformica/test/keep before-loss && echo set",
     );
-    assert_eq!(sh(&plain, "test -S /var/run/docker.sock && echo socket"), "");
+    assert_eq!(set, "set");
+    let (survivor, lost) = (&siblings[0], &siblings[1]);
+    for id in [&first, lost] {
+        assert!(docker(&["rm", "-f", id]).status.success());
+    }
+    let t = Instant::now();
+    let cluster = |id: &str| {
+        let m: Vec<Value> =
+            serde_json::from_str(&sh(id, "raptiformica --json members 2>/dev/null")).unwrap_or_default();
+        let n = |s: &str| m.iter().filter(|m| m["status"] == s).count();
+        (n("alive"), n("failed"))
+    };
+    let healed = wait_until(Duration::from_secs(300), || cluster(survivor) == (3, 0));
+    assert!(
+        healed.is_some(),
+        "not healed: {:?}\n{}\n{}",
+        cluster(survivor),
+        sh(survivor, "raptiformica members 2>&1"),
+        sh(survivor, "raptiformica agent --status 2>&1")
+    );
+    eprintln!("2 of 3 lost to 3 alive again in {:?} with no workstation", t.elapsed());
+    let status = sh(survivor, "raptiformica agent --status 2>&1");
+    assert!(status.contains("compute engine runs no machine"), "{status}");
+    let ours = text(&docker(&["ps", "-q", "--filter", "label=raptiformica.cluster"]).stdout);
+    let cluster_label = text(
+        &docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"raptiformica.cluster\"}}",
+            survivor,
+        ])
+        .stdout,
+    );
+    let of_cluster = text(
+        &docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=raptiformica.cluster={}", cluster_label.trim()),
+        ])
+        .stdout,
+    );
+    assert_eq!(
+        of_cluster.split_whitespace().count(),
+        3,
+        "containers of the cluster: {of_cluster} (all: {ours})"
+    );
+    for id in of_cluster.split_whitespace() {
+        assert_eq!(
+            sh(id, "raptiformica config get raptiformica/test/keep"),
+            "before-loss",
+            "on {id}"
+        );
+    }
 
     // The workstation's destroy removes the machines the node spawned too (the cluster's label).
     let err = env.ok(&["destroy"]);
     let left = text(&docker(&["ps", "-aq", "--filter", &label]).stdout);
     assert!(left.trim().is_empty(), "destroy left the node's spawns: {left} ({err})");
-    for id in [&first, &plain] {
-        assert!(!docker(&["inspect", id]).status.success(), "{id} is left");
-    }
+    let left = text(
+        &docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=raptiformica.cluster={}", cluster_label.trim()),
+        ])
+        .stdout,
+    );
+    assert!(left.trim().is_empty(), "destroy left machines of the cluster: {left}");
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
+fn a_machine_spawned_without_the_engine_has_none() {
+    let Some(env) = DockerTest::start() else {
+        return;
+    };
+    env.ok(&["spawn", "--compute-type", "docker", "--no-slave"]);
+    let plain = crate::cluster::node_containers(&env).pop().expect("the machine");
+    assert!(
+        !docker_available_on(&plain),
+        "a machine spawned without --with-engine has an engine"
+    );
+    assert_eq!(sh(&plain, "test -S /var/run/docker.sock && echo socket"), "");
+    let mounts = text(&docker(&["inspect", "-f", "{{len .Mounts}}", &plain]).stdout);
+    assert_eq!(mounts.trim(), "0");
 }

@@ -1,0 +1,185 @@
+//! Healing without the workstation: a node with an engine of its own replaces lost servers
+//! itself, the way the workstation's agent does. The rules decide ([`rules::decide`]): a client
+//! is promoted first (the leader's agent does that); with no client left to promote, and the
+//! lost servers failed past the grace (or the cluster short for the grace), new machines are
+//! spawned. Any node with an engine may be the one: it takes the cluster's rules lock first
+//! (the workstation's agent takes the same lock, so the two never race), spawns the missing
+//! servers with an engine each, and lets the lock go. After a rebuild from the last survivor,
+//! that survivor (it has a leader again, itself) is the one.
+//!
+//! A spawn that fails is cleaned up by the spawner and not tried again before a back-off (30 s,
+//! doubling up to 10 min); after a replacement the new servers get time to start voting.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::roles::{promotions, voters};
+use super::rules::{self, Decision};
+use super::settings::Settings;
+use super::status::Recorder;
+use crate::compute::spawner;
+use crate::config::context::Context;
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::consensus::lock;
+use crate::consensus::members::mark_acting;
+
+const EVERY: Duration = Duration::from_secs(5);
+/// How long the answer to "has this node an engine?" is kept.
+const ENGINE_CHECK: Duration = Duration::from_secs(60);
+const BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Replaces lost servers from this node while it has an engine, until the agent stops.
+pub async fn heal(ctx: Context, me: String, rec: Recorder) {
+    let Ok(api) = ConsulApi::new(LOCAL_HTTP, Duration::from_secs(5)) else {
+        return;
+    };
+    let mut engine: Option<(Instant, bool)> = None;
+    let mut failed_since: HashMap<String, Instant> = HashMap::new();
+    let mut short_since: Option<Instant> = None;
+    let mut not_before = Instant::now();
+    let mut backoff = BACKOFF;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let (Ok(members), Ok(Some(_leader))) = (api.members().await, api.leader().await) else {
+            continue; // no leader: consensus is rebuilt first (recover), or it is an election
+        };
+        let now = Instant::now();
+        failed_since.retain(|n, _| members.iter().any(|m| &m.name == n && m.failed()));
+        for m in members.iter().filter(|m| m.failed()) {
+            failed_since.entry(m.name.clone()).or_insert(now);
+        }
+        let c = ctx.clone();
+        let Ok(Ok(config)) = tokio::task::spawn_blocking(move || c.config()).await else {
+            continue;
+        };
+        let settings = Settings::from_mapping(&config.mapping).unwrap_or_default();
+        let voters = voters(&api).await;
+        let alive_voters = members
+            .iter()
+            .filter(|m| m.alive() && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
+            .count();
+        if alive_voters >= settings.min_servers {
+            short_since = None;
+            continue;
+        }
+        let short_for = short_since.get_or_insert(now).elapsed();
+        if now < not_before {
+            continue;
+        }
+        if engine.is_none_or(|(at, _)| at.elapsed() >= ENGINE_CHECK) {
+            let c = ctx.clone();
+            let has = tokio::task::spawn_blocking(move || spawner::engine_type(&c).is_some())
+                .await
+                .unwrap_or(false);
+            engine = Some((now, has));
+        }
+        if engine.is_some_and(|(_, has)| !has) {
+            continue;
+        }
+        let promoted = promotions(&api).await.unwrap_or_default();
+        let seen = rules::seen(
+            &members,
+            &failed_since,
+            voters.as_deref(),
+            &Default::default(),
+            &promoted,
+        );
+        let Decision::Replace { lost, count } =
+            rules::decide(&seen, true, settings.min_servers, settings.eviction_grace, short_for)
+        else {
+            continue;
+        };
+        match replace(&ctx, &api, &me, &lost, count, &rec).await {
+            Ok(false) => {} // another agent holds the lock: it acts
+            Ok(true) => {
+                backoff = BACKOFF;
+                not_before = Instant::now() + settings.eviction_grace.max(Duration::from_secs(30));
+            }
+            Err(e) => {
+                rec.event(
+                    "error",
+                    format!(
+                        "replacing {}: {e:#}; next try in {}s",
+                        lost.join(", "),
+                        backoff.as_secs()
+                    ),
+                );
+                not_before = Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Spawns `count` servers in place of `lost` under the rules lock. False: another holds it.
+async fn replace(
+    ctx: &Context,
+    api: &ConsulApi,
+    me: &str,
+    lost: &[String],
+    count: usize,
+    rec: &Recorder,
+) -> anyhow::Result<bool> {
+    let holder = format!("{}@{me}", std::process::id());
+    let Some(held) = lock::try_acquire(api, lock::RULES_LOCK, &holder).await? else {
+        return Ok(false);
+    };
+    let result = async {
+        let c = ctx.clone();
+        let (config, ty) = tokio::task::spawn_blocking(move || spawner::engine_type(&c))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("this node's engine is gone (see `spawn --check-available`)"))?;
+        held.check()?;
+        let what = if lost.is_empty() {
+            "missing servers".to_string()
+        } else {
+            lost.join(", ")
+        };
+        rec.acting_on(lost.first().map(String::as_str));
+        mark_acting(api, lost.first().map(|l| (l.as_str(), "replace", me))).await;
+        rec.event(
+            "replace",
+            format!("{what}: spawning {count} ({}) from this node", ty.name()),
+        );
+        let results = spawner::spawn_from_node(ctx, config, &ty, count, "replacement").await?;
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|e| format!("{e:#}"))
+            .collect();
+        let ok = results.len() - failed.len();
+        rec.event("replace", format!("{ok} of {count} replacement(s) spawned and slaved"));
+        anyhow::ensure!(
+            failed.is_empty(),
+            "{} replacement(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    mark_acting(api, None).await;
+    rec.acting_on(None);
+    held.release(api).await;
+    result.map(|()| true)
+}
+
+/// Whether this node's own engine says every `lost` server's machine is gone: each has a
+/// neighbour entry with a host, and the back-end runs no machine at any of them.
+pub async fn engine_says_gone(ctx: &Context, lost: &[String], cached: &crate::config::Mapping) -> bool {
+    let all = crate::mesh::neighbours::all(cached);
+    let hosts: Option<Vec<String>> = lost
+        .iter()
+        .map(|name| all.iter().find(|n| &n.id == name).and_then(|n| n.host.clone()))
+        .collect();
+    let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    let c = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        spawner::engine_type(&c).is_some_and(|(_, ty)| hosts.iter().all(|h| crate::compute::host_gone(&c, &ty, h)))
+    })
+    .await
+    .unwrap_or(false)
+}
