@@ -131,6 +131,17 @@ async fn replace(
             .await?
             .ok_or_else(|| anyhow::anyhow!("this node's engine is gone (see `spawn --check-available`)"))?;
         held.check()?;
+        // This node's own instances of the lost servers first, when its back-end says they are
+        // gone: it cleans them up (the original's per-node garbage collection). A stopped
+        // machine it was not asked about is left alone.
+        let (c, hosts) = (ctx.clone(), lost_hosts(ctx, lost));
+        let pruned = tokio::task::spawn_blocking(move || prune_own(&c, &hosts)).await?;
+        if pruned > 0 {
+            rec.event(
+                "prune",
+                format!("{pruned} dead instance(s) this node spawned cleaned up"),
+            );
+        }
         let what = if lost.is_empty() {
             "missing servers".to_string()
         } else {
@@ -182,4 +193,38 @@ pub async fn engine_says_gone(ctx: &Context, lost: &[String], cached: &crate::co
     })
     .await
     .unwrap_or(false)
+}
+
+/// The hosts of the `lost` servers' neighbour entries.
+fn lost_hosts(ctx: &Context, lost: &[String]) -> Vec<String> {
+    let config = ctx.config().map(|c| c.mapping).unwrap_or_default();
+    crate::mesh::neighbours::all(&config)
+        .into_iter()
+        .filter(|n| lost.contains(&n.id))
+        .filter_map(|n| n.host)
+        .collect()
+}
+
+/// Cleans up the instances this node spawned at `hosts` that its back-end says are gone; how
+/// many.
+fn prune_own(ctx: &Context, hosts: &[String]) -> usize {
+    let Ok(config) = spawner::spawning_config(ctx) else {
+        return 0;
+    };
+    let mut pruned = 0;
+    let at_lost = |i: &crate::compute::Instance| i.host.as_ref().is_some_and(|h| hosts.contains(h));
+    for inst in crate::compute::Instance::list(&ctx.paths.machines_dir())
+        .into_iter()
+        .filter(at_lost)
+    {
+        let Ok(ty) = crate::compute::find(&config, &inst.compute, &inst.server) else {
+            continue;
+        };
+        if crate::compute::is_stale(ctx, &ty, &inst).unwrap_or(false)
+            && crate::compute::clean_up(ctx, &ty, &inst).is_ok()
+        {
+            pruned += 1;
+        }
+    }
+    pruned
 }
