@@ -26,7 +26,7 @@ except Exception: print(0, 0)"; }
   sh compute/docker/ensure_image.sh
   $bin spawn --compute-type docker --with-engine >"$cache/spawn.log" 2>&1
   t0=$(now)
-  first=$(docker ps -q --filter network=raptiformica | head -n 1)
+  first=$(docker ps -q --filter "label=raptiformica.spawner=$(hostname)" | head -n 1)
   until_on "$first" "3 0" 300 && grown=$(since "$t0") || grown="not within 300"
   label=$(docker inspect -f '{{index .Config.Labels "raptiformica.cluster"}}' "$first")
   others=($(docker ps -q --filter "label=raptiformica.cluster=$label" | grep -v "^${first:0:12}"))
