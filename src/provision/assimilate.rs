@@ -141,8 +141,11 @@ pub(super) async fn assimilate(
 
     // Before consensus, every known node is told (there is no KV to learn it from). From then
     // on one node that syncs it into consul's KV is enough: the agents follow the KV.
+    let here = local_node_id(ctx);
     if others.len() < crate::mesh::plan::QUORUM {
-        let remesh = others.iter().map(|n| remesh_one(identity, n, &bytes));
+        let remesh = others
+            .iter()
+            .map(|n| remesh_one(ctx, identity, n, &bytes, here.as_deref()));
         let (own, remeshed) = tokio::join!(mesh_on(remote, &bytes), futures_util::future::join_all(remesh));
         let summary = own?;
         let failed: Vec<String> = remeshed
@@ -170,7 +173,7 @@ pub(super) async fn assimilate(
     let tell_one = async {
         let mut errors = Vec::new();
         for n in &others {
-            match remesh_one(identity, n, &entry).await {
+            match remesh_one(ctx, identity, n, &entry, here.as_deref()).await {
                 Ok(lines) if lines.contains("shared config: in consul's KV") => {
                     return Ok(n.id.clone());
                 }
@@ -199,8 +202,37 @@ pub(super) async fn assimilate(
     }
 }
 
-/// `mesh` on another known node with the new neighbour list.
-async fn remesh_one(identity: &Identity, n: &neighbours::Neighbour, bytes: &[u8]) -> anyhow::Result<String> {
+/// This machine's node id when it is a node itself (a node with an engine slaves the machines
+/// it spawns): it is among the known nodes to re-mesh, and it re-meshes itself here, not over
+/// SSH (no node is authorized to log in to itself).
+fn local_node_id(ctx: &Context) -> Option<String> {
+    if !crate::config::shared::mesh_dir(&ctx.paths)
+        .join("yggdrasil.conf")
+        .is_file()
+    {
+        return None;
+    }
+    let key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub").ok()?;
+    Some(node_id(&crate::sys::digest::host_key_fields(&key)))
+}
+
+/// `mesh` on another known node with the new neighbour list (on this machine, when it is
+/// that node: `here`).
+async fn remesh_one(
+    ctx: &Context,
+    identity: &Identity,
+    n: &neighbours::Neighbour,
+    bytes: &[u8],
+    here: Option<&str>,
+) -> anyhow::Result<String> {
+    if here == Some(n.id.as_str()) {
+        let shell = ctx
+            .shell("`raptiformica mesh` here", "\"$RAPTIFORMICA_BIN\" mesh --with-config -")
+            .stdin(bytes.to_vec())
+            .timeout(MESH_TIMEOUT);
+        let out = tokio::task::spawn_blocking(move || shell.run()).await??;
+        return Ok(mesh_summary(&out.stdout));
+    }
     let host = n.host.clone().expect("filtered");
     let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
     let result = mesh_on(&other, bytes).await;
@@ -221,11 +253,15 @@ async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
             MESH_TIMEOUT,
         )
         .await?;
-    Ok(out
-        .stdout
+    Ok(mesh_summary(&out.stdout))
+}
+
+/// The lines of `mesh`'s output that say what it did.
+fn mesh_summary(stdout: &str) -> String {
+    stdout
         .lines()
         .filter(|l| l.starts_with("consul:") || l.starts_with("overlay:") || l.starts_with("shared config:"))
         .map(str::trim)
         .collect::<Vec<_>>()
-        .join("; "))
+        .join("; ")
 }
