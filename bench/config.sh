@@ -26,14 +26,7 @@ get_set "default config"
 $bin destroy >/dev/null 2>&1
 rm -rf "$cache"/var/machines
 
-mkdir -p "$cache/modules/bench"
-python3 - "$cache/modules/bench/raptiformica.toml" <<'PY'
-import sys
-with open(sys.argv[1], "w") as f:
-    f.write('raptiformica_api_version = "0.1"\n')
-    for i in range(500):
-        f.write(f'[platform.default.hooks.after_mesh.b{i:03d}]\ncommand = "true"\npredicate = "false"\n')
-PY
+big_module
 $bin spawn --compute-type docker --count 3 >"$cache/spawn.log" 2>&1
 # The node that seeded the KV keeps a record of it.
 seeded=$(for id in $(docker ps -q --filter network=raptiformica); do

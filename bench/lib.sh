@@ -20,3 +20,15 @@ try: print(sum(1 for m in json.load(sys.stdin) if m["raft"]=="leader"))
 except Exception: print(0)'; }
 # Waits (at most ${wait_alive_tenths:-1200} tenths of a second) for $1 alive members and a leader.
 wait_alive() { for _ in $(seq "${wait_alive_tenths:-1200}"); do [ "$(alive)" -ge "$1" ] && [ "$(leader)" -ge 1 ] && return 0; sleep 0.1; done; return 1; }
+# A user module of about 1,000 keys (500 hooks that never run) in this run's cache: a big shared
+# config for the config and snapshot figures.
+big_module() {
+  mkdir -p "$cache/modules/bench"
+  python3 - "$cache/modules/bench/raptiformica.toml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write('raptiformica_api_version = "0.1"\n')
+    for i in range(500):
+        f.write(f'[platform.default.hooks.after_mesh.b{i:03d}]\ncommand = "true"\npredicate = "false"\n')
+PY
+}

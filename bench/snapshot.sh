@@ -8,14 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 runs=${1:-5}
 sh compute/docker/ensure_image.sh
-mkdir -p "$cache/modules/bench"
-python3 - "$cache/modules/bench/raptiformica.toml" <<'PY'
-import sys
-with open(sys.argv[1], "w") as f:
-    f.write('raptiformica_api_version = "0.1"\n')
-    for i in range(500):
-        f.write(f'[platform.default.hooks.after_mesh.b{i:03d}]\ncommand = "true"\npredicate = "false"\n')
-PY
+big_module
 $bin spawn --compute-type docker --count 3 >"$cache/spawn.log" 2>&1
 wait_alive 3
 t=$(now)
