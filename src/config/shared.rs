@@ -79,6 +79,15 @@ pub async fn sync(paths: &Paths) -> bool {
     if let Err(e) = push_pending(paths, &api).await {
         tracing::debug!("pending changes not pushed yet: {e:#}");
     }
+    // The KV has not moved since the cache took it: one small read instead of the whole KV
+    // (a big shared config is thousands of keys, and commands on a node read it often).
+    let cached = read_index(paths);
+    if cached != 0
+        && MutableCache::new(&paths.cache_dir).path().is_file()
+        && api.config_index().await.is_ok_and(|now| now == cached)
+    {
+        return true;
+    }
     let Some(kv) = read_with(paths, &api).await else {
         return false;
     };
