@@ -91,7 +91,15 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
         siblings.len()
     );
     assert_eq!(alive_on(&first), 3);
+    let label_of = |id: &str| {
+        text(&docker(&["inspect", "-f", "{{index .Config.Labels \"raptiformica.cluster\"}}", id]).stdout)
+            .trim()
+            .to_string()
+    };
+    let cluster_label = label_of(&first);
+    assert_eq!(cluster_label.len(), 16, "the first machine has no cluster label");
     for s in &siblings {
+        assert_eq!(label_of(s), cluster_label, "{s} is labelled with another cluster");
         assert!(docker_available_on(s), "the machine {s} a node spawned has no engine");
         let grandchildren = text(
             &docker(&[
@@ -139,21 +147,12 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
     let status = sh(survivor, "raptiformica agent --status 2>&1");
     assert!(status.contains("compute engine runs no machine"), "{status}");
     let ours = text(&docker(&["ps", "-q", "--filter", "label=raptiformica.cluster"]).stdout);
-    let cluster_label = text(
-        &docker(&[
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"raptiformica.cluster\"}}",
-            survivor,
-        ])
-        .stdout,
-    );
     let of_cluster = text(
         &docker(&[
             "ps",
             "-q",
             "--filter",
-            &format!("label=raptiformica.cluster={}", cluster_label.trim()),
+            &format!("label=raptiformica.cluster={}", cluster_label),
         ])
         .stdout,
     );
@@ -179,7 +178,7 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
             "ps",
             "-aq",
             "--filter",
-            &format!("label=raptiformica.cluster={}", cluster_label.trim()),
+            &format!("label=raptiformica.cluster={}", cluster_label),
         ])
         .stdout,
     );

@@ -44,6 +44,11 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
         ..ctx.clone()
     };
     let config = Arc::new(spawner::spawning_config(&ctx)?);
+    // The cluster it starts machines for exists now (slave::prepare made its gossip key).
+    let ty = compute::ComputeType {
+        cluster: compute::find(&config, &ty.compute, &ty.server)?.cluster,
+        ..ty
+    };
     let opts = (!args.no_slave).then(|| SlaveOptions {
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
