@@ -28,6 +28,7 @@ except Exception: print(0, 0)"; }
   t0=$(now)
   first=$(docker ps -q --filter "label=raptiformica.spawner=$(hostname)" | head -n 1)
   until_on "$first" "3 0" 300 && grown=$(since "$t0") || grown="not within 300"
+  sleep 30 # the growth's slaving settles (the machines are members before they are slaved)
   label=$(docker inspect -f '{{index .Config.Labels "raptiformica.cluster"}}' "$first")
   others=($(docker ps -q --filter "label=raptiformica.cluster=$label" | grep -v "^${first:0:12}"))
   survivor=${others[0]}
