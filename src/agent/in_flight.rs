@@ -56,14 +56,18 @@ impl InFlight {
     }
 
     /// Records that entry `index` is about to be applied (`group`: by that process group).
-    /// The entry is on disk before the apply starts (a redelivery after a crash of the machine
-    /// is flagged too); the group, added once the command started, need not be: it matters only
-    /// while the machine runs.
+    /// Written whole, without waiting for the disk: the record is about the agent's own
+    /// restarts (a crash of the machine ends the apply with it, and a machine that must not
+    /// apply an entry twice keeps its own record of the indexes it has, as the README says).
     pub fn write(&self, index: u64, group: Option<i32>) -> anyhow::Result<()> {
-        match group {
-            Some(g) => crate::sys::fs_atomic::replace_unsynced(&self.file, format!("{index} {g}\n").as_bytes())?,
-            None => crate::sys::fs_atomic::write_atomic_creating(&self.file, format!("{index}\n").as_bytes())?,
+        let text = match group {
+            Some(g) => format!("{index} {g}\n"),
+            None => format!("{index}\n"),
+        };
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        crate::sys::fs_atomic::replace_unsynced(&self.file, text.as_bytes())?;
         Ok(())
     }
 

@@ -51,14 +51,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // On a node, the one step that talks to consul before a command reads the config: pending
     // changes pushed, the KV read and cached. Loading the config afterwards reads files only.
-    // A change of the shared config goes to consul itself (`config set`/`unset`): reading the
-    // whole KV first would only cost time.
+    // A change of the shared config goes to consul itself (`config set`/`unset`), and so does
+    // an append to a state machine's log (it checks the one key it needs): syncing the cache
+    // first would only cost time.
     let wants_config = !matches!(
         cli.command,
         Command::Keeper
             | Command::Completions { .. }
             | Command::Clean(_)
             | Command::Agent(_)
+            | Command::State {
+                action: args::StateAction::Append { .. }
+            }
             | Command::Config(args::ConfigArgs {
                 action: Some(args::ConfigAction::Set { .. } | args::ConfigAction::Unset { .. }),
                 ..
