@@ -18,7 +18,7 @@
 #   raptiformica.engine=docker): the new machine can spawn machines itself;
 # - writes the container id to ./container_id;
 # - returns once the container runs, after waiting (at most
-#   RAPTIFORMICA_DOCKER_SSH_WAIT seconds, default 20) for its sshd to answer.
+#   RAPTIFORMICA_DOCKER_SSH_WAIT seconds, default 60) for its sshd to answer.
 # On any failure the container is removed again and the exit status is nonzero.
 # Progress goes to stderr; nothing is printed on stdout.
 set -eu
@@ -147,7 +147,7 @@ log "starting container ${cid%"${cid#????????????}"}"
 docker start "$cid" >/dev/null || die "docker start failed"
 
 ip=""
-wait_max="${RAPTIFORMICA_DOCKER_SSH_WAIT:-20}"
+wait_max="${RAPTIFORMICA_DOCKER_SSH_WAIT:-60}"
 deadline=$(( $(date +%s) + wait_max ))
 while :; do
     running=$(docker container inspect --format '{{.State.Running}}' "$cid" 2>/dev/null || true)

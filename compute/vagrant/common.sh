@@ -45,11 +45,13 @@ kernel_version() {
 }
 
 # The Debian packages of the VM box: the docker base image's, plus what a VM needs that a
-# container gets from docker (an init that reaps, a DHCP client, module loading).
+# container gets from docker (an init that reaps, a DHCP client, module loading), plus Debian's
+# docker engine: a VM spawned `--with-engine` starts it (vm-init.sh) and spawns containers inside
+# itself; in any other VM it stays stopped.
 box_packages() {
     # shellcheck source=../docker/common.sh
     . "$VAGRANT_DIR/../docker/common.sh"
-    printf '%s,tini,udhcpc,kmod\n' "$RAPTIFORMICA_BASE_PACKAGES"
+    printf '%s,tini,udhcpc,kmod,docker.io\n' "$RAPTIFORMICA_BASE_PACKAGES"
 }
 
 # The first 12 hex digits of the SHA-256 of the box's recipe (the guest init, the docker

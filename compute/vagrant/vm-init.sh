@@ -10,6 +10,8 @@
 #   every ethernet interface with DHCP (libvirt's dnsmasq: how vagrant learns the address);
 # - makes the VM's own SSH host keys on its first boot and prints them on the serial console
 #   between markers, where the host reads them to pin them (get_host_key.sh);
+# - with raptiformica.engine=docker on the command line (`spawn --with-engine`), starts the
+#   docker engine, so the VM spawns containers inside itself;
 # - then execs tini (reaps orphans, as docker's --init does) running the container entrypoint
 #   (authorized keys, the agent's keeper on a node that was meshed, sshd in the foreground).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -27,6 +29,7 @@ rm -rf /tmp/* 2>/dev/null
 for word in $(cat /proc/cmdline); do
     case "$word" in
         raptiformica.hostname=*) name=${word#raptiformica.hostname=} ;;
+        raptiformica.engine=docker) engine=docker ;;
     esac
 done
 if [ -n "${name:-}" ]; then
@@ -50,6 +53,18 @@ for dev in /sys/class/net/*; do
             ;;
     esac
 done
+
+# A VM spawned `--with-engine`: Debian's docker engine, started here as docker's own unit would
+# (cgroups, the kernel modules it needs); dockerd starts its containerd itself. Its log:
+# /var/log/dockerd.log.
+if [ "${engine:-}" = docker ]; then
+    mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    for m in overlay bridge br_netfilter veth nf_tables nft_chain_nat nft_compat xt_MASQUERADE \
+        xt_addrtype xt_conntrack iptable_nat iptable_filter; do
+        modprobe "$m" 2>/dev/null
+    done
+    setsid /usr/sbin/dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+fi
 
 ssh-keygen -A >/dev/null 2>&1
 {

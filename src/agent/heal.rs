@@ -19,7 +19,7 @@ use super::settings::Settings;
 use super::status::Recorder;
 use crate::compute::spawner;
 use crate::config::context::Context;
-use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 
@@ -27,6 +27,10 @@ const EVERY: Duration = Duration::from_secs(5);
 /// How long the answer to "has this node an engine?" is kept.
 const ENGINE_CHECK: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(30);
+/// What the agent's log says when servers are missing and this node cannot spawn.
+pub const NO_ENGINE: &str = "servers are missing and this node has no compute engine that answers \
+     (every `available` check of its own modules fails; `raptiformica spawn --check-available` \
+     says which): the spawning is left to a node with one";
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Replaces lost servers from this node while it has an engine, until the agent stops.
@@ -72,25 +76,24 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
             let has = tokio::task::spawn_blocking(move || spawner::engine_type(&c).is_some())
                 .await
                 .unwrap_or(false);
+            if !has && engine.is_none_or(|(_, had)| had) {
+                rec.event("engine", NO_ENGINE);
+            }
             engine = Some((now, has));
         }
         if engine.is_some_and(|(_, has)| !has) {
             continue;
         }
-        let promoted = promotions(&api).await.unwrap_or_default();
-        let seen = rules::seen(
-            &members,
-            &failed_since,
-            voters.as_deref(),
-            &Default::default(),
-            &promoted,
-        );
-        let Decision::Replace { lost, count } =
-            rules::decide(&seen, true, settings.min_servers, settings.eviction_grace, short_for)
-        else {
+        // Decided here, and again under the lock (another node may have acted meanwhile).
+        if needed(&api, &members, &failed_since, &settings, short_for).await.is_none() {
             continue;
+        }
+        let wanted = Wanted {
+            failed_since: &failed_since,
+            settings: &settings,
+            short_for,
         };
-        match replace(&ctx, &api, &me, &lost, count, &rec).await {
+        match replace(&ctx, &api, &me, &wanted, &rec).await {
             Ok(false) => {} // another agent holds the lock: it acts
             Ok(true) => {
                 backoff = BACKOFF;
@@ -99,11 +102,7 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
             Err(e) => {
                 rec.event(
                     "error",
-                    format!(
-                        "replacing {}: {e:#}; next try in {}s",
-                        lost.join(", "),
-                        backoff.as_secs()
-                    ),
+                    format!("replacing lost servers: {e:#}; next try in {}s", backoff.as_secs()),
                 );
                 not_before = Instant::now() + backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -112,20 +111,51 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
     }
 }
 
-/// Spawns `count` servers in place of `lost` under the rules lock. False: another holds it.
-async fn replace(
-    ctx: &Context,
+/// What the rules see: how long each member has been failed, the settings, and for how long
+/// the cluster has been short of voters.
+struct Wanted<'a> {
+    failed_since: &'a HashMap<String, Instant>,
+    settings: &'a Settings,
+    short_for: Duration,
+}
+
+/// The lost servers and how many to spawn, when the rules say to spawn (from `members`).
+async fn needed(
     api: &ConsulApi,
-    me: &str,
-    lost: &[String],
-    count: usize,
-    rec: &Recorder,
-) -> anyhow::Result<bool> {
+    members: &[AgentMember],
+    failed_since: &HashMap<String, Instant>,
+    settings: &Settings,
+    short_for: Duration,
+) -> Option<(Vec<String>, usize)> {
+    let voters = voters(api).await;
+    let promoted = promotions(api).await.unwrap_or_default();
+    let seen = rules::seen(
+        members,
+        failed_since,
+        voters.as_deref(),
+        &Default::default(),
+        &promoted,
+    );
+    match rules::decide(&seen, true, settings.min_servers, settings.eviction_grace, short_for) {
+        Decision::Replace { lost, count } => Some((lost, count)),
+        _ => None,
+    }
+}
+
+/// Spawns the missing servers under the rules lock, deciding again once it holds it (another
+/// node may have replaced them while this one waited). False: another node holds the lock.
+async fn replace(ctx: &Context, api: &ConsulApi, me: &str, wanted: &Wanted<'_>, rec: &Recorder) -> anyhow::Result<bool> {
     let holder = format!("{}@{me}", std::process::id());
     let Some(held) = lock::try_acquire(api, lock::RULES_LOCK, &holder).await? else {
         return Ok(false);
     };
     let result = async {
+        let members = api.members().await?;
+        let Some((lost, count)) = needed(api, &members, wanted.failed_since, wanted.settings, wanted.short_for).await
+        else {
+            return anyhow::Ok(()); // replaced meanwhile, or a client to promote
+        };
+        let lost = &lost[..];
         let c = ctx.clone();
         let (config, ty) = tokio::task::spawn_blocking(move || spawner::engine_type(&c))
             .await?

@@ -201,3 +201,105 @@ fn a_machine_spawned_without_the_engine_has_none() {
     let mounts = text(&docker(&["inspect", "-f", "{{len .Mounts}}", &plain]).stdout);
     assert_eq!(mounts.trim(), "0");
 }
+
+/// The alive and failed members as the machine `id` sees them.
+fn cluster_on(id: &str) -> (usize, usize) {
+    let m: Vec<Value> = serde_json::from_str(&sh(id, "raptiformica --json members 2>/dev/null")).unwrap_or_default();
+    let n = |s: &str| m.iter().filter(|m| m["status"] == s).count();
+    (n("alive"), n("failed"))
+}
+
+/// The running containers labelled `label`.
+fn labelled(label: &str) -> Vec<String> {
+    text(&docker(&["ps", "-q", "--filter", &format!("label={label}")]).stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A module of the node's own that makes its docker engine's `available` check fail: the
+/// engine is gone, as far as the node can tell (a broken socket says the same).
+const NO_ENGINE_MODULE: &str = r#"mkdir -p /root/.raptiformica.d/modules/no-engine && printf '%s' '{"raptiformica_api_version": "0.1", "compute": {"docker": {"headless": {"available": "echo the engine is gone >&2; false"}}}}' > /root/.raptiformica.d/modules/no-engine/raptiformica.json && echo broken"#;
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
+fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawns() {
+    let Some(env) = DockerTest::start() else {
+        return;
+    };
+    env.ok(&["spawn", "--compute-type", "docker", "--with-engine"]);
+    let first = running_nodes(&env).pop().expect("the machine with the engine");
+    let host_of = |id: &str| {
+        text(&docker(&["inspect", "-f", "{{.Config.Hostname}}", id]).stdout)
+            .trim()
+            .to_string()
+    };
+    let _spawned = SpawnedBy(host_of(&first));
+    let grown = wait_until(Duration::from_secs(180), || alive_on(&first) == 3);
+    assert!(grown.is_some(), "not grown to three: {}", sh(&first, "raptiformica members 2>&1"));
+    let cluster_label = text(&docker(&["inspect", "-f", "{{index .Config.Labels \"raptiformica.cluster\"}}", &first]).stdout)
+        .trim()
+        .to_string();
+    let of_cluster = format!("raptiformica.cluster={cluster_label}");
+    let siblings = labelled(&format!("raptiformica.spawner={}", host_of(&first)));
+    assert_eq!(siblings.len(), 2, "{siblings:?}");
+    let (broken, lost) = (&siblings[0], &siblings[1]);
+    // Whoever spawns the replacements spawns here: every one of them removed in the end.
+    let _by_broken = SpawnedBy(host_of(broken));
+
+    // 1. One node's engine is gone: `spawn --check-available` says so, and when a server is
+    //    lost that node leaves the spawning to the one whose engine answers.
+    assert_eq!(sh(broken, NO_ENGINE_MODULE), "broken");
+    assert!(!docker_available_on(broken), "the broken engine is still listed as available");
+    let check = sh(broken, "raptiformica spawn --check-available 2>&1");
+    assert!(check.contains("docker"), "{check}");
+    assert!(docker(&["rm", "-f", lost]).status.success());
+    let t = Instant::now();
+    let healed = wait_until(Duration::from_secs(300), || cluster_on(&first) == (3, 0));
+    assert!(
+        healed.is_some(),
+        "not healed with one engine left: {:?}\n{}\n{}",
+        cluster_on(&first),
+        sh(&first, "raptiformica agent --status 2>&1"),
+        sh(broken, "raptiformica agent --status 2>&1")
+    );
+    eprintln!("one of 3 lost, one engine left: 3 alive again in {:?}", t.elapsed());
+    let status = sh(broken, "raptiformica agent --status 2>&1");
+    assert!(
+        status.contains("has no compute engine that answers"),
+        "the node without an engine does not say so: {status}"
+    );
+    assert!(
+        labelled(&format!("raptiformica.spawner={}", host_of(broken))).is_empty(),
+        "the node whose engine is gone spawned"
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    let machines = labelled(&of_cluster);
+    assert_eq!(machines.len(), 3, "containers of the cluster after one loss: {machines:?}");
+
+    // 2. Two nodes with an engine both want to replace a lost server: one does.
+    assert_eq!(sh(broken, "rm -r /root/.raptiformica.d/modules/no-engine && echo fixed"), "fixed");
+    assert!(docker_available_on(broken));
+    assert!(docker(&["rm", "-f", &first]).status.success());
+    let survivor = machines.iter().find(|m| *m != &first).expect("a survivor").clone();
+    let t = Instant::now();
+    let healed = wait_until(Duration::from_secs(300), || cluster_on(&survivor) == (3, 0));
+    assert!(
+        healed.is_some(),
+        "not healed with two engines: {:?}\n{}",
+        cluster_on(&survivor),
+        sh(&survivor, "raptiformica agent --status 2>&1")
+    );
+    eprintln!("one of 3 lost, two engines: 3 alive again in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(30));
+    let machines = labelled(&of_cluster);
+    assert_eq!(
+        machines.len(),
+        3,
+        "two nodes with an engine replaced one lost server with {} machines",
+        machines.len() - 2
+    );
+    assert_eq!(cluster_on(&survivor), (3, 0));
+    env.ok(&["destroy"]);
+    assert!(labelled(&of_cluster).is_empty(), "destroy left machines of the cluster");
+}

@@ -116,9 +116,10 @@ pub struct SpawnArgs {
     pub no_package: bool,
 
     /// Hand each new machine a compute engine of its own, so that it can spawn and heal the
-    /// cluster by itself (docker: the host's engine, its socket and CLI). The machine is then
-    /// root on the engine's host: hand it only to machines you trust as much as that host.
-    /// Machines a machine with an engine spawns get one too
+    /// cluster by itself (docker: the host's engine, its socket and CLI; vagrant: a docker
+    /// engine inside the VM, which then spawns containers inside itself). A container handed
+    /// the host's engine is root on that host: hand it only to machines you trust as much as
+    /// that host. Machines a machine with an engine spawns get one too
     #[arg(long)]
     pub with_engine: bool,
 

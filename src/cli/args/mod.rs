@@ -75,7 +75,9 @@ pub enum Command {
   raptiformica spawn --compute-type docker --count 3   # a cluster of three containers
   raptiformica spawn --check-available                 # which back-ends work on this machine
   raptiformica spawn --compute-type docker --with-engine
-                        # a machine that can spawn machines itself (root on this host: see README)")]
+                        # a machine that can spawn machines itself (root on this host: see README)
+  raptiformica spawn --compute-type vagrant --with-engine
+                        # the original's example: one VM spawns two containers inside itself")]
     Spawn(SpawnArgs),
 
     /// Provision an existing machine over SSH and make it a node
