@@ -85,7 +85,10 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
             continue;
         }
         // Decided here, and again under the lock (another node may have acted meanwhile).
-        if needed(&api, &members, &failed_since, &settings, short_for).await.is_none() {
+        if needed(&api, &members, &failed_since, &settings, short_for)
+            .await
+            .is_none()
+        {
             continue;
         }
         let wanted = Wanted {
@@ -129,13 +132,7 @@ async fn needed(
 ) -> Option<(Vec<String>, usize)> {
     let voters = voters(api).await;
     let promoted = promotions(api).await.unwrap_or_default();
-    let seen = rules::seen(
-        members,
-        failed_since,
-        voters.as_deref(),
-        &Default::default(),
-        &promoted,
-    );
+    let seen = rules::seen(members, failed_since, voters.as_deref(), &Default::default(), &promoted);
     match rules::decide(&seen, true, settings.min_servers, settings.eviction_grace, short_for) {
         Decision::Replace { lost, count } => Some((lost, count)),
         _ => None,
@@ -144,7 +141,13 @@ async fn needed(
 
 /// Spawns the missing servers under the rules lock, deciding again once it holds it (another
 /// node may have replaced them while this one waited). False: another node holds the lock.
-async fn replace(ctx: &Context, api: &ConsulApi, me: &str, wanted: &Wanted<'_>, rec: &Recorder) -> anyhow::Result<bool> {
+async fn replace(
+    ctx: &Context,
+    api: &ConsulApi,
+    me: &str,
+    wanted: &Wanted<'_>,
+    rec: &Recorder,
+) -> anyhow::Result<bool> {
     let holder = format!("{}@{me}", std::process::id());
     let Some(held) = lock::try_acquire(api, lock::RULES_LOCK, &holder).await? else {
         return Ok(false);

@@ -54,9 +54,20 @@ pub async fn spawn_one(
         let (c, cfg) = (ctx.clone(), config.clone());
         tokio::task::spawn_blocking(move || hooks::fire(&c, &cfg, "after_start_instance")).await?;
         match opts {
-            Some(opts) => slave::slave(ctx, config, identity, progress, &host, port, opts)
-                .await
-                .map(|_| ()),
+            Some(opts) => {
+                // On record in its neighbour entry: which back-end instance, whose engine.
+                let opts = SlaveOptions {
+                    machine: Some(crate::mesh::neighbours::Machine {
+                        compute_type: ty.name(),
+                        instance: instance.id.clone(),
+                        held_by: this_host(),
+                    }),
+                    ..opts.clone()
+                };
+                slave::slave(ctx, config, identity, progress, &host, port, &opts)
+                    .await
+                    .map(|_| ())
+            }
             None => Ok(()),
         }
     }
@@ -243,4 +254,13 @@ pub async fn spawn_from_node(
         opts: &opts,
     };
     Ok(spawn_many(&ctx, &config, &identity, &progress, batch).await)
+}
+
+/// This machine's host name (the kernel's), or `unknown`.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| crate::config::known::check_label(h).is_ok())
+        .unwrap_or_else(|| "unknown".to_string())
 }

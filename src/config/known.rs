@@ -73,6 +73,19 @@ pub fn check_via(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A name shown to people (a machine's back-end, instance, holder): 1 to 128 letters, digits
+/// and `.`, `_`, `-`, `/`, `:`, `@`, nothing a terminal would take as a command.
+pub fn check_label(text: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
+    if text.is_empty() || text.len() > 128 || !text.chars().all(plain) {
+        return Err(format!(
+            "`{}` is not a plain name (1 to 128 letters, digits and . _ - / : @)",
+            text.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// A value's check: why it is refused, if it is.
 type Check = fn(&Value) -> Result<(), String>;
 
@@ -85,6 +98,7 @@ fn check_for(key: &str) -> Option<Check> {
             "host" => Some(|v| check_host(&text_of(v))),
             "ssh_port" | "yggdrasil_port" => Some(|v| parse_port(v).map(drop)),
             "ssh_via" => Some(|v| check_via(&text_of(v))),
+            "compute_type" | "instance" | "held_by" => Some(|v| check_label(&text_of(v))),
             _ => None,
         };
     }
@@ -227,12 +241,17 @@ mod tests {
             ("meshnet/yggdrasil/port", json!("x")),
             ("agent/ui_listen", json!("0.0.0.0:8420")),
             ("agent/ui_listen", json!("nonsense")),
+            ("meshnet/neighbours/x/held_by", json!("\u{1b}]0;title\u{7}")),
+            ("meshnet/neighbours/x/compute_type", json!("docker headless")),
+            ("meshnet/neighbours/x/instance", json!("")),
         ];
         for (key, value) in bad {
             let err = check(&k(key), &value).unwrap_err();
             assert!(err.contains(&k(key)), "{err}");
         }
         for (key, value) in [
+            ("meshnet/neighbours/x/held_by", json!("raptiformica-ab12")),
+            ("meshnet/neighbours/x/compute_type", json!("docker/headless")),
             ("meshnet/neighbours/x/host", json!("10.1.2.3")),
             ("meshnet/neighbours/x/ssh_port", json!("2222")),
             ("meshnet/yggdrasil/port", json!(7443)),

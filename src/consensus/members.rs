@@ -24,6 +24,10 @@ pub struct Member {
     /// empty.
     #[serde(default)]
     pub agent: String,
+    /// The back-end instance it is and whose engine holds it (`docker/headless, held by
+    /// HOST`), from its neighbour entry; empty for a machine slaved as it was.
+    #[serde(default)]
+    pub machine: String,
 }
 
 impl Member {
@@ -63,12 +67,13 @@ impl Member {
             dc: tag("dc"),
             raft,
             agent: String::new(),
+            machine: String::new(),
         }
     }
 
     /// The table's columns.
-    pub const HEADER: [&'static str; 9] = [
-        "Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Raft", "Agent",
+    pub const HEADER: [&'static str; 10] = [
+        "Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Raft", "Agent", "Machine",
     ];
 
     pub fn row(&self) -> Vec<String> {
@@ -89,6 +94,11 @@ impl Member {
                 "-".into()
             } else {
                 self.agent.clone()
+            },
+            if self.machine.is_empty() {
+                "-".into()
+            } else {
+                self.machine.clone()
             },
         ]
     }
@@ -161,6 +171,7 @@ mod tests {
                 "2",
                 "raptiformica",
                 "leader",
+                "-",
                 "-"
             ]
         );

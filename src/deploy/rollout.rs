@@ -96,6 +96,7 @@ pub async fn rollout(
                     via: jumps.iter().map(|&j| hop(&entries[j].dst, entries[j].port)).collect(),
                     host_key: None,
                     skip_if_healthy: true,
+                    machine: None,
                 };
                 let t = Instant::now();
                 let result = match slave::slave(ctx, config, identity, progress, &e.dst, e.port, &opts).await {

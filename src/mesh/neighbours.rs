@@ -52,6 +52,38 @@ pub struct Neighbour {
     /// The jump hosts to reach it over SSH (`ssh_via`: `host:port`, comma-separated, outermost
     /// first), for a machine only another one reaches.
     pub ssh_via: Vec<String>,
+    /// The machine behind it, for one a compute back-end started (`spawn`, from the
+    /// workstation or from a node with an engine); None for a machine slaved as it was.
+    pub machine: Option<Machine>,
+}
+
+/// Which back-end instance a node is, and whose engine holds it: `compute_type`, `instance`
+/// and `held_by` in its entry. Data only: nothing runs because of them (a node prunes only
+/// the instances its own back-end started, from its own instance records).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Machine {
+    /// `<compute type>/<server type>`, as `spawn` names it.
+    pub compute_type: String,
+    /// The instance's id (its directory's name in the spawner's cache).
+    pub instance: String,
+    /// The host name of the machine whose engine started it.
+    pub held_by: String,
+}
+
+impl Machine {
+    /// The neighbour entry's fields that record it.
+    pub fn fields(&self) -> [(&'static str, &str); 3] {
+        [
+            ("compute_type", &self.compute_type),
+            ("instance", &self.instance),
+            ("held_by", &self.held_by),
+        ]
+    }
+
+    /// "docker/headless, held by HOST".
+    pub fn describe(&self) -> String {
+        format!("{}, held by {}", self.compute_type, self.held_by)
+    }
 }
 
 impl Neighbour {
@@ -90,6 +122,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
                 consul_role: None,
                 overlay_admits: None,
                 ssh_via: Vec::new(),
+                machine: None,
             });
         }
         let n = out.last_mut().expect("pushed above");
@@ -102,6 +135,18 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
         {
             known::warn_once(format!("neighbour {id} is ignored: {why}"));
             unusable.push(id.to_string());
+            continue;
+        }
+        if matches!(field, "compute_type" | "instance" | "held_by") {
+            // A value that is no plain name is left out (it is only ever shown).
+            if known::check(k, v).is_ok() {
+                let m = n.machine.get_or_insert_with(Machine::default);
+                match field {
+                    "compute_type" => m.compute_type = text,
+                    "instance" => m.instance = text,
+                    _ => m.held_by = text,
+                }
+            }
             continue;
         }
         match field {
@@ -204,6 +249,28 @@ mod tests {
         for (f, v) in fields {
             m.insert(key(id, f), Value::from(*v));
         }
+    }
+
+    #[test]
+    fn a_spawned_machine_is_on_record_and_odd_values_are_left_out() {
+        let mut m = Mapping::new();
+        let fields = [
+            ("host", "10.0.0.2"),
+            ("compute_type", "docker/headless"),
+            ("instance", "4f1c"),
+            ("held_by", "raptiformica-ab12"),
+        ];
+        entry(&mut m, "a", &fields);
+        entry(&mut m, "b", &[("host", "10.0.0.3")]);
+        entry(&mut m, "c", &[("host", "10.0.0.4"), ("held_by", "\u{1b}[2Jowned")]);
+        let all = all(&m);
+        let a = all[0].machine.as_ref().expect("on record");
+        assert_eq!(a.describe(), "docker/headless, held by raptiformica-ab12");
+        assert_eq!(a.instance, "4f1c");
+        assert_eq!(all[1].machine, None);
+        // A terminal escape is never shown; the neighbour itself stays usable.
+        assert_eq!(all[2].machine, None);
+        assert_eq!(all[2].host.as_deref(), Some("10.0.0.4"));
     }
 
     #[test]

@@ -61,6 +61,7 @@ mod tests {
             consul_role: None,
             overlay_admits: None,
             ssh_via: Vec::new(),
+            machine: None,
         }
     }
 

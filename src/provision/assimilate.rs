@@ -57,6 +57,7 @@ pub(super) async fn assimilate(
     identity: &Identity,
     remote: &Remote,
     server: Option<&str>,
+    machine: Option<&neighbours::Machine>,
 ) -> anyhow::Result<String> {
     let out = remote
         .run(
@@ -113,6 +114,11 @@ pub(super) async fn assimilate(
         ];
         for (field, value) in fields {
             mapping.insert(neighbours::key(&id, field), Value::from(value));
+        }
+        if let Some(machine) = machine {
+            for (field, value) in machine.fields() {
+                mapping.insert(neighbours::key(&id, field), Value::from(value));
+            }
         }
         if let Some(server) = server {
             // Which server type it is: events can be meant for one (`event fire --server-type`).

@@ -40,6 +40,8 @@ pub struct SlaveOptions {
     /// Leave a machine alone that needs nothing (no file to upload, nothing to provision)
     /// and is an alive member already: no re-mesh (`deploy` re-run on a healthy network).
     pub skip_if_healthy: bool,
+    /// The back-end instance it is (set by `spawn`): recorded in its neighbour entry.
+    pub machine: Option<crate::mesh::neighbours::Machine>,
 }
 
 impl SlaveOptions {
@@ -54,6 +56,7 @@ impl SlaveOptions {
             via: Vec::new(),
             host_key: None,
             skip_if_healthy: false,
+            machine: None,
         }
     }
 }
@@ -141,7 +144,7 @@ pub async fn slave(
 
         if opts.assimilate {
             let step = progress.step(&who, "assimilate and mesh");
-            let summary = assimilate(ctx, identity, &remote, Some(&server))
+            let summary = assimilate(ctx, identity, &remote, Some(&server), opts.machine.as_ref())
                 .await
                 .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
             crate::sys::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
@@ -175,7 +178,7 @@ pub async fn inject(
             bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
         }
         let step = progress.step(&who, "assimilate and mesh");
-        let summary = assimilate(ctx, identity, &remote, None).await?;
+        let summary = assimilate(ctx, identity, &remote, None, None).await?;
         step.done(&summary);
         Ok(summary)
     }

@@ -37,6 +37,9 @@ pub struct NodeView {
     pub agent: String,
     /// Its agent's last action.
     pub last_action: Option<status::Event>,
+    /// The back-end instance it is and whose engine holds it; empty for a machine slaved
+    /// as it was.
+    pub machine: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -176,6 +179,10 @@ pub fn build(
                     m.agent.clone()
                 },
                 last_action: reports.get(&m.node).and_then(|r| r.actions.last().cloned()),
+                machine: n
+                    .and_then(|n| n.machine.as_ref())
+                    .map(neighbours::Machine::describe)
+                    .unwrap_or_default(),
             }
         })
         .collect();

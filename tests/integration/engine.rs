@@ -91,6 +91,27 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
         siblings.len()
     );
     assert_eq!(alive_on(&first), 3);
+    // Every machine on record: which back-end instance, whose engine holds it.
+    let held_by = |node_host: &str| {
+        let m: Vec<Value> =
+            serde_json::from_str(&sh(&first, "raptiformica --json members 2>/dev/null")).unwrap_or_default();
+        m.iter()
+            .filter(|m| {
+                m["machine"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with(&format!("held by {node_host}")))
+            })
+            .count()
+    };
+    let workstation = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let on_record = wait_until(Duration::from_secs(60), || {
+        held_by(&spawned.0) == 2 && held_by(workstation.trim()) == 1
+    });
+    assert!(
+        on_record.is_some(),
+        "members does not say which machine holds which: {}",
+        sh(&first, "raptiformica members 2>&1")
+    );
     let label_of = |id: &str| {
         text(&docker(&["inspect", "-f", "{{index .Config.Labels \"raptiformica.cluster\"}}", id]).stdout)
             .trim()
@@ -236,10 +257,22 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     };
     let _spawned = SpawnedBy(host_of(&first));
     let grown = wait_until(Duration::from_secs(180), || alive_on(&first) == 3);
-    assert!(grown.is_some(), "not grown to three: {}", sh(&first, "raptiformica members 2>&1"));
-    let cluster_label = text(&docker(&["inspect", "-f", "{{index .Config.Labels \"raptiformica.cluster\"}}", &first]).stdout)
-        .trim()
-        .to_string();
+    assert!(
+        grown.is_some(),
+        "not grown to three: {}",
+        sh(&first, "raptiformica members 2>&1")
+    );
+    let cluster_label = text(
+        &docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"raptiformica.cluster\"}}",
+            &first,
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
     let of_cluster = format!("raptiformica.cluster={cluster_label}");
     let siblings = labelled(&format!("raptiformica.spawner={}", host_of(&first)));
     assert_eq!(siblings.len(), 2, "{siblings:?}");
@@ -250,7 +283,10 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     // 1. One node's engine is gone: `spawn --check-available` says so, and when a server is
     //    lost that node leaves the spawning to the one whose engine answers.
     assert_eq!(sh(broken, NO_ENGINE_MODULE), "broken");
-    assert!(!docker_available_on(broken), "the broken engine is still listed as available");
+    assert!(
+        !docker_available_on(broken),
+        "the broken engine is still listed as available"
+    );
     let check = sh(broken, "raptiformica spawn --check-available 2>&1");
     assert!(check.contains("docker"), "{check}");
     assert!(docker(&["rm", "-f", lost]).status.success());
@@ -275,10 +311,17 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     );
     std::thread::sleep(Duration::from_secs(20));
     let machines = labelled(&of_cluster);
-    assert_eq!(machines.len(), 3, "containers of the cluster after one loss: {machines:?}");
+    assert_eq!(
+        machines.len(),
+        3,
+        "containers of the cluster after one loss: {machines:?}"
+    );
 
     // 2. Two nodes with an engine both want to replace a lost server: one does.
-    assert_eq!(sh(broken, "rm -r /root/.raptiformica.d/modules/no-engine && echo fixed"), "fixed");
+    assert_eq!(
+        sh(broken, "rm -r /root/.raptiformica.d/modules/no-engine && echo fixed"),
+        "fixed"
+    );
     assert!(docker_available_on(broken));
     assert!(docker(&["rm", "-f", &first]).status.success());
     let survivor = machines.iter().find(|m| *m != &first).expect("a survivor").clone();

@@ -15,6 +15,7 @@ pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
     }
     let mut members = runtime()?.block_on(members::members(ctx, json))?;
     mark_own_wait(ctx, &mut members);
+    mark_machines(ctx, &mut members);
     if json {
         super::print_json(&members);
     } else {
@@ -49,5 +50,19 @@ fn mark_own_wait(ctx: &Context, members: &mut [Member]) {
     };
     for m in members.iter_mut().filter(|m| m.node == me && m.agent.is_empty()) {
         m.agent = format!("waiting: {why}");
+    }
+}
+
+/// Each member's machine (back-end instance and engine holder), from the neighbours this
+/// machine knows, where the node that answered did not say already.
+fn mark_machines(ctx: &Context, members: &mut [Member]) {
+    let Ok(config) = ctx.config() else {
+        return;
+    };
+    let known = crate::mesh::neighbours::all(&config.mapping);
+    for m in members.iter_mut().filter(|m| m.machine.is_empty()) {
+        if let Some(machine) = known.iter().find(|n| n.id == m.node).and_then(|n| n.machine.as_ref()) {
+            m.machine = machine.describe();
+        }
     }
 }

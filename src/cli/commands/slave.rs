@@ -21,6 +21,7 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
         patience: Duration::ZERO,
+        machine: None,
     };
     crate::cli::runtime::runtime()?.block_on(slave::slave(
         ctx, &config, &identity, &progress, &args.host, args.port, &opts,
