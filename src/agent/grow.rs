@@ -36,7 +36,7 @@ fn record(ctx: &Context) -> std::path::PathBuf {
 }
 
 /// Grows the cluster while it needs it, until the agent stops.
-pub async fn grow(ctx: Context, rec: Recorder) {
+pub async fn grow(ctx: Context, me: String, rec: Recorder) {
     let mut backoff = BACKOFF;
     loop {
         tokio::time::sleep(EVERY).await;
@@ -71,7 +71,7 @@ pub async fn grow(ctx: Context, rec: Recorder) {
                 ty.name()
             ),
         );
-        let results = spawner::spawn_from_node(&ctx, config, &ty, count, "growth").await;
+        let results = spawner::spawn_from_node(&ctx, config, &ty, count, "growth", &me).await;
         let (ok, errors): (Vec<_>, Vec<_>) = match results {
             Ok(r) => r.into_iter().partition(Result::is_ok),
             Err(e) => (Vec::new(), vec![Err(e)]),

@@ -186,7 +186,7 @@ async fn replace(
             "replace",
             format!("{what}: spawning {count} ({}) from this node", ty.name()),
         );
-        let results = spawner::spawn_from_node(ctx, config, &ty, count, "replacement").await?;
+        let results = spawner::spawn_from_node(ctx, config, &ty, count, "replacement", me).await?;
         let failed: Vec<String> = results
             .iter()
             .filter_map(|r| r.as_ref().err())

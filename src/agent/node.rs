@@ -81,7 +81,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     duties.spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
-    duties.spawn(super::grow::grow(ctx.clone(), rec.clone()));
+    duties.spawn(super::grow::grow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::heal::heal(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(follow::follow(
         ctx.clone(),

@@ -409,6 +409,7 @@ async fn replace(
         label: "replacement",
         count,
         opts: &opts,
+        from_node: None,
     };
     held.check()?;
     let results = spawner::spawn_many(&ctx, &config, identity, &progress, batch).await;

@@ -32,6 +32,9 @@ pub async fn start(ctx: &Context, ty: &ComputeType, progress: &Progress, who: &s
 }
 
 /// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
+/// Starts one machine and slaves it (`opts`); its neighbour entry records the instance and
+/// whose engine holds it (`held_by`).
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn_one(
     ctx: &Context,
     config: &Arc<Config>,
@@ -40,6 +43,7 @@ pub async fn spawn_one(
     progress: &Progress,
     who: &str,
     opts: &Option<SlaveOptions>,
+    held_by: &str,
 ) -> anyhow::Result<Instance> {
     let instance = start(ctx, ty, progress, who).await?;
     let (host, port) = (instance.host.clone().unwrap_or_default(), instance.port.unwrap_or(22));
@@ -60,7 +64,7 @@ pub async fn spawn_one(
                     machine: Some(crate::mesh::neighbours::Machine {
                         compute_type: ty.name(),
                         instance: instance.id.clone(),
-                        held_by: this_host(),
+                        held_by: held_by.to_string(),
                     }),
                     ..opts.clone()
                 };
@@ -97,6 +101,9 @@ pub struct Batch<'a> {
     pub count: usize,
     /// How to slave them (None: only start them).
     pub opts: &'a Option<SlaveOptions>,
+    /// The node whose agent spawns them (its id, recorded as their holder); None: this
+    /// machine's user (its host name is recorded).
+    pub from_node: Option<&'a str>,
 }
 
 /// Starts the batch's instances concurrently and slaves each. One result per instance, in
@@ -108,7 +115,14 @@ pub async fn spawn_many(
     progress: &Progress,
     batch: Batch<'_>,
 ) -> Vec<anyhow::Result<Instance>> {
-    let Batch { ty, label, count, opts } = batch;
+    let Batch {
+        ty,
+        label,
+        count,
+        opts,
+        from_node,
+    } = batch;
+    let held_by = from_node.map_or_else(this_host, str::to_string);
     let mut tasks = tokio::task::JoinSet::new();
     for n in 1..=count {
         let (ctx, config, ty, identity, progress, opts) = (
@@ -120,8 +134,9 @@ pub async fn spawn_many(
             opts.clone(),
         );
         let who = format!("{label} {n}");
+        let held_by = held_by.clone();
         tasks.spawn(async move {
-            spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts)
+            spawn_one(&ctx, &config, &ty, &identity, &progress, &who, &opts, &held_by)
                 .await
                 .with_context(|| format!("{who} of {}", ty.name()))
         });
@@ -229,6 +244,7 @@ pub async fn spawn_from_node(
     ty: &ComputeType,
     count: usize,
     label: &str,
+    me: &str,
 ) -> anyhow::Result<Vec<anyhow::Result<Instance>>> {
     let progress = Progress::new(true);
     {
@@ -252,6 +268,7 @@ pub async fn spawn_from_node(
         label,
         count,
         opts: &opts,
+        from_node: Some(me),
     };
     Ok(spawn_many(&ctx, &config, &identity, &progress, batch).await)
 }

@@ -66,7 +66,8 @@ pub struct Machine {
     pub compute_type: String,
     /// The instance's id (its directory's name in the spawner's cache).
     pub instance: String,
-    /// The host name of the machine whose engine started it.
+    /// Whose engine started it: the spawning node's id, or the host name of the machine a
+    /// user ran `spawn` on.
     pub held_by: String,
 }
 

@@ -91,25 +91,26 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
         siblings.len()
     );
     assert_eq!(alive_on(&first), 3);
-    // Every machine on record: which back-end instance, whose engine holds it.
-    let held_by = |node_host: &str| {
+    // Every machine on record: which back-end instance, whose engine holds it (the node's
+    // id, a member's name; the workstation's host name for the one spawned here).
+    let workstation = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holders = || {
         let m: Vec<Value> =
             serde_json::from_str(&sh(&first, "raptiformica --json members 2>/dev/null")).unwrap_or_default();
-        m.iter()
-            .filter(|m| {
-                m["machine"]
-                    .as_str()
-                    .is_some_and(|s| s.ends_with(&format!("held by {node_host}")))
-            })
-            .count()
+        let names: Vec<&str> = m.iter().filter_map(|m| m["node"].as_str()).collect();
+        let held = |by: &dyn Fn(&str) -> bool| {
+            m.iter()
+                .filter_map(|m| m["machine"].as_str()?.split_once(", held by "))
+                .filter(|(ty, holder)| *ty == "docker/headless" && by(holder))
+                .count()
+        };
+        (held(&|h| names.contains(&h)), held(&|h| h == workstation.trim()))
     };
-    let workstation = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let on_record = wait_until(Duration::from_secs(60), || {
-        held_by(&spawned.0) == 2 && held_by(workstation.trim()) == 1
-    });
+    let on_record = wait_until(Duration::from_secs(60), || holders() == (2, 1));
     assert!(
         on_record.is_some(),
-        "members does not say which machine holds which: {}",
+        "members does not say which machine holds which ({:?}): {}",
+        holders(),
         sh(&first, "raptiformica members 2>&1")
     );
     let label_of = |id: &str| {
@@ -156,6 +157,9 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
         let n = |s: &str| m.iter().filter(|m| m["status"] == s).count();
         (n("alive"), n("failed"))
     };
+    // The loss seen first (members fail or show it): until then the cluster looks whole.
+    let seen = wait_until(Duration::from_secs(60), || cluster(survivor) != (3, 0));
+    assert!(seen.is_some(), "the loss was never seen: {:?}", cluster(survivor));
     let healed = wait_until(Duration::from_secs(300), || cluster(survivor) == (3, 0));
     assert!(
         healed.is_some(),
@@ -291,6 +295,13 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     assert!(check.contains("docker"), "{check}");
     assert!(docker(&["rm", "-f", lost]).status.success());
     let t = Instant::now();
+    // The loss seen first: until then the cluster still looks whole.
+    let seen = wait_until(Duration::from_secs(60), || cluster_on(&first).1 >= 1);
+    assert!(
+        seen.is_some(),
+        "the loss of {lost} was never seen: {:?}",
+        cluster_on(&first)
+    );
     let healed = wait_until(Duration::from_secs(300), || cluster_on(&first) == (3, 0));
     assert!(
         healed.is_some(),
@@ -326,6 +337,12 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     assert!(docker(&["rm", "-f", &first]).status.success());
     let survivor = machines.iter().find(|m| *m != &first).expect("a survivor").clone();
     let t = Instant::now();
+    let seen = wait_until(Duration::from_secs(60), || cluster_on(&survivor).1 >= 1);
+    assert!(
+        seen.is_some(),
+        "the loss of {first} was never seen: {:?}",
+        cluster_on(&survivor)
+    );
     let healed = wait_until(Duration::from_secs(300), || cluster_on(&survivor) == (3, 0));
     assert!(
         healed.is_some(),

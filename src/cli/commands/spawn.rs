@@ -59,6 +59,7 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
         label: "instance",
         count: args.count as usize,
         opts: &opts,
+        from_node: None,
     };
     let results =
         crate::cli::runtime::runtime()?.block_on(spawner::spawn_many(&ctx, &config, &identity, &progress, batch));
