@@ -44,11 +44,12 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
         r#"{"raptiformica_api_version": "0.1", "state": {"slow": {"apply":
   "echo \"$RAPTIFORMICA_STATE_INDEX ${RAPTIFORMICA_STATE_REDELIVERY:-0} start\" >> /tmp/slow.log; sleep 4; echo \"$RAPTIFORMICA_STATE_INDEX end\" >> /tmp/slow.log"}}}"#,
     );
-    // A machine whose snapshot takes 6 s (one is due every 2 entries).
+    // A machine whose snapshot takes 20 s (one is due every 2 entries): long enough for the
+    // test to delete its lock under it on a loaded machine (docker exec takes seconds there).
     env.module(
         "snap/raptiformica.json",
         r#"{"raptiformica_api_version": "0.1", "state": {"snap": {"snapshot_every": 2,
-  "apply": "cat >> /tmp/snap.data", "snapshot": "sleep 6; cat /tmp/snap.data", "restore": "cat > /tmp/snap.data"}}}"#,
+  "apply": "cat >> /tmp/snap.data", "snapshot": "sleep 20; cat /tmp/snap.data", "restore": "cat > /tmp/snap.data"}}}"#,
     );
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
@@ -270,7 +271,7 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
     });
     assert!(locked.is_some(), "no node took the lock for the snapshot");
     kv("delete raptiformica-state/snap/lock");
-    let said = wait_until(Duration::from_secs(20), || {
+    let said = wait_until(Duration::from_secs(45), || {
         nodes
             .iter()
             .any(|n| sh(n, "raptiformica agent --status").contains("lock was lost"))
