@@ -27,11 +27,11 @@ const EVERY: Duration = Duration::from_secs(5);
 /// How long the answer to "has this node an engine?" is kept.
 const ENGINE_CHECK: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// What the agent's log says when servers are missing and this node cannot spawn.
-pub const NO_ENGINE: &str = "servers are missing and this node has no compute engine that answers \
+const NO_ENGINE: &str = "servers are missing and this node has no compute engine that answers \
      (every `available` check of its own modules fails; `raptiformica spawn --check-available` \
      says which): the spawning is left to a node with one";
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Replaces lost servers from this node while it has an engine, until the agent stops.
 pub async fn heal(ctx: Context, me: String, rec: Recorder) {

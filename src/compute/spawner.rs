@@ -31,9 +31,8 @@ pub async fn start(ctx: &Context, ty: &ComputeType, progress: &Progress, who: &s
     Ok(instance)
 }
 
-/// Starts one instance and slaves it; an instance that cannot be slaved is cleaned up.
-/// Starts one machine and slaves it (`opts`); its neighbour entry records the instance and
-/// whose engine holds it (`held_by`).
+/// Starts one machine and slaves it (`opts`); one that cannot be slaved is cleaned up. Its
+/// neighbour entry records the instance and whose engine holds it (`held_by`).
 #[allow(clippy::too_many_arguments)]
 pub async fn spawn_one(
     ctx: &Context,
