@@ -23,6 +23,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // The agent's log is where its events go: it logs at info by default.
     let long_running = matches!(cli.command, Command::Agent(ref a) if !a.status && !a.recover);
     init_logging(cli.verbose, long_running);
+    // Every SSH master this command starts ends with it (and those of killed commands now).
+    let _masters = crate::remote::masters::Guard::new();
+    // Those with a stop of their own (or an interactive child) keep it; the others end on a
+    // signal through the watcher, which stops their masters first.
+    if !matches!(
+        cli.command,
+        Command::Agent(_) | Command::Ui(_) | Command::Keeper | Command::Package(_) | Command::Ssh(_)
+    ) {
+        runtime::end_on_signal();
+    }
     let home = std::env::var_os("HOME").map(PathBuf::from);
     // An empty path would make the current directory the cache, silently.
     anyhow::ensure!(

@@ -32,10 +32,20 @@ pub async fn members(ctx: &Context, quiet: bool) -> anyhow::Result<Vec<Member>> 
     through_a_node(ctx, quiet).await
 }
 
-/// Asks each known node in turn over SSH; the first answer wins.
+/// How many nodes are asked at first, and at most at once.
+const FIRST_ASKS: usize = 2;
+const MOST_ASKS: usize = 4;
+
+/// How long to wait for an answer before asking one more node.
+const ASK_ANOTHER_AFTER: Duration = Duration::from_millis(1500);
+
+/// Asks the known nodes over SSH, servers first, a few at a time: two at once, one more
+/// whenever one fails or none answered for a while. The first that sees a leader speaks for
+/// the cluster. A cluster of a hundred costs two SSH sessions, not a hundred.
 async fn through_a_node(ctx: &Context, quiet: bool) -> anyhow::Result<Vec<Member>> {
+    use futures_util::StreamExt as _;
     let config = ctx.config()?;
-    let nodes: Vec<_> = neighbours::all(&config.mapping)
+    let mut nodes: Vec<_> = neighbours::all(&config.mapping)
         .into_iter()
         .filter(|n| n.host.is_some())
         .collect();
@@ -46,67 +56,73 @@ async fn through_a_node(ctx: &Context, quiet: bool) -> anyhow::Result<Vec<Member
             neighbours::NEIGHBOURS
         );
     }
+    // Servers first (they see the leader), the rest after; stable within each.
+    nodes.sort_by_key(|n| n.consul_role != Some(neighbours::Role::Server));
     let identity = Identity::ensure(ctx)?;
-    {
-        use futures_util::StreamExt as _;
-        // All nodes at once: a dead one costs its connect timeout, not everyone's patience.
-        let mut asks: futures_util::stream::FuturesUnordered<_> = nodes
-            .iter()
-            .map(|n| {
-                let identity = &identity;
-                async move {
-                    let host = n.host.as_deref().expect("filtered");
-                    let answer = async {
-                        let remote =
-                            Remote::connect_known(identity, host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via)
-                                .await?;
-                        let out = remote
-                            .run(
-                                "raptiformica members",
-                                &crate::remote::on_node::on_node("raptiformica members --json"),
-                            )
-                            .await;
-                        remote.close().await;
-                        let members: Vec<Member> = serde_json::from_str(&out?.stdout)
-                            .context("its `members --json` printed no member list")?;
-                        anyhow::Ok(members)
-                    }
+    let ask = |n: &neighbours::Neighbour| {
+        let (identity, n) = (&identity, n.clone());
+        async move {
+            let host = n.host.clone().expect("filtered");
+            let answer = async {
+                let remote =
+                    Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
+                let out = remote
+                    .run(
+                        "raptiformica members",
+                        &crate::remote::on_node::on_node("raptiformica members --json"),
+                    )
                     .await;
-                    (n, host, answer)
-                }
-            })
-            .collect();
-        let mut failures = Vec::new();
-        let mut leaderless: Option<(String, Vec<Member>)> = None;
-        while let Some((n, host, answer)) = asks.next().await {
-            match answer {
-                // A node that sees a leader speaks for the cluster; an island does not.
-                Ok(members) if members.iter().any(|m| m.raft == "leader") => {
-                    if !quiet || ctx.verbose > 0 {
-                        eprintln!("members as seen by node {} ({host})", n.id);
+                remote.close().await;
+                let members: Vec<Member> =
+                    serde_json::from_str(&out?.stdout).context("its `members --json` printed no member list")?;
+                anyhow::Ok(members)
+            }
+            .await;
+            (n, host, answer)
+        }
+    };
+    let mut waiting = nodes.iter();
+    let mut asks = futures_util::stream::FuturesUnordered::new();
+    asks.extend(waiting.by_ref().take(FIRST_ASKS).map(&ask));
+    let mut failures = Vec::new();
+    let mut leaderless: Option<(String, Vec<Member>)> = None;
+    while !asks.is_empty() {
+        let more = asks.len() < MOST_ASKS && waiting.len() > 0;
+        tokio::select! {
+            Some((n, host, answer)) = asks.next() => {
+                match answer {
+                    // A node that sees a leader speaks for the cluster; an island does not.
+                    Ok(members) if members.iter().any(|m| m.raft == "leader") => {
+                        if !quiet || ctx.verbose > 0 {
+                            eprintln!("members as seen by node {} ({host})", n.id);
+                        }
+                        return Ok(members);
                     }
-                    return Ok(members);
-                }
-                Ok(members) => {
-                    if leaderless.is_none() {
-                        leaderless = Some((format!("{} ({host})", n.id), members));
+                    Ok(members) => {
+                        if leaderless.is_none() {
+                            leaderless = Some((format!("{} ({host})", n.id), members));
+                        }
                     }
+                    Err(e) => failures.push(format!("  {} ({host}:{}): {e:#}", n.id, n.ssh_port)),
                 }
-                Err(e) => failures.push(format!("  {} ({host}:{}): {e:#}", n.id, n.ssh_port)),
+                asks.extend(waiting.next().map(&ask));
+            }
+            () = tokio::time::sleep(ASK_ANOTHER_AFTER), if more => {
+                asks.extend(waiting.next().map(&ask));
             }
         }
-        if let Some((who, members)) = leaderless {
-            eprintln!(
-                "warning: no node that answered sees a consul leader; this is the view of node {who}, \
-                 which may be an island"
-            );
-            return Ok(members);
-        }
-        bail!(
-            "no node answered (with 3 nodes known consul forms a cluster; fewer and there are no members yet):\n{}",
-            failures.join("\n")
-        )
     }
+    if let Some((who, members)) = leaderless {
+        eprintln!(
+            "warning: no node that answered sees a consul leader; this is the view of node {who}, \
+             which may be an island"
+        );
+        return Ok(members);
+    }
+    bail!(
+        "no node answered (with 3 nodes known consul forms a cluster; fewer and there are no members yet):\n{}",
+        failures.join("\n")
+    )
 }
 
 /// `members --rejoin`: this node's agent joins every known neighbour again. Returns how many

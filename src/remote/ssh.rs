@@ -204,11 +204,11 @@ impl Remote {
             .user("root".into())
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
-            .control_directory(std::env::temp_dir());
+            .control_directory(super::masters::control_dir());
         if !via.is_empty() {
             builder.jump_hosts(via.iter().map(|h| format!("root@{h}")));
         }
-        match builder.connect(host).await {
+        match launch(builder, host).await {
             Ok(session) => Ok(Self {
                 host: host.into(),
                 port,
@@ -222,7 +222,7 @@ impl Remote {
                 } else {
                     None
                 };
-                let err = explain_connect_error(identity, host, port, &format!("{e:#} ({e:?})"), probe);
+                let err = explain_connect_error(identity, host, port, &format!("{e:#}"), probe);
                 if via.is_empty() {
                     Err(err)
                 } else {
@@ -247,8 +247,8 @@ impl Remote {
             .user("root".into())
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
-            .control_directory(std::env::temp_dir());
-        match builder.connect(host).await {
+            .control_directory(super::masters::control_dir());
+        match launch(builder, host).await {
             Ok(session) => match keep_new_pins(trial.path(), known_hosts) {
                 Ok(()) => Ok(Self {
                     host: host.into(),
@@ -262,7 +262,7 @@ impl Remote {
                 }
             },
             Err(e) => {
-                let cause = format!("{e:#} ({e:?})");
+                let cause = format!("{e:#}");
                 let what = if cause.contains("IDENTIFICATION HAS CHANGED")
                     || cause.contains("Host key verification failed")
                 {
@@ -443,6 +443,19 @@ impl Remote {
     /// Closes the master connection.
     pub async fn close(self) {
         let _ = self.session.close().await;
+    }
+}
+
+/// Starts the master in a task of its own: when the caller gives up half-way (a timeout, a race
+/// another node won), the start still completes and the session is dropped, which stops the
+/// master. A start cut short would leave it running with no one to stop it (until
+/// [`super::masters::Guard`] sweeps it at the command's end).
+async fn launch(builder: SessionBuilder, host: &str) -> anyhow::Result<Session> {
+    let host = host.to_string();
+    match tokio::spawn(async move { builder.connect(&host).await }).await {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(e)) => Err(anyhow::anyhow!("{e:#} ({e:?})")),
+        Err(e) => Err(anyhow::anyhow!("the ssh start was cut short: {e}")),
     }
 }
 

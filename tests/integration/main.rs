@@ -22,6 +22,7 @@ mod modules;
 mod package;
 mod shared_config;
 mod snapshot;
+mod ssh_left;
 mod state;
 mod trust;
 mod ui;
