@@ -22,7 +22,12 @@ use crate::node::mesh as node;
 use crate::sys::daemon::Applied;
 
 const WAIT: Duration = Duration::from_secs(55);
-const SETTLE: Duration = Duration::from_millis(300);
+/// How long a node lets changes gather before it acts on them, plus up to [`JITTER`]: a batch
+/// of new nodes makes a hundred writes in a minute, and every node reading the whole KV after
+/// each of them (all at the same moment) was what loaded the servers most while a cluster
+/// grew. The new node's own links do not wait for this: it dials its peers when it meshes.
+const SETTLE: Duration = Duration::from_secs(2);
+const JITTER: Duration = Duration::from_millis(1500);
 
 /// Keeps the overlay links of node `me` in line with the KV and the members' health.
 pub async fn follow(
@@ -56,7 +61,7 @@ pub async fn follow(
             },
             changed = view.changed() => if changed.is_err() { return },
         }
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep(SETTLE + jitter()).await;
         let Some(kv) = shared::read_with(&ctx.paths, &api).await else {
             continue;
         };
@@ -87,4 +92,10 @@ pub async fn follow(
             Err(e) => rec.event("error", format!("re-rendering the overlay panicked: {e}")),
         }
     }
+}
+
+/// A random part of [`JITTER`], so that the nodes do not read the KV all at once.
+fn jitter() -> Duration {
+    let spread = JITTER.as_millis() as u64;
+    Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64)
 }

@@ -356,7 +356,20 @@ impl ConsulApi {
         path: &str,
     ) -> anyhow::Result<(T, u64)> {
         let url = format!("{}/v1/kv/{path}", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        // A read is safe to repeat: a connection the agent dropped (a busy machine) is tried
+        // again, a few times, before it is an error.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            match self.http.get(&url).send().await {
+                Ok(resp) => break resp,
+                Err(e) if attempt < 4 && !e.is_timeout() => {
+                    tracing::debug!("GET {url}: {e} (retrying)");
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+            }
+        };
         let index = consul_index(&resp);
         match resp.status().as_u16() {
             404 => return Ok((T::default(), index)),
