@@ -282,10 +282,8 @@ impl Tick {
         // Lost or never met peers: known neighbours that are not alive members (an evicted one
         // has no neighbour entry any more). Two new machines can join each other and stop there
         // (consul's retry_join is done once one address answers): this joins them to the rest.
-        // Each node joins only its ring peers (those it links with, whether up or down): one
-        // join merges two pools, and the ring crosses any split, so that is enough. Every node
-        // joining every new machine every 2 s was a storm while a cluster grew: 45 nodes × 10
-        // new ones, each join a full state exchange with a consul that was still starting.
+        // Only its ring peers (up or down): one join merges two pools and the ring crosses any
+        // split. Every node joining every new machine every 2 s was a storm while growing.
         let all = neighbours::all(cached);
         let links = crate::mesh::plan::links(cached).unwrap_or(crate::mesh::peering::DEFAULT_LINKS);
         let ring: Vec<String> = crate::mesh::peering::choose(me, &all, links, &Default::default())

@@ -56,6 +56,19 @@ impl Drop for Guard {
     }
 }
 
+/// Starts the master in a task of its own: when the caller gives up half-way (a timeout, a race
+/// another node won), the start still completes and the session is dropped, which stops the
+/// master. A start cut short would leave it running with no one to stop it (until
+/// [`Guard`] sweeps it at the command's end).
+pub(super) async fn launch(builder: openssh::SessionBuilder, host: &str) -> anyhow::Result<openssh::Session> {
+    let host = host.to_string();
+    match tokio::spawn(async move { builder.connect(&host).await }).await {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(e)) => Err(anyhow::anyhow!("{e:#} ({e:?})")),
+        Err(e) => Err(anyhow::anyhow!("the ssh start was cut short: {e}")),
+    }
+}
+
 /// Stops this process's ssh processes and removes its control directory. Returns how many
 /// were stopped.
 pub fn sweep_own() -> usize {

@@ -208,7 +208,7 @@ impl Remote {
         if !via.is_empty() {
             builder.jump_hosts(via.iter().map(|h| format!("root@{h}")));
         }
-        match launch(builder, host).await {
+        match super::masters::launch(builder, host).await {
             Ok(session) => Ok(Self {
                 host: host.into(),
                 port,
@@ -248,7 +248,7 @@ impl Remote {
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
             .control_directory(super::masters::control_dir());
-        match launch(builder, host).await {
+        match super::masters::launch(builder, host).await {
             Ok(session) => match keep_new_pins(trial.path(), known_hosts) {
                 Ok(()) => Ok(Self {
                     host: host.into(),
@@ -443,19 +443,6 @@ impl Remote {
     /// Closes the master connection.
     pub async fn close(self) {
         let _ = self.session.close().await;
-    }
-}
-
-/// Starts the master in a task of its own: when the caller gives up half-way (a timeout, a race
-/// another node won), the start still completes and the session is dropped, which stops the
-/// master. A start cut short would leave it running with no one to stop it (until
-/// [`super::masters::Guard`] sweeps it at the command's end).
-async fn launch(builder: SessionBuilder, host: &str) -> anyhow::Result<Session> {
-    let host = host.to_string();
-    match tokio::spawn(async move { builder.connect(&host).await }).await {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(anyhow::anyhow!("{e:#} ({e:?})")),
-        Err(e) => Err(anyhow::anyhow!("the ssh start was cut short: {e}")),
     }
 }
 
