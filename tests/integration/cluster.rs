@@ -60,6 +60,16 @@ pub fn count(env: &TestEnv, status: &str, kind: Option<&str>) -> usize {
         .count()
 }
 
+/// How many servers vote in raft (`leader` or `follower`). A server stays a non-voter for its
+/// first ~10 s, and consul's autopilot force-leaves a failed non-voter at once (it shows
+/// `left`, not `failed`): a test that kills a server waits for this first.
+pub fn voters(env: &TestEnv) -> usize {
+    members(env)
+        .iter()
+        .filter(|m| m["raft"] == "leader" || m["raft"] == "follower")
+        .count()
+}
+
 /// Polls `f` until it holds (how long that took) or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();

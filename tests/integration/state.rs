@@ -276,7 +276,19 @@ fn concurrent_appends_give_every_node_the_same_state_and_a_late_node_restores_th
             .iter()
             .any(|n| sh(n, "raptiformica agent --status").contains("lock was lost"))
     });
-    assert!(said.is_some(), "the holder did not notice it lost the lock");
+    assert!(
+        said.is_some(),
+        "the holder did not notice it lost the lock:\n{}",
+        nodes
+            .iter()
+            .map(|n| format!(
+                "{n}:\n{}\n{}",
+                sh(n, "raptiformica agent --status 2>&1"),
+                sh(n, "grep -i 'snap' /root/.raptiformica.d/mesh/agent.log | tail -n 15")
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let snap = text(&on(&nodes[0], &["--json", "state", "status", "snap"]).stdout);
     let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
     assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{count, docker, running_nodes, sh, wait_until};
+use crate::cluster::{count, docker, running_nodes, sh, voters, wait_until};
 use crate::docker::DockerTest;
 use crate::harness::{root, text};
 
@@ -186,6 +186,12 @@ fn the_map_shows_the_nodes_and_a_failed_one_live_and_guards_its_secrets() {
     env.ok(&["config", "set", "raptiformica/agent/eviction_grace", "600"]);
     env.ok(&["spawn", "--compute-type", "docker", "--count", "3"]);
     assert!(wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some());
+    // The node killed below must be a voter: a failed non-voter is removed at once (`left`).
+    assert!(
+        wait_until(Duration::from_secs(60), || voters(&env) == 3).is_some(),
+        "the 3 servers are not all voters: {:?}",
+        crate::cluster::members(&env)
+    );
     let ids = node_ids(&env);
     assert_eq!(ids.len(), 3);
     let containers = running_nodes(&env);
