@@ -24,6 +24,8 @@ use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 
 const EVERY: Duration = Duration::from_secs(5);
+/// How long the agent settings (a full config load) are kept while nothing is short.
+const SETTINGS_EVERY: Duration = Duration::from_secs(60);
 /// How long the answer to "has this node an engine?" is kept.
 const ENGINE_CHECK: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(30);
@@ -43,21 +45,35 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
     let mut short_since: Option<Instant> = None;
     let mut not_before = Instant::now();
     let mut backoff = BACKOFF;
+    let mut settings: Option<(Instant, Settings)> = None;
     loop {
         tokio::time::sleep(EVERY).await;
-        let (Ok(members), Ok(Some(_leader))) = (api.members().await, api.leader().await) else {
-            continue; // no leader: consensus is rebuilt first (recover), or it is an election
+        let Ok(members) = api.members().await else {
+            continue;
         };
         let now = Instant::now();
         failed_since.retain(|n, _| members.iter().any(|m| &m.name == n && m.failed()));
         for m in members.iter().filter(|m| m.failed()) {
             failed_since.entry(m.name.clone()).or_insert(now);
         }
+        // Every node runs this every few seconds: in calm it costs no request to the servers
+        // and no config load (both grew with the cluster: a hundred nodes made 40 a second).
+        let alive_servers = members.iter().filter(|m| m.alive() && m.server()).count();
+        let known = settings.as_ref().filter(|(at, _)| at.elapsed() < SETTINGS_EVERY);
+        if known.is_some_and(|(_, s)| alive_servers >= s.min_servers) {
+            short_since = None;
+            continue;
+        }
         let c = ctx.clone();
         let Ok(Ok(config)) = tokio::task::spawn_blocking(move || c.config()).await else {
             continue;
         };
-        let settings = Settings::from_mapping(&config.mapping).unwrap_or_default();
+        let settings = &settings
+            .insert((now, Settings::from_mapping(&config.mapping).unwrap_or_default()))
+            .1;
+        if !matches!(api.leader().await, Ok(Some(_))) {
+            continue; // no leader: consensus is rebuilt first (recover), or it is an election
+        }
         let voters = voters(&api).await;
         let alive_voters = members
             .iter()
@@ -85,7 +101,7 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
             continue;
         }
         // Decided here, and again under the lock (another node may have acted meanwhile).
-        if needed(&api, &members, &failed_since, &settings, short_for)
+        if needed(&api, &members, &failed_since, settings, short_for)
             .await
             .is_none()
         {
@@ -93,7 +109,7 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
         }
         let wanted = Wanted {
             failed_since: &failed_since,
-            settings: &settings,
+            settings,
             short_for,
         };
         match replace(&ctx, &api, &me, &wanted, &rec).await {

@@ -36,6 +36,8 @@ use crate::mesh::yggdrasil::Yggdrasil;
 const TICK: Duration = Duration::from_secs(2);
 const JOIN_EVERY: Duration = Duration::from_secs(2);
 const OWN_ENTRY_EVERY: Duration = Duration::from_secs(10);
+/// How often a client's agent asks who leads.
+const CLIENT_LEADER_EVERY: Duration = Duration::from_secs(10);
 /// A promotion takes a consul restart as server: give it this long before another one.
 const PROMOTE_EVERY: Duration = Duration::from_secs(20);
 
@@ -140,6 +142,8 @@ struct Tick {
     api: ConsulApi,
     failed_since: HashMap<String, Instant>,
     no_leader_since: Option<Instant>,
+    /// The leader as last asked, and when.
+    leader_seen: Option<(Instant, Option<String>)>,
     last_join: Option<Instant>,
     last_own_check: Option<Instant>,
     /// This node's neighbour entry as it was when the agent started.
@@ -172,6 +176,7 @@ impl Tick {
             api: ConsulApi::new(LOCAL_HTTP, Duration::from_secs(3))?,
             failed_since: HashMap::new(),
             no_leader_since: None,
+            leader_seen: None,
             last_join: None,
             last_own_check: None,
             own_entry: Mapping::new(),
@@ -210,8 +215,21 @@ impl Tick {
         }
 
         let members = self.api.members().await?;
-        let leader = self.api.leader().await.ok().flatten();
+        // A server acts on the leader (recovery, the leader's duties): asked every tick. A
+        // client only gates its KV writes on there being one: asked every CLIENT_LEADER_EVERY
+        // (each ask is a request to the servers, a hundred nodes asked 50 a second).
         let now = Instant::now();
+        let leader = match self.leader_seen.take() {
+            Some((at, seen)) if !me_server && now.duration_since(at) < CLIENT_LEADER_EVERY => {
+                self.leader_seen = Some((at, seen.clone()));
+                seen
+            }
+            _ => {
+                let seen = self.api.leader().await.ok().flatten();
+                self.leader_seen = Some((now, seen.clone()));
+                seen
+            }
+        };
         self.no_leader_since = match (leader.is_some(), self.no_leader_since) {
             (true, _) => None,
             (false, None) => Some(now),
@@ -286,7 +304,7 @@ impl Tick {
         // split. Every node joining every new machine every 2 s was a storm while growing.
         let all = neighbours::all(cached);
         let links = crate::mesh::plan::links(cached).unwrap_or(crate::mesh::peering::DEFAULT_LINKS);
-        let ring: Vec<String> = crate::mesh::peering::choose(me, &all, links, &Default::default())
+        let ring: Vec<String> = crate::mesh::peering::ring_peers(me, &all, links, &Default::default())
             .into_iter()
             .map(|n| n.id.clone())
             .collect();

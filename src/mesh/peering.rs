@@ -8,21 +8,40 @@
 //! its ring neighbours keeps the overlay connected; skipping the down ones replaces a lost
 //! link with the next node along the ring. With `links + 1` nodes or fewer, everyone links
 //! with everyone.
+//!
+//! The consul servers are hubs besides: every node links with each of them and they with
+//! every node. Consul's packets (gossip to random members, every client's RPCs to the
+//! servers) then cross at most two links, where across a ring of N nodes they crossed about
+//! N/8 and every overlay daemon on the way forwarded them: at 45 nodes that forwarding was
+//! most of the cluster's CPU at rest. The ring stays for the hubs' sake: lose them all and the
+//! nodes are still connected.
 
 use std::collections::BTreeSet;
 
-use super::neighbours::Neighbour;
+use super::neighbours::{Neighbour, Role};
 
-/// The default number of overlay links per node.
-pub const DEFAULT_LINKS: usize = 4;
+/// The default number of ring links per node (one on each side), besides the hubs.
+pub const DEFAULT_LINKS: usize = 2;
 
 /// The neighbours `me` links with, among `ring` (any order; those without an overlay
-/// identity or an address are left out), skipping the ids in `down`.
+/// identity or an address are left out), skipping the ids in `down`: its ring peers and the
+/// hubs (every node, if `me` is one).
 pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
-    let mut others: Vec<&Neighbour> = ring
-        .iter()
-        .filter(|n| n.id != me && n.on_overlay() && n.host.is_some() && !down.contains(&n.id))
-        .collect();
+    let hub = |n: &Neighbour| n.consul_role == Some(Role::Server);
+    let me_hub = ring.iter().any(|n| n.id == me && hub(n));
+    let mut chosen = ring_peers(me, ring, links, down);
+    for n in linkable(me, ring, down) {
+        if (me_hub || hub(n)) && !chosen.iter().any(|c| c.id == n.id) {
+            chosen.push(n);
+        }
+    }
+    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen
+}
+
+/// Only the ring: `me`'s nearest `links / 2` on each side (everyone, in a ring that small).
+pub fn ring_peers<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
+    let mut others = linkable(me, ring, down);
     others.sort_by(|a, b| a.id.cmp(&b.id));
     let half = (links / 2).max(1);
     if others.len() <= 2 * half {
@@ -43,6 +62,13 @@ pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet
     }
     chosen.sort_by(|a, b| a.id.cmp(&b.id));
     chosen
+}
+
+/// The other nodes a link could go to: on the overlay, with an address, not down.
+fn linkable<'a>(me: &str, ring: &'a [Neighbour], down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
+    ring.iter()
+        .filter(|n| n.id != me && n.on_overlay() && n.host.is_some() && !down.contains(&n.id))
+        .collect()
 }
 
 #[cfg(test)]
@@ -117,6 +143,77 @@ mod tests {
         assert_eq!(seen.len(), alive.len());
         let degree = |id: &str| edges.iter().filter(|(a, b)| a == id || b == id).count();
         assert!(alive.iter().all(|n| degree(&n.id) <= 6), "bounded degree");
+    }
+
+    /// The links both ways: an edge where either side chose the other.
+    fn edges(ring: &[Neighbour], links: usize, down: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+        let mut edges = BTreeSet::new();
+        for n in ring.iter().filter(|n| !down.contains(&n.id)) {
+            for c in choose(&n.id, ring, links, down) {
+                edges.insert((n.id.clone().min(c.id.clone()), n.id.clone().max(c.id.clone())));
+            }
+        }
+        edges
+    }
+
+    /// The most links a packet crosses between two live nodes (None: not connected).
+    fn diameter(ring: &[Neighbour], edges: &BTreeSet<(String, String)>, down: &BTreeSet<String>) -> Option<usize> {
+        let live: Vec<&String> = ring.iter().map(|n| &n.id).filter(|id| !down.contains(*id)).collect();
+        let mut worst = 0;
+        for from in &live {
+            let mut dist = std::collections::BTreeMap::from([((*from).clone(), 0usize)]);
+            let mut queue = std::collections::VecDeque::from([(*from).clone()]);
+            while let Some(x) = queue.pop_front() {
+                let d = dist[&x];
+                for (a, b) in edges {
+                    let other = if *a == x {
+                        b
+                    } else if *b == x {
+                        a
+                    } else {
+                        continue;
+                    };
+                    if !dist.contains_key(other) {
+                        dist.insert(other.clone(), d + 1);
+                        queue.push_back(other.clone());
+                    }
+                }
+            }
+            if dist.len() < live.len() {
+                return None;
+            }
+            worst = worst.max(dist.values().copied().max().unwrap_or(0));
+        }
+        Some(worst)
+    }
+
+    #[test]
+    fn the_servers_are_hubs_two_links_apart_from_anyone_and_the_ring_holds_without_them() {
+        let mut ring: Vec<Neighbour> = (0..100).map(|i| node(&format!("{:04x}", i * 7919 % 65536))).collect();
+        let none = BTreeSet::new();
+        // A plain ring of 100 with one link on each side: paths of up to 50 links.
+        assert_eq!(diameter(&ring, &edges(&ring, 2, &none), &none), Some(50));
+        for i in [10, 40, 70] {
+            ring[i].consul_role = Some(Role::Server);
+        }
+        let e = edges(&ring, 2, &none);
+        assert_eq!(diameter(&ring, &e, &none), Some(2), "any two nodes meet at a hub");
+        let degree = |id: &str| e.iter().filter(|(a, b)| a == id || b == id).count();
+        for (i, n) in ring.iter().enumerate() {
+            if [10, 40, 70].contains(&i) {
+                assert_eq!(degree(&n.id), 99, "a hub links with every node");
+            } else {
+                assert!(degree(&n.id) <= 5, "a client: its 2 ring peers and the 3 hubs");
+            }
+        }
+        // A hub sees a client as any client does: the client is chosen by the hub too.
+        let client = &ring[5].id;
+        assert!(choose(&ring[10].id, &ring, 2, &none).iter().any(|n| &n.id == client));
+        // Every hub down: the ring (around the down ones) still connects the rest.
+        let down: BTreeSet<String> = [10, 40, 70].map(|i| ring[i].id.clone()).into();
+        assert!(diameter(&ring, &edges(&ring, 2, &down), &down).is_some());
+        // The ring alone, for rejoining: no hubs in it.
+        assert_eq!(ring_peers(client, &ring, 2, &none).len(), 2);
     }
 
     #[test]

@@ -170,11 +170,26 @@ mod tests {
     fn a_down_peer_is_replaced_along_the_ring_and_kept() {
         let m = ring(10);
         let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
-        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07"]);
+        assert_eq!(keys(&plan.dial), ["k04", "k06"]);
         assert_eq!(plan.allowed.len(), 10);
         let down: BTreeSet<String> = ["n06".to_string()].into();
         let plan = overlay_plan(&m, "n05", &down).unwrap();
-        assert_eq!(keys(&plan.dial), ["k03", "k04", "k06", "k07", "k08"]);
+        assert_eq!(keys(&plan.dial), ["k04", "k06", "k07"]);
+    }
+
+    #[test]
+    fn every_node_dials_the_servers_and_a_server_dials_everyone() {
+        let mut m = ring(10);
+        m.insert(neighbours::key("n01", "consul_role"), Value::from("server"));
+        m.insert(neighbours::key("n05", "consul_role"), Value::from("client"));
+        let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k01", "k04", "k06"]);
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(plan.dial.len(), 9);
+        // With a wider ring, as `meshnet/yggdrasil/links` may say.
+        m.insert(LINKS_KEY.to_string(), Value::from(4));
+        let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k01", "k03", "k04", "k06", "k07"]);
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl AgentMember {
     pub fn failed(&self) -> bool {
         self.status == Serf::Failed
     }
+
+    /// A consul server (its gossip tag `role` says `consul`).
+    pub fn server(&self) -> bool {
+        self.tags.get("role").is_some_and(|r| r == "consul")
+    }
 }
 
 /// One server in the raft configuration.
