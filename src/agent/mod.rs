@@ -26,6 +26,7 @@ pub mod in_flight;
 pub mod keeper;
 pub mod membership;
 pub mod node;
+pub mod own_entry;
 pub mod recover;
 pub mod redial;
 pub mod report;

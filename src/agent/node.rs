@@ -21,7 +21,7 @@ use super::rules::{self, Decision};
 use super::settings::Settings;
 use super::status::Recorder;
 use super::supervise::{self, Supervised};
-use super::{follow, membership};
+use super::{follow, membership, own_entry};
 use crate::config::context::Context;
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
@@ -215,21 +215,18 @@ impl Tick {
         }
 
         let members = self.api.members().await?;
-        // A server acts on the leader (recovery, the leader's duties): asked every tick. A
-        // client only gates its KV writes on there being one: asked every CLIENT_LEADER_EVERY
-        // (each ask is a request to the servers, a hundred nodes asked 50 a second).
+        // Servers act on the leader: asked every tick. Clients only gate KV writes on one: asked
+        // every CLIENT_LEADER_EVERY (a request to the servers; 100 nodes asked 50 a second).
         let now = Instant::now();
-        let leader = match self.leader_seen.take() {
-            Some((at, seen)) if !me_server && now.duration_since(at) < CLIENT_LEADER_EVERY => {
-                self.leader_seen = Some((at, seen.clone()));
-                seen
-            }
-            _ => {
-                let seen = self.api.leader().await.ok().flatten();
-                self.leader_seen = Some((now, seen.clone()));
-                seen
-            }
+        let kept = self
+            .leader_seen
+            .clone()
+            .filter(|(at, _)| !me_server && now - *at < CLIENT_LEADER_EVERY);
+        let (asked, leader) = match kept {
+            Some(kept) => kept,
+            None => (now, self.api.leader().await.ok().flatten()),
         };
+        self.leader_seen = Some((asked, leader.clone()));
         self.no_leader_since = match (leader.is_some(), self.no_leader_since) {
             (true, _) => None,
             (false, None) => Some(now),
@@ -258,7 +255,7 @@ impl Tick {
         if leader.is_some() {
             self.keep_own_entry(&me_name).await;
             self.ensure_agent_token().await;
-            self.publish_admits(&cached, &me_name).await;
+            own_entry::publish_admits(&self.api, &self.overlay, &cached, &me_name, &mut self.published_admits).await;
             // A change that went to the cache while consul was away (or slow) goes up now.
             if let Err(e) = shared::push_pending(&self.ctx.paths, &self.api).await {
                 tracing::debug!("pending changes not pushed yet: {e:#}");
@@ -297,21 +294,13 @@ impl Tick {
             }
         }
         let alive: Vec<&str> = members.iter().filter(|m| m.alive()).map(|m| m.name.as_str()).collect();
-        // Lost or never met peers: known neighbours that are not alive members (an evicted one
-        // has no neighbour entry any more). Two new machines can join each other and stop there
-        // (consul's retry_join is done once one address answers): this joins them to the rest.
-        // Only its ring peers (up or down): one join merges two pools and the ring crosses any
-        // split. Every node joining every new machine every 2 s was a storm while growing.
-        let all = neighbours::all(cached);
-        let links = crate::mesh::plan::links(cached).unwrap_or(crate::mesh::peering::DEFAULT_LINKS);
-        let ring: Vec<String> = crate::mesh::peering::ring_peers(me, &all, links, &Default::default())
+        // Ring peers (up or down) that are not alive members: two new machines can join each
+        // other and stop there (retry_join is done once one answers); one join merges two pools
+        // and the ring crosses any split (everyone joining every new machine was a storm).
+        let targets: Vec<(String, std::net::Ipv6Addr)> = crate::mesh::plan::ring(cached, me)
             .into_iter()
-            .map(|n| n.id.clone())
-            .collect();
-        let targets: Vec<_> = all
-            .iter()
-            .filter(|n| n.id != me && !alive.contains(&n.id.as_str()) && ring.contains(&n.id))
-            .filter_map(|n| Some((n.id.clone(), n.overlay_address?)))
+            .filter(|n| !alive.contains(&n.id.as_str()))
+            .filter_map(|n| Some((n.id, n.overlay_address?)))
             .collect();
         if targets.is_empty() {
             return;
@@ -526,38 +515,15 @@ impl Tick {
         }
     }
 
-    /// Publishes which nodes this node's running overlay admits (`yggdrasil_admits`), so that
-    /// the others do not dial it before it admits them (see `crate::mesh::plan::overlay_plan`).
-    async fn publish_admits(&mut self, cached: &Mapping, me: &str) {
-        let Some(admitted) = self.overlay.admitted() else {
-            return;
-        };
-        let value = crate::mesh::plan::admits(cached, me, &admitted);
-        let key = neighbours::key(me, "yggdrasil_admits");
-        let published = cached.get(&key).and_then(serde_json::Value::as_str);
-        if published == Some(value.as_str()) || self.published_admits.as_deref() == Some(value.as_str()) {
-            return;
-        }
-        match self
-            .api
-            .set_many(&Mapping::from([(key, serde_json::Value::from(value.clone()))]))
-            .await
-        {
-            Ok(()) => self.published_admits = Some(value),
-            Err(e) => tracing::debug!("admissions not published yet: {e:#}"),
-        }
-    }
-
     /// Makes consul's agent token if `mesh` could not (a new cluster's ACLs start in legacy
     /// mode for a few seconds, and refuse tokens meanwhile).
     async fn ensure_agent_token(&mut self) {
-        if self.agent_token_made {
-            return;
-        }
-        let Some(token) = crate::consensus::acl::read_token(&self.ctx.paths) else {
+        let token = (!self.agent_token_made)
+            .then(|| crate::consensus::acl::read_token(&self.ctx.paths))
+            .flatten();
+        let Some((accessor, secret)) = token.map(|t| crate::consensus::acl::agent_token(&t)) else {
             return;
         };
-        let (accessor, secret) = crate::consensus::acl::agent_token(&token);
         match self.api.ensure_agent_token(&accessor, &secret).await {
             Ok(made) => {
                 self.agent_token_made = true;
@@ -570,22 +536,14 @@ impl Tick {
         }
     }
 
-    /// Puts this node's neighbour entry back into the KV when it is missing there (evicted
-    /// while it was cut off, or lost with a rebuilt store).
+    /// This node's neighbour entry put back where the KV lost it (checked every
+    /// OWN_ENTRY_EVERY).
     async fn keep_own_entry(&mut self, me: &str) {
         if self.own_entry.is_empty() || self.last_own_check.is_some_and(|t| t.elapsed() < OWN_ENTRY_EVERY) {
             return;
         }
         self.last_own_check = Some(Instant::now());
-        let probe = neighbours::key(me, "yggdrasil_public_key");
-        if let Ok(None) = self.api.get_value(&probe).await {
-            match self.api.set_many(&self.own_entry).await {
-                Ok(()) => self
-                    .rec
-                    .event("rejoin", format!("own neighbour entry {me} written back")),
-                Err(e) => tracing::debug!("cannot write our neighbour entry back: {e:#}"),
-            }
-        }
+        own_entry::keep(&self.api, &self.own_entry, me, &self.rec).await;
     }
 
     /// A node recorded as server in the shared config but running as client (promoted by an

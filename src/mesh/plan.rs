@@ -91,6 +91,16 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
     })
 }
 
+/// Node `id`'s ring peers, up or down, without the hubs (see [`peering`](super::peering)).
+pub fn ring(mapping: &Mapping, id: &str) -> Vec<neighbours::Neighbour> {
+    let all = neighbours::all(mapping);
+    let links = links(mapping).unwrap_or(peering::DEFAULT_LINKS);
+    peering::ring_peers(id, &all, links, &BTreeSet::new())
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
 /// The number of overlay links per node from the config (2 to 64).
 pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
     match mapping.get(LINKS_KEY) {
