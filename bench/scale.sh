@@ -5,8 +5,9 @@
 #     its spawn, flat as the cluster grows);
 #   - then batches of 10 (`spawn --count 10`) up to TOTAL nodes: each batch's time and
 #     whether all nodes are alive;
-#   - at rest: the CPU of the whole cluster (goal: under half a core at 50 nodes), the
-#     overlay links per node, and the host's memory in use.
+#   - after each spawn: the `ssh` processes of this run left on the workstation (goal: 0);
+#   - at rest: the CPU of the whole cluster (docker stats) and per daemon (/proc, over 30 s,
+#     the 3 servers apart), the overlay links of 5 nodes, and the host's memory in use.
 # Prints the figures; asserts nothing. Leaves nothing running.
 # Usage: bench/scale.sh [TOTAL]   (default 50; 20 skips the batches)
 . "$(dirname "$0")/lib.sh"
@@ -26,7 +27,10 @@ at_rest() {
   done | tr '\n' ' ')
   printf '  at rest with %d nodes: cluster CPU %s %% of a core; overlay peers of 5 nodes: %s; host memory in use: %s MB\n' \
     "$(nodes | wc -l)" "$cpu" "$links" "$(free -m | awk '/^Mem:/ {print $3}')"
+  python3 bench/daemon_cpu.py 30 --servers | sed 's/^/  per daemon, % of a core: /'
 }
+# The ssh processes of this run still on this machine (a command's masters must end with it).
+ssh_left() { { pgrep -f "ssh .*$cache/" || true; } | wc -l; }
 
 sh compute/docker/ensure_image.sh
 t0=$(now); $bin spawn --compute-type docker --count 3 >"$cache/spawn.log" 2>&1
@@ -37,7 +41,7 @@ for n in $(seq 4 20); do
   $bin spawn --compute-type docker >>"$cache/spawn.log" 2>&1 || { echo "node $n: spawn failed"; continue; }
   spawned=$(since "$t0"); t1=$(now)
   if until_alive "$n" 60; then
-    printf 'node %2d: spawn %5s s, alive %4s s after it\n' "$n" "$spawned" "$(since "$t1")"
+    printf 'node %2d: spawn %5s s, alive %4s s after it, ssh left %s\n' "$n" "$spawned" "$(since "$t1")" "$(ssh_left)"
   else
     printf 'node %2d: spawn %5s s, NOT alive within 60 s (%s alive)\n' "$n" "$spawned" "$(alive)"
   fi
@@ -51,7 +55,7 @@ while [ "$have" -lt "$total" ]; do
   spawned=$(since "$t0")
   have=$((have + batch))
   if until_alive "$have" 120; then
-    printf '%d -> %d nodes: spawn %s s (all spawned: %s), all alive after %s s\n' "$((have - batch))" "$have" "$spawned" "$ok" "$(since "$t0")"
+    printf '%d -> %d nodes: spawn %s s (all spawned: %s), all alive after %s s, ssh left %s\n' "$((have - batch))" "$have" "$spawned" "$ok" "$(since "$t0")" "$(ssh_left)"
   else
     printf '%d -> %d nodes: spawn %s s (all spawned: %s), %s alive after %s s\n' "$((have - batch))" "$have" "$spawned" "$ok" "$(alive)" "$(since "$t0")"
   fi
