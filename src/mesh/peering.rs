@@ -113,34 +113,11 @@ mod tests {
     fn every_node_keeps_few_links_and_the_overlay_stays_connected() {
         let ring: Vec<Neighbour> = (0..50).map(|i| node(&format!("{:04x}", i * 7919 % 65536))).collect();
         let down = BTreeSet::from([ring[3].id.clone(), ring[17].id.clone()]);
-        // Links are used both ways: an edge if either side chose the other.
         let alive: Vec<&Neighbour> = ring.iter().filter(|n| !down.contains(&n.id)).collect();
-        let mut edges = BTreeSet::new();
-        for n in &alive {
-            let chosen = choose(&n.id, &ring, 4, &down);
-            assert!(chosen.len() <= 4);
-            for c in chosen {
-                edges.insert((n.id.clone().min(c.id.clone()), n.id.clone().max(c.id.clone())));
-            }
-        }
-        // Breadth-first from the first live node reaches every live node.
-        let mut seen = BTreeSet::from([alive[0].id.clone()]);
-        let mut queue = vec![alive[0].id.clone()];
-        while let Some(x) = queue.pop() {
-            for (a, b) in &edges {
-                let other = if *a == x {
-                    b
-                } else if *b == x {
-                    a
-                } else {
-                    continue;
-                };
-                if seen.insert(other.clone()) {
-                    queue.push(other.clone());
-                }
-            }
-        }
-        assert_eq!(seen.len(), alive.len());
+        assert!(alive.iter().all(|n| choose(&n.id, &ring, 4, &down).len() <= 4));
+        // Links are used both ways: an edge if either side chose the other.
+        let edges = edges(&ring, 4, &down);
+        assert!(diameter(&ring, &edges, &down).is_some(), "every live node reached");
         let degree = |id: &str| edges.iter().filter(|(a, b)| a == id || b == id).count();
         assert!(alive.iter().all(|n| degree(&n.id) <= 6), "bounded degree");
     }
