@@ -337,7 +337,8 @@ impl Tick {
             self.rec.acting_on(Some(&name));
             mark_acting(&self.api, Some((&name, "evict", &self.me))).await;
             let result = async {
-                self.api.force_leave(&name).await?;
+                let token = crate::consensus::acl::evict_token(&self.ctx.paths);
+                self.api.force_leave(&name, token.as_deref()).await?;
                 let key = format!("{}/{name}", neighbours::NEIGHBOURS);
                 self.api.delete_tree(&key).await?;
                 config::edit::forget_tree(&self.ctx.paths, &key)?;

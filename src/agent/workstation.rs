@@ -322,11 +322,12 @@ async fn replace(
     })?;
     let mut ty = None;
     let before = neighbours::all(&config.mapping);
+    let evict_token = crate::consensus::acl::evict_token(&ctx.paths);
     for name in lost {
         held.check()?;
         rec.acting_on(Some(name));
         mark_acting(&link.api, Some((name, "replace", "the workstation agent"))).await;
-        let _ = link.api.force_leave(name).await;
+        let _ = link.api.force_leave(name, evict_token.as_deref()).await;
         let key = format!("{}/{name}", neighbours::NEIGHBOURS);
         link.api.delete_tree(&key).await?;
         config::edit::forget_tree(&ctx.paths, &key)?;

@@ -53,8 +53,16 @@ pub const AGENT_POLICY: &str = "raptiformica-agent";
 /// `event_prefix` read: the agent endpoint that lists the events received filters them with
 /// the caller's token, and the cluster's token is also the agent master token there, whose
 /// rights stop at the agent and node endpoints; the event stream is read with this token.
-pub const AGENT_RULES: &str =
-    r#"node_prefix "" { policy = "write" } service_prefix "" { policy = "read" } event_prefix "" { policy = "read" }"#;
+/// `operator` write: for the same reason `force-leave` (operator write) refuses the cluster's
+/// token at every agent ("Permission denied", though it is the management token); evicting a
+/// failed member goes with this token (see [`evict_token`]).
+pub const AGENT_RULES: &str = r#"node_prefix "" { policy = "write" } service_prefix "" { policy = "read" } event_prefix "" { policy = "read" } operator = "write""#;
+
+/// The token that may force a failed member out (`force-leave`): the agent token's secret,
+/// where this machine has the cluster's token.
+pub fn evict_token(paths: &Paths) -> Option<String> {
+    read_token(paths).map(|t| agent_token(&t).1)
+}
 
 /// The agent token of the cluster whose token is `token`: (accessor id, secret id).
 pub fn agent_token(token: &str) -> (String, String) {

@@ -176,6 +176,12 @@ impl Yggdrasil {
     }
 }
 
+/// Whether an `addpeer` failed only because the running daemon has that peer already (a
+/// redial added it back, or an earlier run stopped half-way): what was wanted.
+fn already_configured(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("already configured")
+}
+
 /// `tcp://host:port` of a peer.
 fn peer_uri(p: &Peer) -> String {
     format!("tcp://{}:{}", uri_host(&p.host), p.port)
@@ -300,13 +306,23 @@ impl Overlay for Yggdrasil {
         if new_keys == NewKeys::Restart && removed.iter().any(|u| refused.contains(*u)) {
             return self.daemon.restart(Duration::from_secs(3), || self.start());
         }
+        // Each peer on its own: one that fails does not keep the others out (the rendered
+        // file already lists them all, so a later run would see nothing left to add).
+        let mut failed = Vec::new();
         for uri in &added {
-            self.admin("addpeer", json!({"uri": uri}))?;
+            if let Err(e) = self.admin("addpeer", json!({"uri": uri}))
+                && !already_configured(&e)
+            {
+                failed.push(format!("{uri}: {e:#}"));
+            }
         }
         for uri in &removed {
             if let Err(e) = self.admin("removepeer", json!({"uri": uri})) {
                 tracing::debug!("removepeer {uri}: {e:#}");
             }
+        }
+        if !failed.is_empty() {
+            bail!("yggdrasil did not take every new peer:\n  {}", failed.join("\n  "));
         }
         Ok(if added.is_empty() && removed.is_empty() {
             Applied::Unchanged
@@ -352,6 +368,14 @@ impl Overlay for Yggdrasil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_the_daemon_has_already_is_no_failure() {
+        let e = anyhow::anyhow!("yggdrasil `addpeer` failed: \"peer already configured\"");
+        assert!(already_configured(&e));
+        let e = anyhow::anyhow!("yggdrasil `addpeer` failed: \"invalid URI\"");
+        assert!(!already_configured(&e));
+    }
 
     #[test]
     fn render_keeps_keys_and_sets_peers_and_allowed_keys() {

@@ -66,15 +66,15 @@ pub async fn on_a_node_settled(
 /// Removes the neighbour entries `ids` from the cluster's shared config, through one node.
 pub async fn forget_neighbours(ctx: &Context, identity: &Identity, ids: &[String]) -> anyhow::Result<String> {
     // Each machine leaves consul too (a lost server leaves raft's configuration with it); the
-    // token goes by the environment, never on a command line.
+    // token goes by the environment, never on a command line. `force-leave` takes the agent
+    // token (see `acl::evict_token`), which the node's consul config holds.
     let script: Vec<String> = ids
         .iter()
         .map(|id| {
             format!(
-                "{{ CONSUL_HTTP_TOKEN=\"$(cat {cache}/{token} 2>/dev/null)\" consul force-leave {node} >/dev/null 2>&1 || true; }} && \
+                "{{ CONSUL_HTTP_TOKEN=\"$({agent_token})\" consul force-leave {node} >/dev/null 2>&1 || true; }} && \
                  raptiformica config unset {key} >/dev/null",
-                cache = crate::remote::on_node::REMOTE_CACHE,
-                token = crate::consensus::acl::TOKEN_FILE,
+                agent_token = agent_token_from_config(crate::remote::on_node::REMOTE_CACHE),
                 node = crate::sys::quote::quote(id),
                 key = crate::sys::quote::quote(&format!("{}/{id}", neighbours::NEIGHBOURS))
             )
@@ -82,4 +82,35 @@ pub async fn forget_neighbours(ctx: &Context, identity: &Identity, ids: &[String
         .collect();
     let (node, _) = on_a_node(ctx, identity, "remove the neighbour entries", &script.join(" && "), ids).await?;
     Ok(node)
+}
+
+/// A shell command that prints the agent token (`acl.tokens.agent`) of the rendered consul
+/// config under cache dir `cache`, which `mesh` writes one key per line.
+fn agent_token_from_config(cache: &str) -> String {
+    format!("sed -n 's/^ *\"agent\": *\"\\([0-9a-f-]*\\)\".*/\\1/p' {cache}/mesh/consul.json 2>/dev/null | head -n 1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_token_is_read_from_the_rendered_consul_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
+        let token = uuid::Uuid::new_v4().to_string();
+        let config = serde_json::json!({"acl": crate::consensus::acl::render(&token, false), "server": false});
+        std::fs::write(
+            dir.path().join("mesh/consul.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        let out = crate::sys::process::Shell::new("the agent token", agent_token_from_config(&cache))
+            .run()
+            .unwrap();
+        let (_, secret) = crate::consensus::acl::agent_token(&token);
+        assert_eq!(out.stdout.trim(), secret);
+        assert_ne!(secret, token, "not the cluster's token (the agent master there)");
+    }
 }

@@ -2,7 +2,7 @@
 //! rejoins and reads what the majority wrote meanwhile; with `raptiformica agent` on the host a
 //! lost server is replaced by a new machine, and two of three lost are rebuilt from the
 //! survivor with the KV intact; in a 5-node cluster a lost server is replaced by promoting a
-//! client. Fails in CI (CI=true) when the engine is missing; skips elsewhere.
+//! client and a lost client is evicted. Fails in CI (CI=true) when the engine is missing; skips elsewhere.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -252,5 +252,52 @@ fn in_five_nodes_a_lost_server_is_replaced_by_promoting_a_client() {
         (3, 1),
         "{:?}",
         members(&env)
+    );
+
+    // A lost client is evicted by the agents after the grace: `left`, its neighbour entry gone
+    // (consul refuses the cluster's token for `force-leave`; the agents use their own).
+    let client = members(&env)
+        .into_iter()
+        .find(|m| m["type"] == "client" && m["status"] == "alive")
+        .and_then(|m| m["node"].as_str().map(str::to_string))
+        .expect("the client left");
+    let container = running_nodes(&env)
+        .into_iter()
+        .find(|id| sh(id, "cat /root/.raptiformica.d/mesh/consul.json").contains(&format!("\"{client}\"")))
+        .expect("the client's container");
+    assert!(docker(&["rm", "-f", &container]).status.success());
+    let status_of = |env: &TestEnv| {
+        members(env)
+            .into_iter()
+            .find(|m| m["node"] == client.as_str())
+            .map(|m| m["status"].as_str().unwrap_or_default().to_string())
+    };
+    let evicted = wait_until(Duration::from_secs(120), || {
+        !members(&env).is_empty() && status_of(&env).is_none_or(|s| s == "left")
+    });
+    let agents: Vec<String> = running_nodes(&env)
+        .iter()
+        .map(|id| {
+            sh(
+                id,
+                "grep -E ' (evict|error):' /root/.raptiformica.d/mesh/agent.log | tail -n 3",
+            )
+        })
+        .collect();
+    assert!(
+        evicted.is_some(),
+        "the lost client {client} was not evicted: {:?}\n{}",
+        status_of(&env),
+        agents.join("\n")
+    );
+    eprintln!("lost client evicted after {:?}", evicted);
+    let key = format!("raptiformica/meshnet/neighbours/{client}/host");
+    let left = sh(
+        &running_nodes(&env)[0],
+        &format!("raptiformica config get {key} 2>/dev/null; echo \"exit $?\""),
+    );
+    assert!(
+        left.trim() == "exit 1",
+        "the evicted client's neighbour entry is still there: {left}"
     );
 }

@@ -140,9 +140,10 @@ impl ConsulApi {
         self.get("agent/self").await
     }
 
-    /// Forces a failed member out of the cluster (serf `force-leave`).
-    pub async fn force_leave(&self, node: &str) -> anyhow::Result<()> {
-        self.put_ok(&format!("agent/force-leave/{}", encode_segment(node)), None)
+    /// Forces a failed member out of the cluster (serf `force-leave`), with `token` (the
+    /// cluster's token is refused there: see [`crate::consensus::acl::evict_token`]).
+    pub async fn force_leave(&self, node: &str, token: Option<&str>) -> anyhow::Result<()> {
+        self.put_ok_as(&format!("agent/force-leave/{}", encode_segment(node)), None, token)
             .await
             .map(|_| ())
     }

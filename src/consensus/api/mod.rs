@@ -112,8 +112,24 @@ impl ConsulApi {
 
     /// PUT `path` (with an optional JSON body); the reply's text on success.
     pub(super) async fn put_ok(&self, path: &str, body: Option<Value>) -> anyhow::Result<String> {
+        self.put_ok_as(path, body, None).await
+    }
+
+    /// [`Self::put_ok`] with `token` instead of ours, if given.
+    pub(super) async fn put_ok_as(
+        &self,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> anyhow::Result<String> {
         let url = format!("{}/v1/{path}", self.base);
         let mut req = self.http.put(&url);
+        if let Some(token) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
+            value.set_sensitive(true);
+            req = req.header("X-Consul-Token", value);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
