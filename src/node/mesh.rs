@@ -55,6 +55,9 @@ pub enum KvSync {
     Seeded { keys: usize, seconds: f64 },
     /// Our changes went up and the KV came down into the cache.
     Synced { keys: usize },
+    /// consul did not take our changes (or give the KV) in time: they are pending in the
+    /// cache, and the node's agent pushes them (and reads the KV) once it answers.
+    Pending,
 }
 
 /// The outcome, printed by the command.
@@ -286,7 +289,10 @@ async fn sync_kv(
             }
         }
         // Writes made while consul was away go up before the KV comes down over the cache.
-        shared::push_pending(&ctx.paths, &api).await?;
+        if let Err(e) = shared::push_pending(&ctx.paths, &api).await {
+            tracing::warn!("consul did not take the pending changes in time ({e:#}); the agent pushes them later");
+            return Ok(KvSync::Pending);
+        }
         // Seeding: one node at a time under the seed lock, the completion marker last, so that
         // no node reads a half-seeded KV as the config. A seed left unfinished (its seeder
         // died) is completed by the next node to take the lock.
@@ -333,9 +339,20 @@ async fn sync_kv(
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // Someone seeded it: add what we know to theirs.
-        api.set_many(updates).await?;
-        let (kv, index) = api.read_all_indexed().await?;
+        // Someone seeded it: add what we know to theirs. A leader busy with many new nodes
+        // may not take it in time: then it stays pending in the cache and the node's agent
+        // pushes it once consul answers (the node has joined: waiting is no failure).
+        let written = config::edit::set_many(&ctx.paths, updates).await?;
+        if written != shared::Written::Consul {
+            return Ok(KvSync::Pending);
+        }
+        let (kv, index) = match api.read_all_indexed().await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!("consul's KV did not answer in time ({e:#}); the agent reads it later");
+                return Ok(KvSync::Pending);
+            }
+        };
         config::mapping::validate(&kv).map_err(|e| anyhow::anyhow!("consul's KV is unusable: {e}"))?;
         let keys = kv.len();
         shared::cache_snapshot(&ctx.paths, (kv, index))?;

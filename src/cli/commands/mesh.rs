@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
             KvSync::NoLeader => "no leader yet: kept in the cache, pushed on a later run".to_string(),
             KvSync::Seeded { keys, seconds } => format!("seeded consul's KV with {keys} keys in {seconds:.2}s"),
             KvSync::Synced { keys } => format!("in consul's KV ({keys} keys), cached"),
+            KvSync::Pending => "consul is slow to answer: kept in the cache, the agent pushes it".to_string(),
         }
     );
     Ok(())
