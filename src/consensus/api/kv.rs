@@ -191,10 +191,7 @@ impl ConsulApi {
         let url = format!("{}/v1/{path}{sep}index={index}&wait={}s", self.base, wait.as_secs());
         let mut request = self.http.get(&url);
         if let Some(token) = token {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
-            value.set_sensitive(true);
-            request = request.header("X-Consul-Token", value);
+            request = request.header("X-Consul-Token", super::token_header(token)?);
         }
         let resp = request.send().await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();

@@ -60,10 +60,7 @@ impl ConsulApi {
     pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = TOKEN.get() {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(token).context("the consul token is not a header value")?;
-            value.set_sensitive(true);
-            headers.insert("X-Consul-Token", value);
+            headers.insert("X-Consul-Token", token_header(token)?);
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
@@ -125,10 +122,7 @@ impl ConsulApi {
         let url = format!("{}/v1/{path}", self.base);
         let mut req = self.http.put(&url);
         if let Some(token) = token {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
-            value.set_sensitive(true);
-            req = req.header("X-Consul-Token", value);
+            req = req.header("X-Consul-Token", token_header(token)?);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -141,6 +135,13 @@ impl ConsulApi {
         }
         Ok(text)
     }
+}
+
+/// `token` as a header value, marked sensitive (kept out of debug output).
+pub(super) fn token_header(token: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(token).context("a token that is not a header value")?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The index a reply carries (`X-Consul-Index`) for the next blocking query; 0 when none.
