@@ -2,8 +2,8 @@
 # Entrypoint of the raptiformica-base image (copied into the image as
 # /usr/local/sbin/raptiformica-entrypoint by ensure_image.sh).
 #
-# - generates this container's own SSH host keys on its first start (the image
-#   ships none, so no two containers share a host key);
+# - generates this container's own SSH host key (ed25519) on its first start (the
+#   image ships none, so no two containers share a host key);
 # - authorizes RAPTIFORMICA_AUTHORIZED_KEYS (the content of an OpenSSH public
 #   key file) for root;
 # - on a node that was meshed before this start (a restarted container), starts
@@ -16,8 +16,12 @@ set -eu
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
 
-# Creates only the host key types that are missing: a no-op on a restart.
-ssh-keygen -A >/dev/null
+# Only the ed25519 host key, the one raptiformica pins (made once: a no-op on a restart).
+# `ssh-keygen -A` made RSA and ECDSA keys too: the RSA one costs about a second of CPU, which
+# a batch of new containers paid all at once. sshd is told to use that key alone.
+[ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+mkdir -p /etc/ssh/sshd_config.d
+echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >/etc/ssh/sshd_config.d/raptiformica-host-key.conf
 
 if [ -n "${RAPTIFORMICA_AUTHORIZED_KEYS:-}" ]; then
     umask 077

@@ -3,11 +3,14 @@
 //! changes: a new node is dialed, a removed or failed one is dropped and replaced by the next
 //! one along the ring (see [`peering`](crate::mesh::peering)). So slaving a node no longer
 //! needs an SSH session to every other node: one node learns of it, the KV tells the rest.
-//! What the KV holds is cached on the way, so the node keeps the shared config without consul.
+//! The links come from the neighbours the watch itself brings; the whole KV is read (and
+//! cached, so the node keeps the shared config without consul) at most every [`REFRESH`]: a
+//! batch of new nodes changes the neighbours every second, and every node reading all of the
+//! KV after each change was the servers' heaviest load while a cluster grew.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -28,6 +31,9 @@ const WAIT: Duration = Duration::from_secs(55);
 /// grew. The new node's own links do not wait for this: it dials its peers when it meshes.
 const SETTLE: Duration = Duration::from_secs(2);
 const JITTER: Duration = Duration::from_millis(1500);
+/// At most this often the whole KV is read and cached on a change (the first change after
+/// the agent starts reads it at once).
+const REFRESH: Duration = Duration::from_secs(30);
 
 /// Keeps the overlay links of node `me` in line with the KV and the members' health.
 pub async fn follow(
@@ -44,14 +50,16 @@ pub async fn follow(
     ) else {
         return;
     };
-    let path = format!("kv/{}/?recurse&stale", neighbours::NEIGHBOURS);
     let mut index = 0u64;
     let mut failures = 0u32;
+    // The neighbours as the watch last brought them, and when the whole KV was last read.
+    let mut watched: Option<config::Mapping> = None;
+    let mut refreshed: Option<Instant> = None;
     loop {
         tokio::select! {
-            r = watch_api.blocking::<serde_json::Value>(&path, index, WAIT) => match r {
+            r = watch_api.watch_tree(neighbours::NEIGHBOURS, index, WAIT) => match r {
                 Ok((_, i)) if i == index => continue, // the wait ran out: nothing new
-                Ok((_, i)) => { index = i; failures = 0; }
+                Ok((tree, i)) => { index = i; failures = 0; watched = Some(tree); }
                 Err(e) => {
                     failures += 1;
                     tracing::debug!("neighbour watch: {e:#}");
@@ -62,9 +70,20 @@ pub async fn follow(
             changed = view.changed() => if changed.is_err() { return },
         }
         tokio::time::sleep(SETTLE + jitter()).await;
-        let Some(kv) = shared::read_with(&ctx.paths, &api).await else {
-            continue;
+        let kv = if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
+            let kv = shared::read_with(&ctx.paths, &api).await;
+            if kv.is_some() {
+                refreshed = Some(Instant::now());
+            }
+            kv
+        } else {
+            None
         };
+        // Fresher than the watch's copy when just read; else the watch's copy over the cache.
+        let tree = if kv.is_some() { None } else { watched.clone() };
+        if kv.is_none() && tree.is_none() {
+            continue; // nothing known of the neighbours yet
+        }
         let down: BTreeSet<String> = view
             .borrow()
             .as_ref()
@@ -77,8 +96,16 @@ pub async fn follow(
             .unwrap_or_default();
         let (ctx2, ygg2, me2, lock) = (ctx.clone(), ygg.clone(), me.clone(), mesh_lock.clone());
         let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
-            // Caches the KV (and refuses an unusable one).
-            let config = config::load_over(&ctx2.paths, config::shared::take(&ctx2.paths, Some(kv)))?;
+            // Caches the KV when read (and refuses an unusable one), else the neighbours: the
+            // agent's other duties (its role, rejoins) read them from the cache.
+            let shared = match (kv, tree) {
+                (Some(kv), _) => config::shared::take(&ctx2.paths, Some(kv)),
+                (None, Some(tree)) => config::shared::cache_tree(&ctx2.paths, neighbours::NEIGHBOURS, tree)
+                    .map_err(|e| tracing::warn!("the neighbours are not cached: {e:#}"))
+                    .ok(),
+                (None, None) => None,
+            };
+            let config = config::load_over(&ctx2.paths, shared)?;
             let plan = crate::mesh::plan::overlay_plan(&config.mapping, &me2, &down)?;
             let file = std::fs::File::create(&lock)?;
             file.lock()?;

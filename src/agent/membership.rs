@@ -135,6 +135,19 @@ pub fn describe(before: Option<&View>, after: &View) -> String {
     parts.join(", ")
 }
 
+/// Whether the config as cached has `cluster_change` handlers for this node's platform: when
+/// it has none, a change costs no read of the KV (every node read all of it on every change
+/// of the members, which is many while a cluster grows). A handler added to the KV counts
+/// once the cache has it (the agent refreshes it at least every half minute while things
+/// change). Unknown (the config does not load): true.
+pub fn has_cluster_change_handlers(ctx: &Context) -> bool {
+    let Ok(config) = config::load_over(&ctx.paths, None) else {
+        return true;
+    };
+    hooks::platform_type(ctx, &config)
+        .is_some_and(|platform| !hooks::handlers(&config, &platform, "cluster_change").is_empty())
+}
+
 /// Fires the `cluster_change` hooks once for `summary`, from the config over `kv` (what the
 /// KV held, cached first).
 pub fn fire_cluster_change(ctx: &Context, kv: Option<shared::Snapshot>, summary: &str) {

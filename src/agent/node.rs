@@ -97,6 +97,13 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     duties.spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
         let ctx = hook_ctx.clone();
         tokio::spawn(async move {
+            let c = ctx.clone();
+            let none = !tokio::task::spawn_blocking(move || membership::has_cluster_change_handlers(&c))
+                .await
+                .unwrap_or(true);
+            if none {
+                return tracing::debug!("cluster_change ({summary}): no handlers");
+            }
             let api = ConsulApi::local().ok();
             let kv = match &api {
                 Some(api) => shared::read_with(&ctx.paths, api).await,
@@ -153,6 +160,7 @@ struct Tick {
     /// consul's agent token is known to exist.
     agent_token_made: bool,
     redials: Redials,
+    rejoins: super::redial::Rejoins,
     /// The admissions this agent last published (`yggdrasil_admits`).
     published_admits: Option<String>,
     /// This node's name in consul.
@@ -184,6 +192,7 @@ impl Tick {
             last_promotion: None,
             agent_token_made: false,
             redials: Redials::default(),
+            rejoins: Default::default(),
             published_admits: None,
             me: String::new(),
         })
@@ -297,11 +306,14 @@ impl Tick {
         // Ring peers (up or down) that are not alive members: two new machines can join each
         // other and stop there (retry_join is done once one answers); one join merges two pools
         // and the ring crosses any split (everyone joining every new machine was a storm).
-        let targets: Vec<(String, std::net::Ipv6Addr)> = crate::mesh::plan::ring(cached, me)
+        let mut targets: Vec<(String, std::net::Ipv6Addr)> = crate::mesh::plan::ring(cached, me)
             .into_iter()
             .filter(|n| !alive.contains(&n.id.as_str()))
             .filter_map(|n| Some((n.id, n.overlay_address?)))
             .collect();
+        let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();
+        let due = self.rejoins.due(&ids, Instant::now());
+        targets.retain(|(id, _)| due.contains(id));
         if targets.is_empty() {
             return;
         }

@@ -52,6 +52,39 @@ impl Redials {
     }
 }
 
+/// The longest wait between two consul joins of one ring peer that is not an alive member.
+const REJOIN_LONGEST: Duration = Duration::from_secs(16);
+
+/// Consul joins of ring peers that are not alive members, spaced: the first at once, then
+/// after 2 s, 4 s, 8 s, and every 16 s. A member that only looks failed because its machine is
+/// too busy to answer probes was joined by each of its ring peers every 2 s (a full exchange
+/// of the member list each time), which kept a loaded cluster loaded. Alive again: the count
+/// starts over. (consul itself also tries failed members again every 30 s.)
+#[derive(Debug, Default)]
+pub struct Rejoins {
+    tried: HashMap<String, (Instant, u32)>,
+}
+
+impl Rejoins {
+    /// Which of `not_alive` (node ids) to join now; records them as joined.
+    pub fn due(&mut self, not_alive: &[String], now: Instant) -> BTreeSet<String> {
+        self.tried.retain(|id, _| not_alive.contains(id));
+        let mut due = BTreeSet::new();
+        for id in not_alive {
+            let ready = self
+                .tried
+                .get(id)
+                .is_none_or(|(at, n)| now.duration_since(*at) >= wait(*n).min(REJOIN_LONGEST));
+            if ready {
+                let n = self.tried.get(id).map_or(1, |(_, n)| n + 1);
+                self.tried.insert(id.clone(), (now, n));
+                due.insert(id.clone());
+            }
+        }
+        due
+    }
+}
+
 /// Whether a peer's overlay port takes a TCP connection within 300 ms (blocking, briefly).
 pub fn answers(p: &Peer) -> bool {
     use std::net::ToSocketAddrs as _;
@@ -104,6 +137,20 @@ mod tests {
         assert!(r.due(&peers, &both, at(15), answers).is_empty());
         assert_eq!(keys(r.due(&peers, &linked, at(16), answers)), ["a"]);
         assert_eq!(wait(40), LONGEST);
+    }
+
+    #[test]
+    fn a_member_that_stays_down_is_joined_less_and_less_often_and_alive_resets_it() {
+        let mut r = Rejoins::default();
+        let t0 = Instant::now();
+        let down = ["a".to_string()];
+        let joined_at: Vec<u64> = (0..60)
+            .filter(|s| !r.due(&down, t0 + Duration::from_secs(*s)).is_empty())
+            .collect();
+        assert_eq!(joined_at, [0, 2, 6, 14, 30, 46], "2 s, 4 s, 8 s, then every 16 s");
+        // Alive for a moment: joined at once when it is down again.
+        assert!(r.due(&[], t0 + Duration::from_secs(61)).is_empty());
+        assert_eq!(r.due(&down, t0 + Duration::from_secs(62)).len(), 1);
     }
 
     #[test]

@@ -144,18 +144,44 @@ pub fn cache_snapshot(paths: &Paths, (kv, index): Snapshot) -> anyhow::Result<Ma
     let pending = read_pending(paths);
     let mut next = kv;
     if let Some(local) = &current {
-        for (key, change) in &pending.changes {
-            super::mapping::remove_subtree(&mut next, key);
-            if change.op == Op::Set {
-                next.extend(super::mapping::tree(local, key));
-            }
-        }
+        keep_pending(&mut next, local, &pending);
     }
     if current.as_ref() != Some(&next) {
         cache.write_locked(&held, &next)?;
     }
     write_index(paths, index)?;
     Ok(next)
+}
+
+/// Caches one subtree of the KV as read (`tree`: the keys under `key/`), the rest of the cache
+/// as it is; pending keys keep their local values. Returns what was cached. The cache's KV
+/// index stays as it was: the next full read is not skipped for it. For the agent, whose
+/// watch brings the neighbours on every change: reading the whole KV for each (on every
+/// node) was the servers' heaviest load while a cluster grew.
+pub fn cache_tree(paths: &Paths, key: &str, tree: Mapping) -> anyhow::Result<Mapping> {
+    let cache = MutableCache::new(&paths.cache_dir);
+    let held = cache.lock_exclusive()?;
+    let Some(current) = cache.read_locked(&held)? else {
+        anyhow::bail!("nothing is cached yet to put `{key}` in");
+    };
+    let mut next = current.clone();
+    super::mapping::remove_subtree(&mut next, key);
+    next.extend(tree);
+    keep_pending(&mut next, &current, &read_pending(paths));
+    if next != current {
+        cache.write_locked(&held, &next)?;
+    }
+    Ok(next)
+}
+
+/// The pending keys of `next` (a copy of the KV) back to their `local` values (or removed).
+fn keep_pending(next: &mut Mapping, local: &Mapping, pending: &Pending) {
+    for (key, change) in &pending.changes {
+        super::mapping::remove_subtree(next, key);
+        if change.op == Op::Set {
+            next.extend(super::mapping::tree(local, key));
+        }
+    }
 }
 
 /// Where a write ended up.
@@ -443,5 +469,38 @@ mod tests {
         assert!(!pending_file(&paths).exists());
         let kv = complete(&[("a", "cluster")]);
         assert_eq!(cache_snapshot(&paths, (kv.clone(), 43)).unwrap(), kv);
+    }
+
+    #[test]
+    fn caching_a_subtree_replaces_it_alone_and_keeps_the_pending_changes_and_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::resolve(Some(dir.path().to_path_buf()), None, None);
+        assert!(
+            cache_tree(&paths, "raptiformica/n", Mapping::new()).is_err(),
+            "no cache yet"
+        );
+        let cache = MutableCache::new(&paths.cache_dir);
+        let local = complete(&[("n/mine/host", "local"), ("n/old/host", "h1"), ("other", "kept")]);
+        cache_snapshot(&paths, (local, 42)).unwrap();
+        let mut pending = Pending::default();
+        pending
+            .changes
+            .insert("raptiformica/n/mine".into(), Change { op: Op::Set, base: 42 });
+        write_pending(&paths, &pending).unwrap();
+
+        let tree = Mapping::from([
+            ("raptiformica/n/mine/host".to_string(), json!("cluster")),
+            ("raptiformica/n/new/host".to_string(), json!("h2")),
+        ]);
+        let cached = cache_tree(&paths, "raptiformica/n", tree).unwrap();
+        assert_eq!(cached["raptiformica/n/mine/host"], json!("local"), "pending: kept");
+        assert_eq!(cached["raptiformica/n/new/host"], json!("h2"));
+        assert!(
+            !cached.contains_key("raptiformica/n/old/host"),
+            "gone from the KV: gone"
+        );
+        assert_eq!(cached["raptiformica/other"], json!("kept"), "outside the subtree: kept");
+        assert_eq!(cache.read().unwrap().unwrap(), cached);
+        assert_eq!(read_index(&paths), 42, "not a full read: the index stays");
     }
 }

@@ -107,12 +107,25 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A consul server that is running keeps its overlay up (its links carry raft); other nodes
-/// restart the overlay to admit a new peer's key.
+/// How long an overlay runs before it no longer restarts to admit a new peer's key.
+pub const SETTLED: Duration = Duration::from_secs(120);
+
+/// A running consul server keeps its overlay up (its links carry raft), and so does a node
+/// whose overlay has run for [`SETTLED`]: others route through it, and a batch of new nodes
+/// restarted a score of them at once (every link and route through each dropped, members
+/// suspected, a cluster of 50 saturated). A new peer links with it all the same: the plan has
+/// the new node leave out the peers that do not admit it, and they dial it. A young node
+/// (the others in its batch) restarts to admit a key, which costs little.
 pub fn new_keys_policy(ctx: &Context) -> NewKeys {
-    let consul = ConsulAgent::new(&shared::mesh_dir(&ctx.paths));
+    let dir = shared::mesh_dir(&ctx.paths);
+    let consul = ConsulAgent::new(&dir);
     let server = consul.rendered().is_some_and(|c| c["server"].as_bool() == Some(true));
-    if server && consul.pid().is_some() {
+    let overlay = crate::sys::daemon::Daemon::new("yggdrasil", &dir);
+    policy(server && consul.pid().is_some(), overlay.running_for())
+}
+
+fn policy(running_server: bool, overlay_running_for: Option<Duration>) -> NewKeys {
+    if running_server || overlay_running_for.is_some_and(|d| d >= SETTLED) {
         NewKeys::Later
     } else {
         NewKeys::Restart
@@ -360,4 +373,17 @@ async fn sync_kv(
     }
     .await;
     (leader, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_young_overlay_that_is_no_running_server_restarts_for_a_new_key() {
+        assert_eq!(policy(false, None), NewKeys::Restart, "not running yet");
+        assert_eq!(policy(false, Some(Duration::from_secs(30))), NewKeys::Restart);
+        assert_eq!(policy(false, Some(SETTLED)), NewKeys::Later);
+        assert_eq!(policy(true, Some(Duration::from_secs(1))), NewKeys::Later);
+    }
 }

@@ -37,6 +37,13 @@ impl Daemon {
         process_named(pid, self.name).then_some(pid)
     }
 
+    /// How long the running daemon has run (since its pid file was written); None when it
+    /// does not run.
+    pub fn running_for(&self) -> Option<Duration> {
+        self.pid()?;
+        std::fs::metadata(&self.pid_file).ok()?.modified().ok()?.elapsed().ok()
+    }
+
     /// Starts `program args` detached (own session, stdin closed, output appended to the log)
     /// and records its pid. Fails if it exits within the first moments.
     pub fn start(&self, program: &Path, args: &[String]) -> anyhow::Result<i32> {

@@ -46,6 +46,28 @@ impl RawPair {
     }
 }
 
+/// The entries of a KV reply, values decoded; keys that break the key rule are left out with
+/// a warning.
+fn decoded(raw: Vec<RawPair>) -> anyhow::Result<Vec<Entry>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        if let Err(e) = crate::sys::mapping::check_key(&r.key) {
+            tracing::warn!("consul's KV: ignoring a key: {e}");
+            continue;
+        }
+        let value = match r.value {
+            Some(_) => Some(decode(&r.bytes()?)),
+            None => None,
+        };
+        out.push(Entry {
+            key: r.key,
+            value,
+            modify_index: r.modify_index,
+        });
+    }
+    Ok(out)
+}
+
 /// One path segment, percent-encoded (everything but unreserved characters).
 pub fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
@@ -226,6 +248,20 @@ impl ConsulApi {
         Ok(index)
     }
 
+    /// Waits (a blocking query, `stale`: any server answers) until the subtree below `key/`
+    /// changes or `wait` runs out: its keys and values, and the index for the next call (the
+    /// same index: nothing changed). A subtree with no key is an error (consul's 404).
+    pub async fn watch_tree(&self, key: &str, index: u64, wait: Duration) -> anyhow::Result<(Mapping, u64)> {
+        let below = format!("{key}/");
+        let (raw, next): (Vec<RawPair>, u64) = self.blocking(&format!("kv/{below}?recurse&stale"), index, wait).await?;
+        let tree = decoded(raw)?
+            .into_iter()
+            .filter(|p| p.key.starts_with(&below))
+            .filter_map(|p| Some((p.key, p.value?)))
+            .collect();
+        Ok((tree, next))
+    }
+
     /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
     pub async fn read_tree(&self, key: &str) -> anyhow::Result<Mapping> {
         let below = format!("{key}/");
@@ -252,23 +288,7 @@ impl ConsulApi {
     /// with the index of the read. Keys that break the key rule are left out with a warning.
     async fn entries(&self, prefix: &str) -> anyhow::Result<(Vec<Entry>, u64)> {
         let (raw, index) = self.kv_pairs(&format!("{}?recurse", encode_path(prefix))).await?;
-        let mut out = Vec::with_capacity(raw.len());
-        for r in raw {
-            if let Err(e) = crate::sys::mapping::check_key(&r.key) {
-                tracing::warn!("consul's KV: ignoring a key: {e}");
-                continue;
-            }
-            let value = match r.value {
-                Some(_) => Some(decode(&r.bytes()?)),
-                None => None,
-            };
-            out.push(Entry {
-                key: r.key,
-                value,
-                modify_index: r.modify_index,
-            });
-        }
-        Ok((out, index))
+        Ok((decoded(raw)?, index))
     }
 
     /// Runs `ops` as one transaction (at most [`TXN_OPS`]): true when applied, false when it
@@ -287,10 +307,28 @@ impl ConsulApi {
         Ok(self.get_value(SEEDED_KEY).await?.is_some())
     }
 
+    /// GET `url`. A read is safe to repeat: a connection the agent dropped (a busy machine:
+    /// "connection reset by peer" failed a new node's `assimilate` at 50 nodes) is tried
+    /// again, a few times, before it is an error; a timeout is not.
+    async fn get_again(&self, url: &str) -> anyhow::Result<reqwest::Response> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.http.get(url).send().await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < 4 && !e.is_timeout() => {
+                    tracing::debug!("GET {url}: {e} (retrying)");
+                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+            }
+        }
+    }
+
     /// One key's value, None when it is absent.
     pub async fn get_value(&self, key: &str) -> anyhow::Result<Option<Value>> {
         let url = format!("{}/v1/kv/{}?raw", self.base, encode_path(key));
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let resp = self.get_again(&url).await?;
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => Ok(Some(decode(&resp.bytes().await?))),
@@ -353,20 +391,7 @@ impl ConsulApi {
         path: &str,
     ) -> anyhow::Result<(T, u64)> {
         let url = format!("{}/v1/kv/{path}", self.base);
-        // A read is safe to repeat: a connection the agent dropped (a busy machine) is tried
-        // again, a few times, before it is an error.
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            match self.http.get(&url).send().await {
-                Ok(resp) => break resp,
-                Err(e) if attempt < 4 && !e.is_timeout() => {
-                    tracing::debug!("GET {url}: {e} (retrying)");
-                    tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
-                }
-                Err(e) => return Err(e).with_context(|| format!("GET {url}")),
-            }
-        };
+        let resp = self.get_again(&url).await?;
         let index = consul_index(&resp);
         match resp.status().as_u16() {
             404 => return Ok((T::default(), index)),
