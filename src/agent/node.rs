@@ -161,6 +161,7 @@ struct Tick {
     agent_token_made: bool,
     redials: Redials,
     rejoins: super::redial::Rejoins,
+    cache: crate::config::cache::Memo,
     /// The admissions this agent last published (`yggdrasil_admits`).
     published_admits: Option<String>,
     /// This node's name in consul.
@@ -193,14 +194,15 @@ impl Tick {
             agent_token_made: false,
             redials: Redials::default(),
             rejoins: Default::default(),
+            cache: Default::default(),
             published_admits: None,
             me: String::new(),
         })
     }
 
-    fn cached(&self) -> Mapping {
-        MutableCache::new(&self.ctx.paths.cache_dir)
-            .read()
+    fn cached(&mut self) -> Mapping {
+        self.cache
+            .read(&MutableCache::new(&self.ctx.paths.cache_dir))
             .ok()
             .flatten()
             .unwrap_or_default()

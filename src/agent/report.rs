@@ -36,7 +36,14 @@ pub fn report(linked_keys: impl IntoIterator<Item = String>, rec: &Recorder) -> 
     let mut linked_keys: Vec<String> = linked_keys.into_iter().collect();
     linked_keys.sort();
     let status = rec.snapshot();
-    let events = status.events;
+    // A change of the members is news every node has alike, not an action of this one: with
+    // it, each change made every node write its report (a raft commit each, a hundred per
+    // change at a hundred nodes).
+    let events: Vec<Event> = status
+        .events
+        .into_iter()
+        .filter(|e| e.kind != "cluster_change")
+        .collect();
     let actions = events[events.len().saturating_sub(RECENT)..].to_vec();
     Report {
         linked_keys,
@@ -71,5 +78,26 @@ pub async fn publish(ygg: Yggdrasil, me: String, rec: Recorder) {
             }
         }
         tokio::time::sleep(EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_carries_the_nodes_own_actions_not_the_members_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::sys::paths::Paths::resolve(Some(dir.path().to_path_buf()), None, None);
+        let rec = Recorder::new(&paths, "node");
+        rec.event("restart", "consul");
+        rec.event("cluster_change", "a joined (passing)");
+        let r = report(["k2".to_string(), "k1".to_string()], &rec);
+        assert_eq!(r.linked_keys, ["k1", "k2"]);
+        let kinds: Vec<&str> = r.actions.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(kinds, ["restart"]);
+        assert_eq!(report(Vec::new(), &rec), report(Vec::new(), &rec));
+        rec.event("cluster_change", "b joined (passing)");
+        assert_eq!(report(Vec::new(), &rec).actions.len(), 1, "no new report for a change");
     }
 }

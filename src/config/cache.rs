@@ -38,6 +38,39 @@ pub enum CacheError {
     },
 }
 
+/// The cache as a reader last read it, read again only when its file changed (each write
+/// makes a new file): for a reader that looks every few seconds (the agent's tick), which
+/// parsed the whole cache each time (a few hundred KB of JSON at a hundred nodes) for nothing.
+#[derive(Debug, Default)]
+pub struct Memo {
+    seen: Option<(Stamp, Mapping)>,
+}
+
+/// What tells one version of the cache file from another: inode, modification time, length.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().ok(), m.len()))
+}
+
+impl Memo {
+    /// [`MutableCache::read`], from memory while the file is the one read last time.
+    pub fn read(&mut self, cache: &MutableCache) -> Result<Option<Mapping>, CacheError> {
+        let now = stamp(&cache.path);
+        if let (Some(now), Some((seen, mapping))) = (&now, &self.seen)
+            && now == seen
+        {
+            return Ok(Some(mapping.clone()));
+        }
+        // Stamped before the read: a write in between is read again next time.
+        let read = cache.read()?;
+        self.seen = now.zip(read.clone());
+        Ok(read)
+    }
+}
+
 /// Handle on the cache file of one cache dir.
 #[derive(Debug, Clone)]
 pub struct MutableCache {
@@ -218,6 +251,29 @@ mod tests {
             text.starts_with("{\n    \"raptiformica/compute/c/s/get_port\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_memo_reads_the_file_again_only_after_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MutableCache::new(dir.path());
+        let mut memo = Memo::default();
+        assert_eq!(memo.read(&cache).unwrap(), None, "no cache yet");
+        cache.update(|_| Ok((complete(), ()))).unwrap();
+        assert_eq!(memo.read(&cache).unwrap(), Some(complete()));
+        // The same file: from memory (here proven by a file changed in place, which no write
+        // of ours does, keeping its inode, length and time).
+        let before = std::fs::metadata(cache.path()).unwrap();
+        let text = std::fs::read_to_string(cache.path()).unwrap().replace("echo", "ECHO");
+        std::fs::write(cache.path(), &text).unwrap();
+        let f = std::fs::File::options().write(true).open(cache.path()).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        assert_eq!(memo.read(&cache).unwrap(), Some(complete()), "read from memory");
+        // A write of ours (a new file): read again.
+        let mut next = complete();
+        next.insert("raptiformica/x".into(), serde_json::json!("y"));
+        cache.update(|_| Ok((next.clone(), ()))).unwrap();
+        assert_eq!(memo.read(&cache).unwrap(), Some(next));
     }
 
     #[test]

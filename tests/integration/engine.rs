@@ -354,9 +354,22 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
     let healed = wait_until(Duration::from_secs(300), || cluster_on(&survivor) == (3, 0));
     assert!(
         healed.is_some(),
-        "not healed with two engines: {:?}\n{}",
+        "not healed with two engines: {:?}\n{}\nthe cluster's machines: {:?}\n{}",
         cluster_on(&survivor),
-        sh(&survivor, "raptiformica agent --status 2>&1")
+        sh(&survivor, "raptiformica agent --status 2>&1; raptiformica members 2>&1"),
+        labelled(&of_cluster),
+        labelled(&of_cluster)
+            .iter()
+            .filter(|m| *m != &survivor)
+            .map(|m| format!(
+                "{m}:\n{}",
+                sh(
+                    m,
+                    "raptiformica agent --status 2>&1 | tail -n 15; tail -n 5 /root/.raptiformica.d/mesh/agent.log"
+                )
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     eprintln!("one of 3 lost, two engines: 3 alive again in {:?}", t.elapsed());
     std::thread::sleep(Duration::from_secs(30));
