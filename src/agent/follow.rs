@@ -52,8 +52,10 @@ pub async fn follow(
     };
     let mut index = 0u64;
     let mut failures = 0u32;
-    // The neighbours as the watch last brought them, and when the whole KV was last read.
+    // The neighbours the watch brought and that are not cached yet; whether the watch or a
+    // full read ever brought any; when the whole KV was last read.
     let mut watched: Option<config::Mapping> = None;
+    let mut known = false;
     let mut refreshed: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -79,9 +81,12 @@ pub async fn follow(
         } else {
             None
         };
-        // Fresher than the watch's copy when just read; else the watch's copy over the cache.
-        let tree = if kv.is_some() { None } else { watched.clone() };
-        if kv.is_none() && tree.is_none() {
+        // A full read is fresher than the watch's copy; else the watch's copy goes into the
+        // cache, once (a wake for the members alone must not put an older copy back over what
+        // a command cached meanwhile: the cache as it is serves then).
+        let tree = watched.take().filter(|_| kv.is_none());
+        known |= kv.is_some() || tree.is_some();
+        if !known {
             continue; // nothing known of the neighbours yet
         }
         let down: BTreeSet<String> = view
