@@ -8,7 +8,7 @@
 //! batch of new nodes changes the neighbours every second, and every node reading all of the
 //! KV after each change was the servers' heaviest load while a cluster grew.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,47 @@ const JITTER: Duration = Duration::from_millis(1500);
 /// At most this often the whole KV is read and cached on a change (the first change after
 /// the agent starts reads it at once).
 const REFRESH: Duration = Duration::from_secs(30);
+/// How long a member must have been failing before its links are replaced along the ring. A
+/// busy cluster's members flap (failed for a few seconds, then back): replacing each flapping
+/// peer's link and dropping the replacement a moment later made every overlay on the way
+/// re-route, which loaded the busy cluster more. The hubs keep every node reachable meanwhile.
+const DOWN_AFTER: Duration = Duration::from_secs(60);
+
+/// The members seen failing, and since when: a member counts as down for the links once it
+/// has been failing for [`DOWN_AFTER`].
+#[derive(Default)]
+struct Failing(BTreeMap<String, Instant>);
+
+impl Failing {
+    /// Takes the members failing now (`critical` in `view`), at `now`.
+    fn update(&mut self, view: Option<&View>, now: Instant) {
+        let critical: BTreeSet<&String> = view
+            .map(|v| v.iter().filter(|(_, s)| *s == "critical").map(|(n, _)| n).collect())
+            .unwrap_or_default();
+        self.0.retain(|n, _| critical.contains(n));
+        for n in critical {
+            self.0.entry(n.clone()).or_insert(now);
+        }
+    }
+
+    /// The members down at `now`.
+    fn down(&self, now: Instant) -> BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= DOWN_AFTER)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// When the next failing member will count as down, if one is not yet.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.0
+            .values()
+            .map(|since| *since + DOWN_AFTER)
+            .filter(|due| *due > now)
+            .min()
+    }
+}
 
 /// Keeps the overlay links of node `me` in line with the KV and the members' health.
 pub async fn follow(
@@ -57,7 +98,10 @@ pub async fn follow(
     let mut watched: Option<config::Mapping> = None;
     let mut known = false;
     let mut refreshed: Option<Instant> = None;
+    let mut failing = Failing::default();
     loop {
+        failing.update(view.borrow().as_ref(), Instant::now());
+        let due = failing.next_due(Instant::now());
         tokio::select! {
             r = watch_api.watch_tree(neighbours::NEIGHBOURS, index, WAIT) => match r {
                 Ok((_, i)) if i == index => continue, // the wait ran out: nothing new
@@ -70,6 +114,8 @@ pub async fn follow(
                 }
             },
             changed = view.changed() => if changed.is_err() { return },
+            // A member failing long enough now counts as down.
+            _ = tokio::time::sleep_until(due.unwrap_or_else(|| Instant::now() + WAIT).into()), if due.is_some() => {}
         }
         tokio::time::sleep(SETTLE + jitter()).await;
         let kv = if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
@@ -89,16 +135,8 @@ pub async fn follow(
         if !known {
             continue; // nothing known of the neighbours yet
         }
-        let down: BTreeSet<String> = view
-            .borrow()
-            .as_ref()
-            .map(|v| {
-                v.iter()
-                    .filter(|(_, s)| *s == "critical")
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        failing.update(view.borrow().as_ref(), Instant::now());
+        let down = failing.down(Instant::now());
         let (ctx2, ygg2, me2, lock) = (ctx.clone(), ygg.clone(), me.clone(), mesh_lock.clone());
         let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<(Applied, usize)> {
             // Caches the KV when read (and refuses an unusable one), else the neighbours: the
@@ -130,4 +168,39 @@ pub async fn follow(
 fn jitter() -> Duration {
     let spread = JITTER.as_millis() as u64;
     Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(pairs: &[(&str, &str)]) -> View {
+        pairs.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
+    }
+
+    #[test]
+    fn a_member_counts_as_down_only_after_failing_long_enough() {
+        let t0 = Instant::now();
+        let mut f = Failing::default();
+        f.update(Some(&view(&[("a", "passing"), ("b", "critical")])), t0);
+        assert!(f.down(t0).is_empty(), "a member failing for a moment is not down");
+        assert_eq!(f.next_due(t0), Some(t0 + DOWN_AFTER));
+        let later = t0 + DOWN_AFTER;
+        f.update(Some(&view(&[("a", "passing"), ("b", "critical")])), later);
+        assert_eq!(f.down(later), BTreeSet::from(["b".to_string()]));
+        assert_eq!(f.next_due(later), None);
+    }
+
+    #[test]
+    fn a_member_back_before_then_starts_over() {
+        let t0 = Instant::now();
+        let mut f = Failing::default();
+        f.update(Some(&view(&[("b", "critical")])), t0);
+        f.update(Some(&view(&[("b", "passing")])), t0 + Duration::from_secs(30));
+        f.update(Some(&view(&[("b", "critical")])), t0 + Duration::from_secs(40));
+        assert!(f.down(t0 + DOWN_AFTER).is_empty(), "the flap restarted its clock");
+        assert_eq!(f.down(t0 + Duration::from_secs(40) + DOWN_AFTER).len(), 1);
+        f.update(None, t0 + Duration::from_secs(200));
+        assert!(f.down(t0 + Duration::from_secs(200)).is_empty());
+    }
 }

@@ -60,7 +60,7 @@ pub async fn watch(tx: watch::Sender<Option<View>>) {
                 // An index that went backwards (a rebuilt store) starts over.
                 index = if new_index < index { 0 } else { new_index };
                 let v = view(&checks);
-                tx.send_if_modified(|current| {
+                let changed = tx.send_if_modified(|current| {
                     if current.as_ref() != Some(&v) {
                         *current = Some(v);
                         true
@@ -68,6 +68,12 @@ pub async fn watch(tx: watch::Sender<Option<View>>) {
                         false
                     }
                 });
+                // A burst of changes (a batch of new nodes, members flapping under load)
+                // gathers for a moment before the next query: each answer holds every
+                // member's check and goes to every node, so one a second per node at most.
+                if changed {
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
             }
             Err(e) => {
                 failures += 1;

@@ -196,13 +196,19 @@ pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
             .find(|(n, _)| n.id == id)
             .map(|(_, r)| *r)
             .unwrap_or(Role::Client);
-        let mut retry_join: Vec<(bool, std::net::Ipv6Addr)> = on_overlay
-            .iter()
-            .zip(&roles)
-            .filter(|(n, _)| n.id != id)
-            .filter_map(|(n, r)| Some((*r != Role::Server, n.overlay_address?)))
+        let ring: BTreeSet<String> = crate::mesh::plan::ring(&mapping, &id)
+            .into_iter()
+            .map(|n| n.id)
             .collect();
-        retry_join.sort();
+        let retry_join = join_targets(
+            on_overlay
+                .iter()
+                .zip(&roles)
+                .filter(|(n, _)| n.id != id)
+                .filter_map(|(n, r)| Some((*r == Role::Server, n.id.clone(), n.overlay_address?)))
+                .collect(),
+            &ring,
+        );
         // Normally uploaded by the slaver; a node meshed by hand makes the cluster's token.
         let acl_token = crate::consensus::acl::ensure_token(&ctx.paths)?;
         crate::consensus::api::use_token(acl_token.clone());
@@ -211,7 +217,7 @@ pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
             node_id: crate::sys::digest::consul_node_id(&me.public_key),
             bind: me.address,
             server: role == Role::Server,
-            retry_join: retry_join.into_iter().map(|(_, a)| a).collect(),
+            retry_join,
             encrypt: mapping
                 .get(GOSSIP_KEY)
                 .and_then(Value::as_str)
@@ -310,7 +316,18 @@ async fn sync_kv(
         // no node reads a half-seeded KV as the config. A seed left unfinished (its seeder
         // died) is completed by the next node to take the lock.
         let seed_deadline = Instant::now() + Duration::from_secs(60);
-        while !api.is_seeded().await? {
+        loop {
+            // A member loaded by a batch of new nodes may answer late: ask again until then.
+            match api.is_seeded().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if Instant::now() < seed_deadline => {
+                    tracing::debug!("is the KV seeded? {e:#}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let holder = format!("seeder {}", std::process::id());
             // Right after the election this node may not be in the catalog yet, and consul
             // refuses it a session ("Missing node registration"): try again shortly.
@@ -375,9 +392,57 @@ async fn sync_kv(
     (leader, result)
 }
 
+/// Up to this many other nodes, a node joins consul through every one of them.
+const JOIN_ALL_UP_TO: usize = 8;
+
+/// The members a node joins consul through (`retry_join`, and its own joins while it waits for
+/// a leader), the servers first: every other node in a small cluster, else the servers and its
+/// ring peers, the nodes it has overlay links with. A join exchanges the whole member list
+/// with each address given (consul joins them all, not the first that answers): a new node
+/// joining all of 50 others, ten new nodes at once, was most of what saturated the host in
+/// a batch. `others`: (is a server, id, overlay address).
+fn join_targets(
+    mut others: Vec<(bool, String, std::net::Ipv6Addr)>,
+    ring: &BTreeSet<String>,
+) -> Vec<std::net::Ipv6Addr> {
+    if others.len() > JOIN_ALL_UP_TO {
+        others.retain(|(server, id, _)| *server || ring.contains(id));
+    }
+    others.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+    others.into_iter().map(|(_, _, a)| a).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_joins_through_the_servers_and_its_ring_peers_past_a_small_cluster() {
+        let node = |i: u16, server: bool| {
+            (
+                server,
+                format!("n{i}"),
+                std::net::Ipv6Addr::new(0x200, 0, 0, 0, 0, 0, 0, i),
+            )
+        };
+        let ring: BTreeSet<String> = ["n7".to_string(), "n9".to_string()].into();
+        let small: Vec<_> = (1..=8).map(|i| node(i, i > 6)).collect();
+        let all = join_targets(small, &ring);
+        assert_eq!(all.len(), 8, "a small cluster: everyone");
+        assert_eq!(all[..2], [node(7, true).2, node(8, true).2], "servers first");
+        let big: Vec<_> = (1..=50).map(|i| node(i, i <= 3)).collect();
+        let some = join_targets(big, &ring);
+        assert_eq!(
+            some,
+            vec![
+                node(1, true).2,
+                node(2, true).2,
+                node(3, true).2,
+                node(7, false).2,
+                node(9, false).2
+            ]
+        );
+    }
 
     #[test]
     fn only_a_young_overlay_that_is_no_running_server_restarts_for_a_new_key() {
