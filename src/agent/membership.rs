@@ -12,14 +12,12 @@ use super::settings::Settings;
 use super::status::Recorder;
 use crate::config::context::Context;
 use crate::config::{self, shared};
-use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP, WATCH_WAIT as WAIT, blocking_timeout};
 use crate::modules::hooks;
 
 /// Each member's serf health as the catalog has it: node name → `passing` / `critical`.
 pub type View = BTreeMap<String, String>;
 
-/// How long one blocking query waits on the server.
-const WAIT: Duration = Duration::from_secs(60);
 /// Changes closer together than this are one change.
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -43,7 +41,7 @@ fn view(checks: &[Check]) -> View {
 
 /// Publishes every new view (the first one too) on `tx`, until the agent stops.
 pub async fn watch(tx: watch::Sender<Option<View>>) {
-    let api = match ConsulApi::new(LOCAL_HTTP, WAIT + Duration::from_secs(10)) {
+    let api = match ConsulApi::new(LOCAL_HTTP, blocking_timeout(WAIT)) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("membership watch: {e:#}");

@@ -115,11 +115,13 @@ impl ConsulAgent {
             // overlay, and a dead node seen failed no later than with consul's defaults, alone
             // (21.6 s at most, consul 24 s) or among many (3.6 × log10(N) s, consul 4 ×).
             // While there is news (a batch of new nodes, members flapping) each node gossips
-            // to 3 random members every 500 ms (consul: 200 ms): each such packet crosses the
-            // overlay to a random node (a new overlay session each, often), which made every
+            // to 3 random members every second (consul: every 200 ms): each such packet crosses
+            // the overlay to a random node (a new overlay session each, often), which made every
             // node's consul and yggdrasil work three times their rest cost in a batch; news
-            // still reaches a hundred nodes in about 2 s.
-            "gossip_lan": {"probe_interval": "1200ms", "probe_timeout": "1s", "suspicion_mult": 3, "gossip_interval": "500ms"},
+            // still reaches a hundred nodes in a few seconds (log3(100) rounds, and probes
+            // carry it too), and a suspicion's confirmations travel the same way, which the
+            // suspicion's length (seconds, above) dwarfs.
+            "gossip_lan": {"probe_interval": "1200ms", "probe_timeout": "1s", "suspicion_mult": 3, "gossip_interval": "1s"},
             "enable_local_script_checks": true,
             "log_level": "INFO",
             "ui": false,
