@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -109,8 +111,12 @@ pub async fn follow(
     ) else {
         return;
     };
-    let mut index = 0u64;
-    let mut failures = 0u32;
+    // The watch runs on its own: a blocking query given up (when the members changed first)
+    // went on waiting on the server until it ran out, and answered every change meanwhile
+    // with the whole tree, for nobody.
+    let (tree_tx, mut trees) = watch::channel(None);
+    let pause = Arc::new(AtomicU64::new(SETTLE.as_millis() as u64));
+    tokio::spawn(watch_neighbours(watch_api, tree_tx, pause.clone()));
     // The neighbours the watch brought and that are not cached yet; whether the watch or a
     // full read ever brought any; when the whole KV was last read.
     let mut watched: Option<config::Mapping> = None;
@@ -122,21 +128,16 @@ pub async fn follow(
         failing.update(view.borrow().as_ref(), Instant::now());
         let due = failing.next_due(Instant::now());
         tokio::select! {
-            r = watch_api.watch_tree(neighbours::NEIGHBOURS, index, WAIT) => match r {
-                Ok((_, i)) if i == index => continue, // the wait ran out: nothing new
-                Ok((tree, i)) => { index = i; failures = 0; watched = Some(tree); }
-                Err(e) => {
-                    failures += 1;
-                    tracing::debug!("neighbour watch: {e:#}");
-                    tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
-                    continue;
-                }
-            },
+            changed = trees.changed() => if changed.is_err() { return },
             changed = view.changed() => if changed.is_err() { return },
             // A member failing long enough now counts as down.
             _ = tokio::time::sleep_until(due.unwrap_or_else(|| Instant::now() + WAIT).into()), if due.is_some() => {}
         }
         tokio::time::sleep(wait + jitter()).await;
+        // The newest copy the watch brought, if it brought one since.
+        if trees.has_changed().unwrap_or(false) {
+            watched = trees.borrow_and_update().clone();
+        }
         let kv = if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
             let kv = shared::read_with(&ctx.paths, &api).await;
             if kv.is_some() {
@@ -181,12 +182,39 @@ pub async fn follow(
         .await;
         if let Ok(Ok((_, _, next))) = &applied {
             wait = *next;
+            pause.store(next.as_millis() as u64, Ordering::Relaxed);
         }
         match applied {
             Ok(Ok((Applied::Unchanged, _, _))) => {}
             Ok(Ok((a, n, _))) => rec.event("peers", format!("overlay {a}; {n} link(s) kept")),
             Ok(Err(e)) => rec.event("error", format!("cannot re-render the overlay: {e:#}")),
             Err(e) => rec.event("error", format!("re-rendering the overlay panicked: {e}")),
+        }
+    }
+}
+
+/// Watches the neighbours in the KV with one blocking query at a time, and sends each new
+/// copy on `tx`; after each, waits `pause` (milliseconds: what the follower waits too), so a
+/// burst of writes is fetched once per pause, not once per write.
+async fn watch_neighbours(api: ConsulApi, tx: watch::Sender<Option<config::Mapping>>, pause: Arc<AtomicU64>) {
+    let mut index = 0u64;
+    let mut failures = 0u32;
+    loop {
+        match api.watch_tree(neighbours::NEIGHBOURS, index, WAIT).await {
+            Ok((_, i)) if i == index => {} // the wait ran out: nothing new
+            Ok((tree, i)) => {
+                index = i;
+                failures = 0;
+                if tx.send(Some(tree)).is_err() {
+                    return; // the follower stopped
+                }
+                tokio::time::sleep(Duration::from_millis(pause.load(Ordering::Relaxed))).await;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!("neighbour watch: {e:#}");
+                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
+            }
         }
     }
 }
