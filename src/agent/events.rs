@@ -85,14 +85,21 @@ impl Seen {
         taken
     }
 
-    /// The Lamport times of events consul's buffer (`list`, oldest first) rolled past before
-    /// this node took them: the buffer is full, its oldest event was never taken, and it is
-    /// more than one step later than the newest taken. None: nothing can have been missed.
+    /// The Lamport times of events consul's buffer (`list`) rolled past before this node took
+    /// them: the buffer is full and holds none of the events taken (so it rolled over since),
+    /// and between the newest taken and the newest listed, Lamport times are missing. The
+    /// first and last missing; None: nothing can have been missed. Gossip brings events out
+    /// of order (a burst's first events can arrive last), so the buffer's order says nothing.
     fn gap(&self, list: &[RawEvent]) -> Option<(u64, u64)> {
-        let oldest = list.first()?;
         let newest = self.newest?;
-        (list.len() >= BUFFER && !self.has(&oldest.id) && oldest.ltime > newest + 1)
-            .then(|| (newest + 1, oldest.ltime - 1))
+        if list.len() < BUFFER || list.iter().any(|e| self.has(&e.id)) {
+            return None;
+        }
+        let listed: std::collections::BTreeSet<u64> = list.iter().map(|e| e.ltime).filter(|t| *t > newest).collect();
+        let top = *listed.last()?;
+        let mut missing = (newest + 1..=top).filter(|t| !listed.contains(t));
+        let from = missing.next()?;
+        Some((from, missing.next_back().unwrap_or(from)))
     }
 }
 
@@ -272,6 +279,14 @@ mod tests {
         assert_eq!(seen.gap(&full(300)), Some((257, 299)));
         // A buffer that is not full kept everything since it started.
         assert_eq!(seen.gap(&full(300)[..10]), None);
+        // Out of order (gossip sends a backlog's newest first): 257..=556 but for 400..=443,
+        // the first ones arriving last.
+        let mut shuffled: Vec<RawEvent> = (444..=556).chain(257..400).map(|t| raw(&format!("e{t}"), t)).collect();
+        assert_eq!(shuffled.len(), BUFFER);
+        assert_eq!(seen.gap(&shuffled), Some((400, 443)));
+        // A node that keeps up also gets them out of order: it holds some it took.
+        shuffled[0] = raw("e1", 1);
+        assert_eq!(seen.gap(&shuffled), None);
         // Kept across restarts.
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join("seen.json");
