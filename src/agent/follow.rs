@@ -221,17 +221,14 @@ async fn watch_neighbours(api: ConsulApi, tx: watch::Sender<Option<config::Mappi
 
 /// A random part of [`JITTER`], so that the nodes do not read the KV all at once.
 fn jitter() -> Duration {
-    let spread = JITTER.as_millis() as u64;
-    Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64)
+    super::membership::random_up_to(JITTER)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view(pairs: &[(&str, &str)]) -> View {
-        pairs.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
-    }
+    use crate::agent::membership::view_of as view;
 
     #[test]
     fn a_hub_acts_at_once_the_others_wait_longer_in_a_larger_cluster() {

@@ -49,8 +49,20 @@ fn view(checks: &[Check]) -> View {
 /// to each was 1.3 MB/s from the servers across the overlay. Up to 10 members, as before.
 fn gather(members: usize) -> Duration {
     let base = (GATHER_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX)).clamp(DEBOUNCE, GATHER_MAX);
-    let spread = (base / 2).as_millis() as u64;
-    base + Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64)
+    base + random_up_to(base / 2)
+}
+
+/// A random duration below `spread` (whole milliseconds), to keep the nodes from acting all
+/// at the same moment.
+pub(super) fn random_up_to(spread: Duration) -> Duration {
+    let spread = spread.as_millis() as u64;
+    Duration::from_millis((uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64)
+}
+
+/// A view of `(member, status)` pairs, for tests.
+#[cfg(test)]
+pub(super) fn view_of(pairs: &[(&str, &str)]) -> View {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 /// Publishes every new view (the first one too) on `tx`, until the agent stops.
@@ -194,9 +206,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn v(pairs: &[(&str, &str)]) -> View {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
+    use super::view_of as v;
 
     #[test]
     fn the_watch_waits_longer_after_a_change_in_a_larger_cluster() {
