@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 
 use crate::config::MutableCache;
 use crate::config::context::Context;
-use crate::provision::artifacts;
+use crate::provision::{artifacts, bundle};
 use crate::remote::on_node::{REMOTE_BIN, REMOTE_CACHE};
 use crate::remote::ssh::Remote;
 use crate::sys::paths::{BUILTIN_FOLDERS, INSTALL_PREFIX};
@@ -136,11 +136,36 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
         .filter_map(|u| std::fs::metadata(&u.local).ok())
         .map(|m| m.len())
         .sum();
-    if !needed.is_empty() {
+    // What every new machine lacks alike (this binary, the artifacts, the modules) goes in one
+    // compressed archive, packed once for all of them (see `bundle`); this machine's config
+    // snapshot and the token (small, and different each time) go as they are.
+    let (varying, fixed): (Vec<&Upload>, Vec<&Upload>) = needed
+        .iter()
+        .partition(|u| u.remote.ends_with(".incoming") || u.remote.ends_with(crate::consensus::acl::TOKEN_FILE));
+    let mut sent = 0u64;
+    if !fixed.is_empty() {
+        let dir = ctx.paths.cache_dir.join("var").join("uploads");
+        let file = crate::sys::process::blocking(|| {
+            let entries: Vec<bundle::Entry> = fixed
+                .iter()
+                .map(|u| bundle::Entry {
+                    local: &u.local,
+                    remote: &u.remote,
+                    sum: &u.sum,
+                })
+                .collect();
+            bundle::packed(&dir, &entries)
+        })?;
+        sent += file.metadata().map(|m| m.len()).unwrap_or(0);
+        let out = remote.sh("tar -x -z -f - -C / --no-same-owner", Some(file)).await?;
+        if !out.success() {
+            bail!("unpacking on the target failed: {}", out.stderr.trim());
+        }
+    }
+    if !varying.is_empty() {
         let file = crate::sys::process::blocking(|| -> anyhow::Result<std::fs::File> {
             let mut archive = tar::Builder::new(tempfile::tempfile()?);
-            archive.follow_symlinks(true);
-            for u in &needed {
+            for u in &varying {
                 archive
                     .append_path_with_name(&u.local, u.remote.trim_start_matches('/'))
                     .with_context(|| format!("cannot pack `{}`", u.local.display()))?;
@@ -149,6 +174,7 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
             std::io::Seek::rewind(&mut file)?;
             Ok(file)
         })?;
+        sent += file.metadata().map(|m| m.len()).unwrap_or(0);
         let out = remote.sh("tar -x -f - -C / --no-same-owner", Some(file)).await?;
         if !out.success() {
             bail!("unpacking on the target failed: {}", out.stderr.trim());
@@ -178,7 +204,13 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
     let summary = if needed.is_empty() {
         format!("all {} files already there", set.len())
     } else {
-        format!("{} of {} files, {:.1} MB", needed.len(), set.len(), bytes as f64 / 1e6)
+        format!(
+            "{} of {} files, {:.1} MB ({:.1} MB sent)",
+            needed.len(),
+            set.len(),
+            bytes as f64 / 1e6,
+            sent as f64 / 1e6
+        )
     };
     // The config snapshot goes up every time (the target renames it into place): it is not a
     // change of what the machine runs.
