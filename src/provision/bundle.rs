@@ -16,25 +16,19 @@ use anyhow::Context as _;
 /// How many packed archives the cache keeps (newest first); older ones are removed.
 const KEEP: usize = 3;
 
-/// One file to pack: where it is here, where it goes on the target (absolute), and its sum.
+/// One file to pack: where it is here, and where it goes on the target (absolute).
 pub struct Entry<'a> {
     pub local: &'a Path,
     pub remote: &'a str,
-    pub sum: &'a str,
-}
-
-/// The archive's name for these files: a digest of their sums and places.
-fn name(entries: &[Entry]) -> String {
-    let mut lines: Vec<String> = entries.iter().map(|e| format!("{} {}\n", e.sum, e.remote)).collect();
-    lines.sort();
-    format!("{}.tar.gz", super::upload::sha256_hex(lines.concat().as_bytes()))
 }
 
 /// The packed archive of `entries` in `dir`, opened at its start: packed now (under a lock, so
-/// that concurrent uploads pack it once) unless an earlier upload left it there.
-pub fn packed(dir: &Path, entries: &[Entry]) -> anyhow::Result<File> {
+/// that concurrent uploads pack it once) unless an earlier upload left it there. `digest`
+/// names the files (their sums and places, see `upload::provisioned_digest`): the archive's
+/// name.
+pub fn packed(dir: &Path, digest: &str, entries: &[Entry]) -> anyhow::Result<File> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let path = dir.join(name(entries));
+    let path = dir.join(format!("{digest}.tar.gz"));
     let lock = File::create(dir.join(".lock"))?;
     lock.lock()?;
     if let Ok(file) = File::open(&path) {
@@ -105,34 +99,31 @@ mod tests {
             Entry {
                 local: &a,
                 remote: "/root/.raptiformica.d/artifacts/consul",
-                sum: "s1",
             },
             Entry {
                 local: &b,
                 remote: "/usr/etc/raptiformica/x",
-                sum: "s2",
             },
         ];
-        let files = unpack(packed(&cache, &entries).unwrap());
+        let files = unpack(packed(&cache, "d1", &entries).unwrap());
         assert_eq!(files.len(), 2);
         assert_eq!(
             files[0],
             ("root/.raptiformica.d/artifacts/consul".to_string(), vec![7u8; 100_000])
         );
         assert_eq!(files[1].1, b"module");
-        let path = cache.join(name(&entries));
+        let path = cache.join("d1.tar.gz");
         assert!(path.metadata().unwrap().len() < 10_000, "compressed");
         // The same files again: the kept archive, not packed anew (changing the source here
         // would show in a new one).
         std::fs::write(&b, b"changed").unwrap();
-        assert_eq!(unpack(packed(&cache, &entries).unwrap())[1].1, b"module");
+        assert_eq!(unpack(packed(&cache, "d1", &entries).unwrap())[1].1, b"module");
         // Another sum: another archive.
         let other = [Entry {
             local: &b,
             remote: "/usr/etc/raptiformica/x",
-            sum: "s3",
         }];
-        assert_eq!(unpack(packed(&cache, &other).unwrap())[0].1, b"changed");
+        assert_eq!(unpack(packed(&cache, "d2", &other).unwrap())[0].1, b"changed");
     }
 
     #[test]
@@ -145,10 +136,10 @@ mod tests {
         for s in &sums {
             packed(
                 &cache,
+                s,
                 &[Entry {
                     local: &f,
                     remote: "/x",
-                    sum: s,
                 }],
             )
             .unwrap();
@@ -160,11 +151,6 @@ mod tests {
             .filter(|e| e.path().extension().is_some_and(|x| x == "gz"))
             .count();
         assert_eq!(left, KEEP);
-        let newest = [Entry {
-            local: &f,
-            remote: "/x",
-            sum: "s4",
-        }];
-        assert!(cache.join(name(&newest)).is_file());
+        assert!(cache.join("s4.tar.gz").is_file());
     }
 }

@@ -139,22 +139,20 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
     // What every new machine lacks alike (this binary, the artifacts, the modules) goes in one
     // compressed archive, packed once for all of them (see `bundle`); this machine's config
     // snapshot and the token (small, and different each time) go as they are.
-    let (varying, fixed): (Vec<&Upload>, Vec<&Upload>) = needed
-        .iter()
-        .partition(|u| u.remote.ends_with(".incoming") || u.remote.ends_with(crate::consensus::acl::TOKEN_FILE));
+    let (varying, fixed): (Vec<&Upload>, Vec<&Upload>) = needed.iter().partition(|u| varies(&u.remote));
     let mut sent = 0u64;
     if !fixed.is_empty() {
         let dir = ctx.paths.cache_dir.join("var").join("uploads");
+        let name = provisioned_digest(fixed.iter().map(|u| (u.sum.as_str(), u.remote.as_str())));
         let file = crate::sys::process::blocking(|| {
             let entries: Vec<bundle::Entry> = fixed
                 .iter()
                 .map(|u| bundle::Entry {
                     local: &u.local,
                     remote: &u.remote,
-                    sum: &u.sum,
                 })
                 .collect();
-            bundle::packed(&dir, &entries)
+            bundle::packed(&dir, &name, &entries)
         })?;
         sent += file.metadata().map(|m| m.len()).unwrap_or(0);
         let out = remote.sh("tar -x -z -f - -C / --no-same-owner", Some(file)).await?;
@@ -224,11 +222,17 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
 /// skipped (issue 9); a new binary, artifact or module file makes them run again.
 fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut lines: Vec<String> = files
-        .filter(|(_, path)| !path.ends_with(".incoming") && !path.ends_with(crate::consensus::acl::TOKEN_FILE))
+        .filter(|(_, path)| !varies(path))
         .map(|(sum, path)| format!("{sum} {path}\n"))
         .collect();
     lines.sort();
     sha256_hex(lines.concat().as_bytes())
+}
+
+/// Whether the file at `remote` differs from one upload to the next (the config snapshot,
+/// the ACL token) rather than with what the machine runs.
+fn varies(remote: &str) -> bool {
+    remote.ends_with(".incoming") || remote.ends_with(crate::consensus::acl::TOKEN_FILE)
 }
 
 pub(super) use crate::sys::digest::sha256_hex;
