@@ -163,7 +163,7 @@ struct Tick {
     rejoins: super::redial::Rejoins,
     cache: crate::config::cache::Memo,
     /// The admissions this agent last published (`yggdrasil_admits`).
-    published_admits: Option<String>,
+    published_admits: own_entry::Published,
     /// This node's name in consul.
     me: String,
 }
@@ -195,7 +195,7 @@ impl Tick {
             redials: Redials::default(),
             rejoins: Default::default(),
             cache: Default::default(),
-            published_admits: None,
+            published_admits: Default::default(),
             me: String::new(),
         })
     }

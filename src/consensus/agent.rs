@@ -157,7 +157,7 @@ impl ConsulAgent {
         let bin = daemon::find_program("consul")
             .context("consul is not installed here (slaving installs it; see `raptiformica artifacts`)")?;
         self.daemon
-            .start(
+            .start_go(
                 &bin,
                 &["agent".into(), format!("-config-file={}", self.config_file().display())],
             )

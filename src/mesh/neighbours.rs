@@ -46,9 +46,12 @@ pub struct Neighbour {
     pub overlay_address: Option<Ipv6Addr>,
     pub overlay_port: Option<u16>,
     pub consul_role: Option<Role>,
-    /// The ids whose keys its running overlay admits (`yggdrasil_admits`, comma-separated),
-    /// as its agent published them; None when it published none.
-    pub overlay_admits: Option<std::collections::BTreeSet<String>>,
+    /// When its overlay key entered the shared config (`yggdrasil_since`: the KV index that
+    /// created the key), as its agent recorded it; None until then.
+    pub overlay_since: Option<u64>,
+    /// Which nodes its running overlay admits, as its agent published them; None when it
+    /// published nothing.
+    pub overlay_admits: Option<Admits>,
     /// The jump hosts to reach it over SSH (`ssh_via`: `host:port`, comma-separated, outermost
     /// first), for a machine only another one reaches.
     pub ssh_via: Vec<String>,
@@ -87,10 +90,57 @@ impl Machine {
     }
 }
 
+/// Which nodes' keys a node's running overlay admits (yggdrasil admits a fixed list of keys,
+/// read when it starts), as its agent publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admits {
+    /// Every key (`yggdrasil_admits_upto` = `all`: it runs with no list).
+    All,
+    /// Every node whose `yggdrasil_since` is at most this (`yggdrasil_admits_upto`). One
+    /// number a node: a list of ids (below) made every node's entry grow with the cluster,
+    /// and every node reads every entry whenever the neighbours change.
+    UpTo(u64),
+    /// These ids (`yggdrasil_admits`, comma-separated: what earlier versions publish).
+    Ids(std::collections::BTreeSet<String>),
+}
+
+/// What `yggdrasil_admits_upto` says for [`Admits::All`].
+pub const ADMITS_ALL: &str = "all";
+
 impl Neighbour {
+    /// Node `id` with nothing known of it.
+    pub fn unknown(id: &str) -> Self {
+        Neighbour {
+            id: id.to_string(),
+            host: None,
+            ssh_port: 22,
+            ssh_host_key: None,
+            overlay_public_key: None,
+            overlay_address: None,
+            overlay_port: None,
+            consul_role: None,
+            overlay_since: None,
+            overlay_admits: None,
+            ssh_via: Vec::new(),
+            machine: None,
+        }
+    }
+
     /// Whether its overlay identity is known (it has been meshed at least once).
     pub fn on_overlay(&self) -> bool {
         self.overlay_public_key.is_some() && self.overlay_address.is_some()
+    }
+
+    /// Whether its running overlay admits `other`, as far as it published: a node that
+    /// published nothing is taken to admit everyone, and one that admits up to an index
+    /// admits nobody whose key's index is not known yet.
+    pub fn admits(&self, other: &Neighbour) -> bool {
+        match &self.overlay_admits {
+            None | Some(Admits::All) => true,
+            Some(Admits::UpTo(upto)) => other.overlay_since.is_some_and(|since| since <= *upto),
+            Some(Admits::Ids(ids)) => ids.contains(&other.id),
+        }
     }
 }
 
@@ -112,19 +162,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             continue;
         };
         if out.last().is_none_or(|n| n.id != id) {
-            out.push(Neighbour {
-                id: id.to_string(),
-                host: None,
-                ssh_port: 22,
-                ssh_host_key: None,
-                overlay_public_key: None,
-                overlay_address: None,
-                overlay_port: None,
-                consul_role: None,
-                overlay_admits: None,
-                ssh_via: Vec::new(),
-                machine: None,
-            });
+            out.push(Neighbour::unknown(id));
         }
         let n = out.last_mut().expect("pushed above");
         let text = match v {
@@ -158,8 +196,19 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),
             "ssh_via" => n.ssh_via = hops(Some(&text)),
+            "yggdrasil_since" => n.overlay_since = text.parse().ok(),
+            // The keys come sorted: `yggdrasil_admits_upto` (ours) after `yggdrasil_admits`
+            // (an earlier version's, which a node removes when it publishes ours).
             "yggdrasil_admits" => {
-                n.overlay_admits = Some(text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                n.overlay_admits = Some(Admits::Ids(
+                    text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                ))
+            }
+            "yggdrasil_admits_upto" => {
+                n.overlay_admits = match text.as_str() {
+                    ADMITS_ALL => Some(Admits::All),
+                    upto => upto.parse().ok().map(Admits::UpTo),
+                }
             }
             "consul_role" => {
                 n.consul_role = match text.as_str() {

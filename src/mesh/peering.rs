@@ -77,17 +77,10 @@ mod tests {
 
     fn node(id: &str) -> Neighbour {
         Neighbour {
-            id: id.into(),
             host: Some(format!("h-{id}")),
-            ssh_port: 22,
-            ssh_host_key: None,
             overlay_public_key: Some(format!("k-{id}")),
             overlay_address: Some("200::1".parse().unwrap()),
-            overlay_port: None,
-            consul_role: None,
-            overlay_admits: None,
-            ssh_via: Vec::new(),
-            machine: None,
+            ..Neighbour::unknown(id)
         }
     }
 

@@ -53,7 +53,7 @@ pub struct OverlayPlan {
 /// The overlay links of node `id` (bounded, see [`peering`](super::peering)). A neighbour in
 /// `down` is replaced by the next one along the ring, and kept: if this node is the one cut
 /// off, everyone looks down from here, and dropping them all would leave nobody to dial when
-/// the cut heals. A peer whose published admissions (`yggdrasil_admits`) leave this node out
+/// the cut heals. A peer whose published admissions (see [`admits_upto`]) leave this node out
 /// is not dialed (it would refuse, and yggdrasil would redial it every second for ever): it
 /// dials this node instead.
 pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> anyhow::Result<OverlayPlan> {
@@ -72,9 +72,9 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
             port: n.overlay_port.unwrap_or(DEFAULT_PORT),
         })
     };
-    let (dial, refused_by): (Vec<_>, Vec<_>) = chosen
-        .iter()
-        .partition(|n| n.overlay_admits.as_ref().is_none_or(|a| a.contains(id)));
+    let unknown = neighbours::Neighbour::unknown(id);
+    let me = all.iter().find(|n| n.id == id).unwrap_or(&unknown);
+    let (dial, refused_by): (Vec<_>, Vec<_>) = chosen.iter().partition(|n| n.admits(me));
     let dial = dial.into_iter().filter_map(&peer).collect();
     let refused_by = refused_by.into_iter().filter_map(peer).collect();
     let admit = chosen.iter().filter_map(|n| n.overlay_public_key.clone()).collect();
@@ -115,21 +115,32 @@ pub fn links(mapping: &Mapping) -> anyhow::Result<usize> {
     }
 }
 
-/// What a node publishes as `yggdrasil_admits`: the ids (sorted, comma-separated) of the other
-/// neighbours whose overlay keys its running overlay admits (`admitted`; empty: every key).
-pub fn admits(mapping: &Mapping, me: &str, admitted: &BTreeSet<String>) -> String {
-    let mut ids: Vec<String> = neighbours::all(mapping)
+/// What a node publishes as `yggdrasil_admits_upto`, its running overlay admitting the keys
+/// `admitted` (empty: every key): `all`, or the highest `yggdrasil_since` up to which it
+/// admits every other neighbour (0: none known). A node's overlay admits the keys it knew when
+/// it started, so this is the since of the last node before the first one it does not admit.
+/// A node not known here yet counts as not admitted by the others until this is published
+/// again (every few seconds, from a fresh copy): never more than the overlay admits.
+pub fn admits_upto(mapping: &Mapping, me: &str, admitted: &BTreeSet<String>) -> String {
+    if admitted.is_empty() {
+        return neighbours::ADMITS_ALL.to_string();
+    }
+    let mut stamped: Vec<(u64, bool)> = neighbours::all(mapping)
         .into_iter()
         .filter(|n| n.id != me)
-        .filter(|n| {
-            n.overlay_public_key
-                .as_ref()
-                .is_some_and(|k| admitted.is_empty() || admitted.contains(k))
+        .filter_map(|n| {
+            let since = n.overlay_since?;
+            Some((since, n.overlay_public_key.is_some_and(|k| admitted.contains(&k))))
         })
-        .map(|n| n.id)
         .collect();
-    ids.sort();
-    ids.join(",")
+    // A key not admitted sorts first among equals: its since is no longer admitted.
+    stamped.sort();
+    let upto = stamped
+        .iter()
+        .take_while(|(_, admitted)| *admitted)
+        .last()
+        .map_or(0, |(since, _)| *since);
+    upto.to_string()
 }
 
 /// The cluster's id: the first 16 hex digits of the SHA-256 of its gossip key, which every
@@ -226,5 +237,63 @@ mod tests {
         let mut admit = plan.admit.clone();
         admit.sort();
         assert_eq!(admit, ["k00", "k02"]);
+    }
+
+    /// `ring(n)` with each node's key written at index 10 × (i + 1).
+    fn stamped(n: usize) -> Mapping {
+        let mut m = ring(n);
+        for i in 0..n {
+            m.insert(
+                neighbours::key(&format!("n{i:02}"), "yggdrasil_since"),
+                Value::from(format!("{}", 10 * (i + 1))),
+            );
+        }
+        m
+    }
+
+    fn admitted(keys: &[&str]) -> BTreeSet<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_publishes_the_index_up_to_which_it_admits_every_node() {
+        let m = stamped(5);
+        // Started knowing n00..n02: admits up to n02's index, not the later n03 and n04.
+        assert_eq!(admits_upto(&m, "n01", &admitted(&["k00", "k02"])), "30");
+        assert_eq!(admits_upto(&m, "n04", &admitted(&["k00", "k01", "k02", "k03"])), "40");
+        // A gap stops it: n01 is not admitted, so neither is anyone after it.
+        assert_eq!(admits_upto(&m, "n04", &admitted(&["k00", "k02", "k03"])), "10");
+        assert_eq!(admits_upto(&m, "n04", &admitted(&["k01"])), "0");
+        assert_eq!(admits_upto(&m, "n04", &BTreeSet::new()), neighbours::ADMITS_ALL);
+        // A node whose index is not known yet is left out: it counts as not admitted.
+        let mut m = stamped(5);
+        m.remove(&neighbours::key("n03", "yggdrasil_since"));
+        assert_eq!(admits_upto(&m, "n04", &admitted(&["k00", "k01", "k02"])), "30");
+    }
+
+    #[test]
+    fn a_node_dials_a_peer_only_when_the_peer_admits_its_index() {
+        let mut m = stamped(3);
+        m.insert(neighbours::key("n00", "yggdrasil_admits_upto"), Value::from("10"));
+        m.insert(neighbours::key("n02", "yggdrasil_admits_upto"), Value::from("20"));
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k02"], "n00 started before n01's key: it dials n01");
+        assert_eq!(keys(&plan.refused_by), ["k00"]);
+        // Without its own index known, a node is admitted only by those that admit all.
+        m.remove(&neighbours::key("n01", "yggdrasil_since"));
+        m.insert(neighbours::key("n00", "yggdrasil_admits_upto"), Value::from("all"));
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k00"]);
+        // Ours replaces an earlier version's list.
+        m.insert(neighbours::key("n02", "yggdrasil_admits"), Value::from("n00,n01"));
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(keys(&plan.dial), ["k00"], "the list is not read beside ours");
+        m.remove(&neighbours::key("n02", "yggdrasil_admits_upto"));
+        let plan = overlay_plan(&m, "n01", &BTreeSet::new()).unwrap();
+        assert_eq!(
+            keys(&plan.dial),
+            ["k00", "k02"],
+            "an earlier version's list alone is read"
+        );
     }
 }

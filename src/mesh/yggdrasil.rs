@@ -163,7 +163,7 @@ impl Yggdrasil {
             &self.admitted_file(),
             &serde_json::to_vec(&string_set(&rendered, "AllowedPublicKeys"))?,
         )?;
-        self.daemon.start(
+        self.daemon.start_go(
             &Self::binary()?,
             &[
                 "-useconffile".into(),

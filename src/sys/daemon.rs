@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+/// The Go runtime's number of processors: see [`Daemon::start_go`].
+const GO_PROCESSORS: &str = "GOMAXPROCS";
+
 /// One daemon: its name (the process name checked in `/proc`), pid file and log file.
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -47,12 +50,34 @@ impl Daemon {
     /// Starts `program args` detached (own session, stdin closed, output appended to the log)
     /// and records its pid. Fails if it exits within the first moments.
     pub fn start(&self, program: &Path, args: &[String]) -> anyhow::Result<i32> {
+        self.start_with(program, args, &[])
+    }
+
+    /// [`Daemon::start`] for a program written in Go (consul, yggdrasil): its runtime gets one
+    /// processor (`GOMAXPROCS=1`) unless our environment sets one. With a processor per core,
+    /// an idle daemon's scheduler spins on the other core at every timer and packet, looking
+    /// for work: a hundred such daemons on a small machine spent more on that than on their
+    /// work. One processor still uses every core for system calls; a node's consul and
+    /// overlay need a fraction of one core (a server's, 10-35 % in a batch of new nodes).
+    pub fn start_go(&self, program: &Path, args: &[String]) -> anyhow::Result<i32> {
+        let env: &[(&str, &str)] = if std::env::var_os(GO_PROCESSORS).is_some() {
+            &[]
+        } else {
+            &[(GO_PROCESSORS, "1")]
+        };
+        self.start_with(program, args, env)
+    }
+
+    fn start_with(&self, program: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<i32> {
         if let Some(dir) = self.pid_file.parent() {
             std::fs::create_dir_all(dir)?;
         }
         // Detached: the end of an SSH session or of this process does not signal it.
-        let mut child = crate::sys::process::Program::new(self.name, program)
-            .args(args.iter().cloned())
+        let mut to_run = crate::sys::process::Program::new(self.name, program).args(args.iter().cloned());
+        for (k, v) in env {
+            to_run = to_run.env(*k, *v);
+        }
+        let mut child = to_run
             .inherit_env()
             .detached()
             .output_to(&self.log_file)
@@ -218,6 +243,25 @@ mod tests {
         assert!(rss_kb(pid).is_some());
         assert!(d.stop(Duration::from_secs(2)));
         assert_eq!(d.pid(), None);
+    }
+
+    #[test]
+    fn a_go_daemon_gets_one_processor_unless_the_environment_names_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::new("sleep", dir.path());
+        let pid = d.start_go(Path::new("/bin/sleep"), &["30".into()]).unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        d.stop(Duration::from_secs(2));
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let want = match std::env::var(GO_PROCESSORS) {
+            Ok(ours) => format!("{GO_PROCESSORS}={ours}"),
+            Err(_) => format!("{GO_PROCESSORS}=1"),
+        };
+        assert!(vars.contains(&want.as_bytes()), "{GO_PROCESSORS} not passed on");
+        assert_eq!(
+            vars.iter().filter(|v| v.starts_with(GO_PROCESSORS.as_bytes())).count(),
+            1
+        );
     }
 
     #[test]

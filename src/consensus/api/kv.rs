@@ -33,6 +33,8 @@ struct RawPair {
     key: String,
     value: Option<String>,
     modify_index: u64,
+    #[serde(default)]
+    create_index: u64,
 }
 
 impl RawPair {
@@ -339,6 +341,13 @@ impl ConsulApi {
     /// One key's raw bytes and `ModifyIndex`, None when it is absent.
     pub async fn get_raw(&self, key: &str) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
         Ok(self.watch_raw(key, 0, Duration::ZERO).await?.0)
+    }
+
+    /// The index at which `key` was created (kept when the key is written again), None when
+    /// it is absent.
+    pub async fn created_at(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        let (raw, _) = self.kv_pairs(&encode_path(key)).await?;
+        Ok(raw.into_iter().next().map(|pair| pair.create_index))
     }
 
     /// As [`ConsulApi::get_raw`], blocking until the key's index differs from `index` or
