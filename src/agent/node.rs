@@ -162,7 +162,7 @@ struct Tick {
     redials: Redials,
     rejoins: super::redial::Rejoins,
     cache: crate::config::cache::Memo,
-    /// The admissions this agent last published (`yggdrasil_admits`).
+    /// What this agent published of its overlay's admissions (see `own_entry::publish_admits`).
     published_admits: own_entry::Published,
     /// This node's name in consul.
     me: String,
