@@ -11,7 +11,10 @@
 //! doubling up to 10 min); after a replacement the new servers get time to start voting.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use super::roles::{promotions, voters};
 use super::rules::{self, Decision};
@@ -36,7 +39,10 @@ const NO_ENGINE: &str = "servers are missing and this node has no compute engine
      says which): the spawning is left to a node with one";
 
 /// Replaces lost servers from this node while it has an engine, until the agent stops.
-pub async fn heal(ctx: Context, me: String, rec: Recorder) {
+/// `members`: the members as the agent's tick last asked for them (at most every [`EVERY`]
+/// they are looked at here; asking consul again for them was a second copy of every member
+/// every few seconds on every node).
+pub async fn heal(ctx: Context, me: String, rec: Recorder, mut latest: watch::Receiver<Option<Arc<Vec<AgentMember>>>>) {
     let Ok(api) = ConsulApi::new(LOCAL_HTTP, Duration::from_secs(5)) else {
         return;
     };
@@ -48,7 +54,10 @@ pub async fn heal(ctx: Context, me: String, rec: Recorder) {
     let mut settings: Option<(Instant, Settings)> = None;
     loop {
         tokio::time::sleep(EVERY).await;
-        let Ok(members) = api.members().await else {
+        if latest.changed().await.is_err() {
+            return; // the tick stopped: so does the agent
+        }
+        let Some(members) = latest.borrow_and_update().clone() else {
             continue;
         };
         let now = Instant::now();

@@ -27,6 +27,7 @@ pub mod keeper;
 pub mod membership;
 pub mod node;
 pub mod own_entry;
+pub mod pace;
 pub mod recover;
 pub mod redial;
 pub mod report;

@@ -1,5 +1,6 @@
 //! The agent on a node: supervises the daemons, watches the membership for `cluster_change`,
-//! and every two seconds looks after the node's place in the cluster (the `tick`): rejoins
+//! and every two seconds (every ten at rest: see [`pace`](super::pace)) looks after the
+//! node's place in the cluster (the `tick`): rejoins
 //! lost peers, evicts members failed past the grace (the leader's node does it), rebuilds
 //! consensus from the survivors when quorum is lost for good, follows its own consul role in
 //! the shared config (a promotion), and puts its own neighbour entry back if it was evicted
@@ -14,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::events;
+use super::pace::Pace;
 use super::recover::{self, RaftPeer};
 use super::redial::Redials;
 use super::roles::{promote, promotions, voters};
@@ -26,14 +28,13 @@ use crate::config::context::Context;
 use crate::config::{self, Mapping, MutableCache, shared};
 use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
-use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
+use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP, Serf};
 use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 use crate::mesh;
 use crate::mesh::neighbours;
 use crate::mesh::yggdrasil::Yggdrasil;
 
-const TICK: Duration = Duration::from_secs(2);
 const JOIN_EVERY: Duration = Duration::from_secs(2);
 const OWN_ENTRY_EVERY: Duration = Duration::from_secs(10);
 /// How often a client's agent asks who leads.
@@ -79,12 +80,14 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
 
     let (tx, rx) = watch::channel(None);
     duties.spawn(membership::watch(tx));
+    // The members as the tick last asked for them, for the duties that look at them too.
+    let (members_tx, members_rx) = watch::channel(None);
     let me = crate::node::mesh::own_id(&mesh::Overlay::identity(&ygg)?);
     duties.spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
     duties.spawn(super::grow::grow(ctx.clone(), me.clone(), rec.clone()));
-    duties.spawn(super::heal::heal(ctx.clone(), me.clone(), rec.clone()));
+    duties.spawn(super::heal::heal(ctx.clone(), me.clone(), rec.clone(), members_rx));
     duties.spawn(follow::follow(
         ctx.clone(),
         ygg.clone(),
@@ -93,6 +96,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         rx.clone(),
         rec.clone(),
     ));
+    let mut view = rx.clone();
     let hook_ctx = ctx.clone();
     duties.spawn(membership::fire_on_change(rx, rec.clone(), move |summary| {
         let ctx = hook_ctx.clone();
@@ -113,19 +117,29 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
         })
     }));
 
-    let mut tick = Tick::new(ctx, rec.clone(), consul, ygg, lock)?;
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = Tick::new(ctx, rec.clone(), consul, ygg, lock, members_tx)?;
     let stop = crate::sys::signals::stop_requested();
     tokio::pin!(stop);
+    let mut last = Instant::now();
     loop {
+        let at_rest = tick.pace.at_rest(Instant::now());
+        let due = last + tick.pace.period(Instant::now());
         tokio::select! {
             _ = &mut stop => break,
-            _ = interval.tick() => {
-                if let Err(e) = tick.run().await {
-                    tracing::debug!("tick: {e:#}");
+            _ = tokio::time::sleep_until(due.into()) => {}
+            // At rest, a change of the members' health ends the rest at once.
+            changed = view.changed(), if at_rest => {
+                if changed.is_ok() {
+                    tick.pace.wake();
                 }
+                continue;
             }
+        }
+        last = Instant::now();
+        view.borrow_and_update(); // what this tick sees needs no wake
+        if let Err(e) = tick.run().await {
+            tick.pace.wake();
+            tracing::debug!("tick: {e:#}");
         }
     }
     rec.event(
@@ -166,6 +180,9 @@ struct Tick {
     published_admits: own_entry::Published,
     /// This node's name in consul.
     me: String,
+    pace: Pace,
+    /// Where the members each tick asks for go (the healing duty reads them).
+    members_tx: watch::Sender<Option<Arc<Vec<AgentMember>>>>,
 }
 
 impl Tick {
@@ -175,6 +192,7 @@ impl Tick {
         consul: ConsulAgent,
         overlay: Yggdrasil,
         mesh_lock: PathBuf,
+        members_tx: watch::Sender<Option<Arc<Vec<AgentMember>>>>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             ctx,
@@ -197,6 +215,8 @@ impl Tick {
             cache: Default::default(),
             published_admits: Default::default(),
             me: String::new(),
+            pace: Pace::default(),
+            members_tx,
         })
     }
 
@@ -226,6 +246,8 @@ impl Tick {
         }
 
         let members = self.api.members().await?;
+        let members = Arc::new(members);
+        self.members_tx.send_replace(Some(members.clone()));
         // Servers act on the leader: asked every tick. Clients only gate KV writes on one: asked
         // every CLIENT_LEADER_EVERY (a request to the servers; 100 nodes asked 50 a second).
         let now = Instant::now();
@@ -249,6 +271,10 @@ impl Tick {
         for m in &failed {
             self.failed_since.entry(m.name.clone()).or_insert(now);
         }
+
+        let settled = leader.is_some() && members.iter().all(|m| matches!(m.status, Serf::Alive | Serf::Left));
+        let statuses: Vec<(&str, Serf)> = members.iter().map(|m| (m.name.as_str(), m.status)).collect();
+        self.pace.saw(settled, (statuses, &leader, self.cache.version()), now);
 
         self.rejoin(&members, &cached, &me_name).await;
         let i_lead = leader

@@ -44,6 +44,7 @@ pub enum CacheError {
 #[derive(Debug, Default)]
 pub struct Memo {
     seen: Option<(Stamp, Mapping)>,
+    reads: u64,
 }
 
 /// What tells one version of the cache file from another: inode, modification time, length.
@@ -67,7 +68,13 @@ impl Memo {
         // Stamped before the read: a write in between is read again next time.
         let read = cache.read()?;
         self.seen = now.zip(read.clone());
+        self.reads += 1;
         Ok(read)
+    }
+
+    /// How many times the file was read: a new number, a new version of the cache.
+    pub fn version(&self) -> u64 {
+        self.reads
     }
 }
 

@@ -24,7 +24,7 @@ pub struct AgentMember {
 }
 
 /// A member's status as serf gives it (a number in consul's API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(from = "u8")]
 pub enum Serf {
     None,

@@ -1,0 +1,107 @@
+//! The pace of the agent's tick: every [`TICK`] while anything moves, every [`REST`] once the
+//! node has seen the same settled cluster for [`CALM_AFTER`].
+//!
+//! At rest the tick found nothing to do, and each one still asked consul for every member
+//! (about 40 KB of JSON with a hundred nodes, serialized by consul and parsed by the agent)
+//! and read the node's overlay links: with a hundred nodes the agents and the consul answering
+//! them were about a quarter of the cluster's CPU at rest. A change of the members' health
+//! (the membership watch, a blocking query: it costs nothing while nothing changes) wakes the
+//! tick at once, and anything unsettled (a member failed or leaving, no leader, the shared
+//! config changed) keeps the quick pace; so a failure is acted on as before, and only a change
+//! the watch cannot see (a promotion recorded in the KV, a change queued while consul was away)
+//! waits up to [`REST`].
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// The tick while anything moves.
+pub const TICK: Duration = Duration::from_secs(2);
+/// The tick at rest.
+pub const REST: Duration = Duration::from_secs(10);
+/// How long the same settled cluster must be seen before the tick slows down.
+pub const CALM_AFTER: Duration = Duration::from_secs(30);
+
+/// What decides the pace.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// What the last tick saw, and since when it has been the same and settled.
+    seen: Option<(u64, Instant)>,
+}
+
+impl Pace {
+    /// Records what a tick saw at `now`: `settled` (every member alive or gone for good, a
+    /// leader known), and `what` (anything whose change should keep the quick pace: the
+    /// members and their status, the leader, the cached config's version).
+    pub fn saw(&mut self, settled: bool, what: impl Hash, now: Instant) {
+        if !settled {
+            self.seen = None;
+            return;
+        }
+        let mut h = DefaultHasher::new();
+        what.hash(&mut h);
+        let print = h.finish();
+        match self.seen {
+            Some((p, _)) if p == print => {}
+            _ => self.seen = Some((print, now)),
+        }
+    }
+
+    /// Something happened that the ticks did not see (a wake from the membership watch, a
+    /// tick that failed): the quick pace again.
+    pub fn wake(&mut self) {
+        self.seen = None;
+    }
+
+    /// Whether the tick is at rest at `now`.
+    pub fn at_rest(&self, now: Instant) -> bool {
+        self.seen
+            .is_some_and(|(_, since)| now.duration_since(since) >= CALM_AFTER)
+    }
+
+    /// How long after a tick the next one is due, at `now`.
+    pub fn period(&self, now: Instant) -> Duration {
+        if self.at_rest(now) { REST } else { TICK }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_slows_only_after_the_same_settled_cluster_for_a_while() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = Pace::default();
+        assert_eq!(p.period(t0), TICK, "nothing seen yet");
+        p.saw(true, ("a", 1), at(0));
+        assert_eq!(p.period(at(0)), TICK);
+        p.saw(true, ("a", 1), at(29));
+        assert_eq!(p.period(at(29)), TICK, "not calm long enough");
+        p.saw(true, ("a", 1), at(30));
+        assert_eq!(p.period(at(30)), REST);
+        // Another member, another config version: calm again from there.
+        p.saw(true, ("a", 2), at(40));
+        assert_eq!(p.period(at(40)), TICK);
+        p.saw(true, ("a", 2), at(70));
+        assert_eq!(p.period(at(70)), REST);
+    }
+
+    #[test]
+    fn anything_unsettled_or_a_wake_keeps_the_quick_pace() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = Pace::default();
+        p.saw(true, 7, at(0));
+        p.saw(true, 7, at(31));
+        assert!(p.at_rest(at(31)));
+        p.saw(false, 7, at(32));
+        assert_eq!(p.period(at(32)), TICK, "a failed member, no leader");
+        p.saw(true, 7, at(33));
+        assert_eq!(p.period(at(62)), TICK, "calm counts again from the settled tick");
+        assert_eq!(p.period(at(63)), REST);
+        p.wake();
+        assert_eq!(p.period(at(64)), TICK, "woken by the membership watch");
+    }
+}
