@@ -127,16 +127,21 @@ pub async fn follow(
     loop {
         failing.update(view.borrow().as_ref(), Instant::now());
         let due = failing.next_due(Instant::now());
+        let mut woke = false;
         tokio::select! {
-            changed = trees.changed() => if changed.is_err() { return },
+            changed = trees.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                woke = true;
+            }
             changed = view.changed() => if changed.is_err() { return },
             // A member failing long enough now counts as down.
             _ = tokio::time::sleep_until(due.unwrap_or_else(|| Instant::now() + WAIT).into()), if due.is_some() => {}
         }
         tokio::time::sleep(wait + jitter()).await;
-        // The newest copy the watch brought, if it brought one since.
-        if trees.has_changed().unwrap_or(false) {
-            watched = trees.borrow_and_update().clone();
+        if let Some(tree) = newest(&mut trees, woke) {
+            watched = tree;
         }
         let kv = if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
             let kv = shared::read_with(&ctx.paths, &api).await;
@@ -219,6 +224,14 @@ async fn watch_neighbours(api: ConsulApi, tx: watch::Sender<Option<config::Mappi
     }
 }
 
+/// The newest copy the watch brought since the follower last took one, if it brought one;
+/// `woke`: the wait that just ended was on the watch, which marked that copy seen. (Without
+/// it, the copy that woke the follower was used only when another came during the settle:
+/// the last new node of a batch waited for a hub's link until some other change, about 30 s.)
+fn newest(trees: &mut watch::Receiver<Option<config::Mapping>>, woke: bool) -> Option<Option<config::Mapping>> {
+    (woke || trees.has_changed().unwrap_or(false)).then(|| trees.borrow_and_update().clone())
+}
+
 /// A random part of [`JITTER`], so that the nodes do not read the KV all at once.
 fn jitter() -> Duration {
     super::membership::random_up_to(JITTER)
@@ -227,6 +240,23 @@ fn jitter() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_copy_that_woke_the_follower_is_the_one_it_uses() {
+        let tree = |v: &str| Some(config::Mapping::from([("k".to_string(), serde_json::Value::from(v))]));
+        let (tx, mut rx) = watch::channel(None);
+        tx.send(tree("a")).unwrap();
+        rx.changed().await.unwrap(); // the follower's wait: marks "a" seen
+        assert_eq!(newest(&mut rx, true), Some(tree("a")), "the copy that woke it");
+        assert_eq!(newest(&mut rx, false), None, "nothing newer");
+        tx.send(tree("b")).unwrap();
+        assert_eq!(
+            newest(&mut rx, false),
+            Some(tree("b")),
+            "one that came during the settle"
+        );
+        assert_eq!(newest(&mut rx, false), None);
+    }
 
     use crate::agent::membership::view_of as view;
 
