@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::events;
@@ -298,7 +297,12 @@ impl Tick {
                 tracing::debug!("pending changes not pushed yet: {e:#}");
             }
         }
-        self.follow_role(&cached, &me_name, me_server).await;
+        if !me_server && self.last_promotion.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
+            let ctx = (&self.ctx, &self.rec);
+            if super::roles::follow_recorded(ctx, &cached, &me_name).await {
+                self.last_promotion = Some(Instant::now());
+            }
+        }
         Ok(())
     }
 
@@ -585,33 +589,5 @@ impl Tick {
         }
         self.last_own_check = Some(Instant::now());
         own_entry::keep(&self.api, &self.own_entry, me, &self.rec).await;
-    }
-
-    /// A node recorded as server in the shared config but running as client (promoted by an
-    /// agent) re-renders its consul config: `mesh` does, and restarts consul as a server.
-    async fn follow_role(&mut self, cached: &Mapping, me: &str, me_server: bool) {
-        let recorded = cached.get(&neighbours::key(me, "consul_role")).and_then(Value::as_str);
-        if recorded != Some("server") || me_server {
-            return;
-        }
-        if self.last_promotion.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
-            return;
-        }
-        self.last_promotion = Some(Instant::now());
-        let opts = crate::node::mesh::MeshOptions {
-            with_config: Mapping::new(),
-            wait: Duration::from_secs(15),
-            after_mesh: false,
-        };
-        match crate::node::mesh::mesh(&self.ctx, &opts).await {
-            Ok(r) => self.rec.event(
-                "promote",
-                format!(
-                    "this node is a consul server now (consul {})",
-                    r.consul_daemon.unwrap_or_default()
-                ),
-            ),
-            Err(e) => self.rec.event("error", format!("promotion to server failed: {e:#}")),
-        }
     }
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use super::status::Recorder;
 use crate::config::Mapping;
+use crate::config::context::Context;
 use crate::consensus::SharedStore;
 use crate::consensus::api::ConsulApi;
 use crate::mesh::neighbours;
@@ -54,6 +56,31 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A client recorded as server in the shared config (promoted by an agent) re-renders its
+/// consul config: `mesh` does, and restarts consul as a server. Whether it tried.
+pub async fn follow_recorded((ctx, rec): (&Context, &Recorder), cached: &Mapping, me: &str) -> bool {
+    let recorded = cached.get(&neighbours::key(me, "consul_role")).and_then(Value::as_str);
+    if recorded != Some("server") {
+        return false;
+    }
+    let opts = crate::node::mesh::MeshOptions {
+        with_config: Mapping::new(),
+        wait: Duration::from_secs(15),
+        after_mesh: false,
+    };
+    match crate::node::mesh::mesh(ctx, &opts).await {
+        Ok(r) => rec.event(
+            "promote",
+            format!(
+                "this node is a consul server now (consul {})",
+                r.consul_daemon.unwrap_or_default()
+            ),
+        ),
+        Err(e) => rec.event("error", format!("promotion to server failed: {e:#}")),
+    }
+    true
 }
 
 #[cfg(test)]
