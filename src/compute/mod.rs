@@ -270,21 +270,6 @@ pub fn host_gone(ctx: &Context, ty: &ComputeType, host: &str) -> bool {
         .is_ok_and(|out| out.success())
 }
 
-/// Runs the back-end's optional `prioritize_instance` command for `instance`, whose consul
-/// role is `role` (`server` or `client`): a back-end whose machines share one host's CPU
-/// gives the servers (the overlay's hubs and raft's voters) a larger share of it. Nothing when
-/// `ty` has no such command.
-pub fn prioritize(ctx: &Context, ty: &ComputeType, instance: &Instance, role: &str) -> anyhow::Result<()> {
-    if !ty.commands.contains_key("prioritize_instance") {
-        return Ok(());
-    }
-    instance_shell(ctx, ty, instance, "prioritize_instance")?
-        .env("RAPTIFORMICA_CONSUL_ROLE", role)
-        .timeout(SHORT_TIMEOUT)
-        .run()?;
-    Ok(())
-}
-
 /// Runs the back-end's optional `clean_up_cluster` command of `ty`: it removes every machine
 /// of the cluster it started, whoever asked it to (nodes with an engine included). What it
 /// printed (the machines removed, one a line); None when `ty` has no such command or no

@@ -67,9 +67,9 @@ pub async fn spawn_one(
                     }),
                     ..opts.clone()
                 };
-                slave::slave(ctx, config, identity, progress, &host, port, &opts).await?;
-                prioritize(ctx, ty, &instance, &host, port).await;
-                Ok(())
+                slave::slave(ctx, config, identity, progress, &host, port, &opts)
+                    .await
+                    .map(|_| ())
             }
             None => Ok(()),
         }
@@ -90,29 +90,6 @@ pub async fn spawn_one(
         return Err(e);
     }
     Ok(instance)
-}
-
-/// Tells the back-end the consul role the slaved machine at `host:port` has in the cache (see
-/// [`compute::prioritize`]); a failure there is a warning: the machine works without it.
-async fn prioritize(ctx: &Context, ty: &ComputeType, instance: &Instance, host: &str, port: u16) {
-    let (c, t, i, h) = (ctx.clone(), ty.clone(), instance.clone(), host.to_string());
-    let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let config = c.config()?;
-        let role = crate::mesh::neighbours::all(&config.mapping)
-            .into_iter()
-            .find(|n| n.host.as_deref() == Some(h.as_str()) && n.ssh_port == port)
-            .and_then(|n| n.consul_role);
-        match role {
-            Some(role) => compute::prioritize(&c, &t, &i, role.as_str()),
-            None => Ok(()), // not meshed (--no-assimilate): no role yet
-        }
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("prioritize_instance of {host}:{port}: {e:#}"),
-        Err(e) => tracing::warn!("prioritize_instance of {host}:{port} panicked: {e}"),
-    }
 }
 
 /// Machines to start together.

@@ -174,13 +174,6 @@ fn three_spawns_form_a_cluster_share_config_and_a_fourth_joins() {
         addresses[0]
     );
     eprintln!("4th node reached the first over the overlay after {reached:?}");
-    // The engine gives the servers ten times a client's share of a contended CPU.
-    for id in &ids {
-        let out = docker(&["inspect", "--format", "{{.HostConfig.CpuShares}}", id]);
-        let shares = text(&out.stdout).trim().to_string();
-        let want = if id == fourth { "1024" } else { "10240" };
-        assert_eq!(shares, want, "cpu-shares of {id}");
-    }
 
     // Destroyed machines are no longer neighbours: nothing asks them any more.
     env.ok(&["destroy"]);
