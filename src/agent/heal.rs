@@ -39,7 +39,7 @@ const NO_ENGINE: &str = "servers are missing and this node has no compute engine
      says which): the spawning is left to a node with one";
 
 /// Replaces lost servers from this node while it has an engine, until the agent stops.
-/// `members`: the members as the agent's tick last asked for them (at most every [`EVERY`]
+/// `latest`: the members as the agent's tick last asked for them (at most every [`EVERY`]
 /// they are looked at here; asking consul again for them was a second copy of every member
 /// every few seconds on every node).
 pub async fn heal(ctx: Context, me: String, rec: Recorder, mut latest: watch::Receiver<Option<Arc<Vec<AgentMember>>>>) {
