@@ -39,15 +39,28 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// them, until the agent stops.
 pub async fn follow(ctx: Context, me: String, rec: Recorder) {
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // The config is loaded again only when a file it comes from changed: a whole load (every
+    // module parsed) every RESCAN on every node was most of an idle agent's CPU.
+    let mut seen: Option<(u64, Vec<String>)> = None;
     loop {
         let paths = ctx.paths.clone();
-        let declared =
-            tokio::task::spawn_blocking(move || config::load_over(&paths, None).map(|c| state_machine::machines(&c)))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-        for name in declared.keys() {
+        let last = seen.as_ref().map(|(stamp, _)| *stamp);
+        let found = tokio::task::spawn_blocking(move || {
+            let stamp = config::stamp(&paths);
+            if last == Some(stamp) {
+                return None;
+            }
+            let declared = config::load_over(&paths, None).ok()?;
+            Some((stamp, state_machine::machines(&declared).into_keys().collect()))
+        })
+        .await
+        .ok()
+        .flatten();
+        if found.is_some() {
+            seen = found;
+        }
+        let declared = seen.as_ref().map(|(_, names)| names.as_slice()).unwrap_or_default();
+        for name in declared {
             if running.get(name).is_none_or(|h| h.is_finished()) {
                 let task = applier(ctx.clone(), me.clone(), name.clone(), rec.clone());
                 running.insert(name.clone(), tokio::spawn(task));

@@ -111,6 +111,22 @@ pub fn load_modules(paths: &Paths) -> (Config, Vec<String>) {
     (config, warnings)
 }
 
+/// What tells one version of the files [`load`] reads from another, without parsing them:
+/// every module file's and the mutable cache's path, inode, modification time and length.
+/// Equal stamps, the same config (a file rewritten within the clock's resolution with the
+/// same length aside; every write of the cache is a new file, a new inode).
+pub fn stamp(paths: &Paths) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for dir in paths.builtin_dirs().into_iter().chain([paths.user_modules_dir()]) {
+        dir.hash(&mut h);
+        module::stamp(&dir, &mut h);
+    }
+    let cache = MutableCache::new(&paths.cache_dir);
+    module::stamp(cache.path(), &mut h);
+    h.finish()
+}
+
 /// The effective config from the files on this machine: modules, then the mutable cache (on
 /// a node, its copy of consul's KV: see [`shared::sync`], the step that refreshes it).
 /// Reads files only: no network, no writes.
@@ -190,5 +206,31 @@ mod tests {
             }
         );
         assert_eq!(c.origins["raptiformica/new"].layer, Layer::MutableCache);
+    }
+
+    #[test]
+    fn the_stamp_changes_with_a_module_or_the_cache_and_only_then() {
+        let root = tempfile::tempdir().unwrap();
+        let install = root.path().join("install");
+        for f in ["compute", "provisioning", "modules"] {
+            std::fs::create_dir_all(install.join(f)).unwrap();
+        }
+        let paths = Paths::resolve(Some(root.path().join("cache")), Some(install.clone()), None);
+        let module = install.join("modules").join("m.toml");
+        std::fs::write(&module, "raptiformica_api_version = \"1\"\n").unwrap();
+        let first = stamp(&paths);
+        assert_eq!(stamp(&paths), first, "nothing changed");
+        std::fs::write(&module, "raptiformica_api_version = \"1\"\n[state.a]\n").unwrap();
+        let second = stamp(&paths);
+        assert_ne!(second, first, "a module file changed");
+        std::fs::create_dir_all(root.path().join("cache")).unwrap();
+        let cache = MutableCache::new(&root.path().join("cache"));
+        std::fs::write(cache.path(), "{}").unwrap();
+        assert_ne!(stamp(&paths), second, "the cache was written");
+        std::fs::create_dir_all(install.join("modules").join("var")).unwrap();
+        std::fs::write(install.join("modules").join("var").join("x.toml"), "x").unwrap();
+        let third = stamp(&paths);
+        std::fs::write(install.join("modules").join("var").join("x.toml"), "xy").unwrap();
+        assert_eq!(stamp(&paths), third, "var/ is not read for modules");
     }
 }

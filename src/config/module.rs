@@ -38,17 +38,7 @@ pub fn discover(root: &Path, found: &mut Discovery) {
     if !root.is_dir() {
         return;
     }
-    let walker = WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0 || {
-                let name = e.file_name().to_string_lossy();
-                !(name.starts_with('.') || (e.file_type().is_dir() && name == "var"))
-            }
-        });
-    for entry in walker {
+    for entry in walk(root) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -65,6 +55,34 @@ pub fn discover(root: &Path, found: &mut Discovery) {
             Ok(Some(module)) => found.modules.push(module),
             Ok(None) => tracing::debug!("`{}` has no `{API_VERSION_KEY}`: not a module", entry.path().display()),
             Err(e) => found.warnings.push(format!("skipped {e}")),
+        }
+    }
+}
+
+/// Every entry below `root` that [`discover`] looks at, in its order.
+fn walk(root: &Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0 || {
+                let name = e.file_name().to_string_lossy();
+                !(name.starts_with('.') || (e.file_type().is_dir() && name == "var"))
+            }
+        })
+}
+
+/// Adds what tells one version of the files below `root` from another (each file's path,
+/// inode, modification time and length) to `h`: a look at the files' metadata only, for a
+/// reader that would otherwise parse every module again to learn that nothing changed.
+pub fn stamp(root: &Path, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash as _;
+    use std::os::unix::fs::MetadataExt as _;
+    for entry in walk(root).flatten() {
+        let Ok(m) = entry.metadata() else { continue };
+        if m.is_file() {
+            (entry.path(), m.ino(), m.modified().ok(), m.len()).hash(h);
         }
     }
 }
