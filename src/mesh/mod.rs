@@ -9,7 +9,6 @@ pub mod neighbours;
 pub mod peering;
 pub mod plan;
 pub mod preflight;
-pub mod root_key;
 pub mod yggdrasil;
 
 use std::net::Ipv6Addr;

@@ -284,6 +284,13 @@ pub fn roles(neighbours: &[Neighbour], servers: usize) -> Vec<Role> {
         .collect()
 }
 
+/// The role a new node gets: server while fewer than `servers` nodes (other than `id`) are.
+pub fn role_for_new(mapping: &Mapping, id: &str, servers: usize) -> Role {
+    let others: Vec<Neighbour> = all(mapping).into_iter().filter(|n| n.id != id).collect();
+    let taken = roles(&others, servers).iter().filter(|r| **r == Role::Server).count();
+    if taken < servers { Role::Server } else { Role::Client }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +384,14 @@ mod tests {
 
     #[test]
     fn only_the_configured_number_of_servers() {
+        let mut m = Mapping::new();
+        for id in ["a", "b", "c"] {
+            entry(&mut m, id, &[("host", id), ("consul_role", "server")]);
+        }
+        assert_eq!(role_for_new(&m, "d", 3), Role::Client);
+        assert_eq!(role_for_new(&m, "d", 5), Role::Server);
+        // A re-slaved server keeps counting itself out.
+        assert_eq!(role_for_new(&m, "a", 3), Role::Server);
         let mut legacy = Mapping::new();
         for id in ["x", "y", "z", "w"] {
             entry(&mut legacy, id, &[("host", id)]);

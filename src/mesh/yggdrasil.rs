@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use super::root_key::{self, Grade};
 use super::{NewKeys, Overlay, OverlayIdentity, Peer, address_is_up, preflight, uri_host};
 use crate::sys::daemon::Applied;
 use crate::sys::daemon::{self, Daemon, Written};
@@ -226,9 +225,12 @@ fn string_set(config: &Value, key: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-impl Yggdrasil {
-    /// This node's identity; a new one gets a key of `grade` (see [`root_key`]).
-    pub fn identity_as(&self, grade: Grade) -> anyhow::Result<OverlayIdentity> {
+impl Overlay for Yggdrasil {
+    fn name(&self) -> &'static str {
+        "yggdrasil"
+    }
+
+    fn identity(&self) -> anyhow::Result<OverlayIdentity> {
         std::fs::create_dir_all(&self.dir)?;
         let id_file = self.dir.join("identity.json");
         if let Some(id) = std::fs::read(&id_file)
@@ -251,13 +253,8 @@ impl Yggdrasil {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            let mut generated: Value =
-                serde_json::from_slice(&out.stdout).context("`yggdrasil -genconf -json` printed no JSON")?;
-            // The rest of the defaults as yggdrasil makes them, with a key of our grade.
-            let key = root_key::generate(grade)?;
-            generated["PrivateKey"] = Value::from(key.private_hex);
-            generated["PublicKey"] = Value::from(key.public_hex);
-            write_atomic(&self.generated(), &serde_json::to_vec_pretty(&generated)?)?;
+            let _: Value = serde_json::from_slice(&out.stdout).context("`yggdrasil -genconf -json` printed no JSON")?;
+            write_atomic(&self.generated(), &out.stdout)?;
         }
         let generated = self.read_generated()?;
         let out = Program::new("yggdrasil -address", &bin)
@@ -281,16 +278,6 @@ impl Yggdrasil {
         };
         write_atomic(&id_file, &serde_json::to_vec_pretty(&id)?)?;
         Ok(id)
-    }
-}
-
-impl Overlay for Yggdrasil {
-    fn name(&self) -> &'static str {
-        "yggdrasil"
-    }
-
-    fn identity(&self) -> anyhow::Result<OverlayIdentity> {
-        self.identity_as(Grade::Leaf)
     }
 
     fn apply(&self, plan: &super::plan::OverlayPlan, new_keys: NewKeys) -> anyhow::Result<Applied> {

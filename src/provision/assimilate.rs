@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::server_slots;
 use crate::config::context::Context;
 use crate::config::{Config, Mapping};
 use crate::mesh::{OverlayIdentity, neighbours};
@@ -77,15 +76,11 @@ pub(super) async fn assimilate(
         Some(a) => (a.host, a.port),
         None => (remote.host.clone(), remote.port),
     };
-    // The role first: a consul server's overlay key roots the overlay's tree.
-    let known = crate::config::shared_layer(&ctx.paths)?.unwrap_or_default();
-    let slot = server_slots::reserve(&known, &id, crate::mesh::plan::servers(&known)?);
-    let identity_only = match slot.role() {
-        neighbours::Role::Server => "raptiformica mesh --identity-only --hub",
-        neighbours::Role::Client => "raptiformica mesh --identity-only",
-    };
     let out = remote
-        .run("reading the overlay identity", &on_node(identity_only))
+        .run(
+            "reading the overlay identity",
+            &on_node("raptiformica mesh --identity-only"),
+        )
         .await?;
     let overlay: OverlayIdentity = out
         .stdout
@@ -99,9 +94,15 @@ pub(super) async fn assimilate(
         neighbours::remove_where(mapping, |n| {
             n.id != id && n.host.as_deref() == Some(host.as_str()) && n.ssh_port == port
         });
-        let role = server_slots::role_to_record(mapping, &slot, crate::mesh::plan::servers(mapping)?)
-            .as_str()
-            .to_string();
+        let role = match mapping
+            .get(&neighbours::key(&id, "consul_role"))
+            .and_then(Value::as_str)
+        {
+            Some(r @ ("server" | "client")) => r.to_string(),
+            _ => neighbours::role_for_new(mapping, &id, crate::mesh::plan::servers(mapping)?)
+                .as_str()
+                .to_string(),
+        };
         let fields = [
             ("host", host.clone()),
             ("ssh_port", port.to_string()),

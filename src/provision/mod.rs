@@ -8,6 +8,5 @@ pub mod assimilate;
 pub mod bootstrap;
 mod bundle;
 pub mod join;
-pub mod server_slots;
 pub mod slave;
 pub mod upload;

@@ -188,11 +188,6 @@ pub struct MeshArgs {
     /// Only make sure the overlay keys exist and print this node's overlay identity as JSON
     #[arg(long, conflicts_with_all = ["with_config", "no_after_mesh", "no_agent"])]
     pub identity_only: bool,
-
-    /// With --identity-only: a new identity gets a key that roots the overlay's tree (what
-    /// the slaver asks of a node it makes a consul server)
-    #[arg(long, requires = "identity_only", hide = true)]
-    pub hub: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,15 +8,14 @@ use anyhow::Context as _;
 use crate::cli::args::MeshArgs;
 use crate::config::context::Context;
 use crate::config::{Mapping, mapping};
-use crate::mesh::root_key::Grade;
+use crate::mesh::Overlay as _;
 use crate::node::mesh::{self as node, KvSync, MeshOptions};
 
 pub fn run(ctx: &Context, args: MeshArgs) -> anyhow::Result<()> {
     if args.identity_only {
         let config = ctx.config()?;
         let overlay = node::overlay(ctx, &config.mapping)?;
-        let grade = if args.hub { Grade::Hub } else { Grade::Leaf };
-        let identity = overlay.identity_as(grade)?;
+        let identity = overlay.identity()?;
         let mut out = serde_json::to_value(&identity)?;
         out["node_id"] = node::own_id(&identity).into();
         println!("{out}");
