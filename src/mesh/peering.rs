@@ -13,8 +13,17 @@
 //! every node. Consul's packets (gossip to random members, every client's RPCs to the
 //! servers) then cross at most two links, where across a ring of N nodes they crossed about
 //! N/8 and every overlay daemon on the way forwarded them: at 45 nodes that forwarding was
-//! most of the cluster's CPU at rest. The ring stays for the hubs' sake: lose them all and the
-//! nodes are still connected.
+//! most of the cluster's CPU at rest.
+//!
+//! While at least [`MIN_HUBS`] hubs are up, a node that is not one links with the hubs only.
+//! yggdrasil 0.4 takes as a node's parent in its spanning tree the peer it first heard the
+//! root from, not the nearest: with ring links besides, most clients hung below another client
+//! and the tree grew 6-7 levels deep at 50-60 nodes, and whenever a link near its top changed
+//! (a busy or restarted node) the whole subtree below left the tree for 7 s (yggdrasil's
+//! "bad news" wait): under a batch of joins, that is when consul's probes failed and members
+//! flapped. With the hubs only, every client is one link below a hub. The ring is the
+//! fallback: with fewer hubs up a node links with its ring peers as well, so losing the hubs
+//! never cuts the others apart.
 
 use std::collections::BTreeSet;
 
@@ -23,12 +32,19 @@ use super::neighbours::{Neighbour, Role};
 /// The default number of ring links per node (one on each side), besides the hubs.
 pub const DEFAULT_LINKS: usize = 2;
 
+/// The hubs a node must have up to link with them only (see the module's documentation).
+pub const MIN_HUBS: usize = 2;
+
 /// The neighbours `me` links with, among `ring` (any order; those without an overlay
-/// identity or an address are left out), skipping the ids in `down`: its ring peers and the
-/// hubs (every node, if `me` is one).
+/// identity or an address are left out), skipping the ids in `down`: the hubs while at least
+/// [`MIN_HUBS`] are up, else its ring peers and the hubs up (every node, if `me` is a hub).
 pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
-    let hub = |n: &Neighbour| n.consul_role == Some(Role::Server);
     let me_hub = ring.iter().any(|n| n.id == me && hub(n));
+    if !uses_ring(me, ring, down) {
+        let mut hubs: Vec<&Neighbour> = linkable(me, ring, down).into_iter().filter(|n| hub(n)).collect();
+        hubs.sort_by(|a, b| a.id.cmp(&b.id));
+        return hubs;
+    }
     let mut chosen = ring_peers(me, ring, links, down);
     for n in linkable(me, ring, down) {
         if (me_hub || hub(n)) && !chosen.iter().any(|c| c.id == n.id) {
@@ -37,6 +53,17 @@ pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet
     }
     chosen.sort_by(|a, b| a.id.cmp(&b.id));
     chosen
+}
+
+/// Whether `me` links with its ring peers, given the ids in `down`: a hub always does (it
+/// links with every node), another node when fewer than [`MIN_HUBS`] hubs are up.
+pub fn uses_ring(me: &str, ring: &[Neighbour], down: &BTreeSet<String>) -> bool {
+    let me_hub = ring.iter().any(|n| n.id == me && hub(n));
+    me_hub || linkable(me, ring, down).into_iter().filter(|n| hub(n)).count() < MIN_HUBS
+}
+
+fn hub(n: &Neighbour) -> bool {
+    n.consul_role == Some(Role::Server)
 }
 
 /// Only the ring: `me`'s nearest `links / 2` on each side (everyone, in a ring that small).
@@ -173,12 +200,20 @@ mod tests {
             if [10, 40, 70].contains(&i) {
                 assert_eq!(degree(&n.id), 99, "a hub links with every node");
             } else {
-                assert!(degree(&n.id) <= 5, "a client: its 2 ring peers and the 3 hubs");
+                assert_eq!(degree(&n.id), 3, "a client: the 3 hubs only");
             }
         }
         // A hub sees a client as any client does: the client is chosen by the hub too.
         let client = &ring[5].id;
         assert!(choose(&ring[10].id, &ring, 2, &none).iter().any(|n| &n.id == client));
+        // One hub down: the two others suffice; two down: the ring and the last hub.
+        let one: BTreeSet<String> = [ring[10].id.clone()].into();
+        assert_eq!(choose(client, &ring, 2, &one).len(), 2);
+        let two: BTreeSet<String> = [10, 40].map(|i| ring[i].id.clone()).into();
+        let chosen = choose(client, &ring, 2, &two);
+        assert_eq!(chosen.len(), 3, "{:?}", ids(&chosen));
+        assert!(chosen.iter().any(|n| n.id == ring[70].id));
+        assert!(diameter(&ring, &edges(&ring, 2, &two), &two).is_some());
         // Every hub down: the ring (around the down ones) still connects the rest.
         let down: BTreeSet<String> = [10, 40, 70].map(|i| ring[i].id.clone()).into();
         assert!(diameter(&ring, &edges(&ring, 2, &down), &down).is_some());

@@ -51,7 +51,8 @@ pub struct OverlayPlan {
 }
 
 /// The overlay links of node `id` (bounded, see [`peering`](super::peering)). A neighbour in
-/// `down` is replaced by the next one along the ring, and kept: if this node is the one cut
+/// `down` is replaced (by the next one along the ring, or by the ring when too few hubs are
+/// up), and kept: if this node is the one cut
 /// off, everyone looks down from here, and dropping them all would leave nobody to dial when
 /// the cut heals. A peer whose published admissions (see [`admits_upto`]) leave this node out
 /// is not dialed (it would refuse, and yggdrasil would redial it every second for ever): it
@@ -60,7 +61,14 @@ pub fn overlay_plan(mapping: &Mapping, id: &str, down: &BTreeSet<String>) -> any
     let all = neighbours::all(mapping);
     let links = links(mapping)?;
     let mut chosen = peering::choose(id, &all, links, down);
-    for n in peering::choose(id, &all, links, &BTreeSet::new()) {
+    let none = BTreeSet::new();
+    let mut kept = peering::choose(id, &all, links, &none);
+    if peering::uses_ring(id, &all, down) {
+        // Too few hubs up: the ring peers, down or not, as well (if every node looks down
+        // from here, the hubs are not the only way back).
+        kept.extend(peering::ring_peers(id, &all, links, &none));
+    }
+    for n in kept {
         if !chosen.iter().any(|c| c.id == n.id) {
             chosen.push(n);
         }
@@ -211,6 +219,37 @@ mod tests {
         m.insert(LINKS_KEY.to_string(), Value::from(4));
         let plan = overlay_plan(&m, "n05", &BTreeSet::new()).unwrap();
         assert_eq!(keys(&plan.dial), ["k01", "k03", "k04", "k06", "k07"]);
+    }
+
+    #[test]
+    fn with_the_hubs_up_a_client_dials_them_only_and_the_ring_when_they_are_down() {
+        let mut m = ring(10);
+        for s in ["n01", "n04", "n08"] {
+            m.insert(neighbours::key(s, "consul_role"), Value::from("server"));
+        }
+        let none = BTreeSet::new();
+        assert_eq!(
+            keys(&overlay_plan(&m, "n05", &none).unwrap().dial),
+            ["k01", "k04", "k08"]
+        );
+        assert_eq!(
+            overlay_plan(&m, "n04", &none).unwrap().dial.len(),
+            9,
+            "a hub dials everyone"
+        );
+        // Two hubs down: the ring peers besides, and the down hubs kept.
+        let down: BTreeSet<String> = ["n01".to_string(), "n04".to_string()].into();
+        assert_eq!(
+            keys(&overlay_plan(&m, "n05", &down).unwrap().dial),
+            ["k01", "k03", "k04", "k06", "k08"]
+        );
+        // Everyone down from here (the hubs gone, or this node cut off): hubs and ring peers.
+        let all: BTreeSet<String> = (0..10).map(|i| format!("n{i:02}")).filter(|id| id != "n05").collect();
+        assert_eq!(
+            keys(&overlay_plan(&m, "n05", &all).unwrap().dial),
+            ["k01", "k04", "k06", "k08"],
+            "n04 is a hub and n05's ring predecessor (skipping nobody: all down)"
+        );
     }
 
     #[test]
