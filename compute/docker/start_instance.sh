@@ -13,6 +13,12 @@
 #   hostname; .spawner, the hostname of the machine that spawned it; .cluster,
 #   $RAPTIFORMICA_CLUSTER_ID, for `destroy`), with sshd in the
 #   foreground and root's authorized_keys set to $RAPTIFORMICA_PUBLIC_KEY_FILE;
+# - with RAPTIFORMICA_SHARED_ARTIFACTS (a directory of this host's artifacts:
+#   consul, yggdrasil), when this machine is not itself a container, bind-mounts
+#   it read-only at /usr/lib/raptiformica/host-artifacts (and $RAPTIFORMICA_BIN,
+#   the running binary, beside it) and links each file the container lacks from
+#   its artifacts folder: slaving finds them there by checksum and uploads only
+#   the rest (label raptiformica.shared_artifacts);
 # - with RAPTIFORMICA_WITH_ENGINE=1, or when this machine is a container that was
 #   handed the engine, bind-mounts the engine's socket and CLI into it (label
 #   raptiformica.engine=docker): the new machine can spawn machines itself;
@@ -119,6 +125,21 @@ if [ "${RAPTIFORMICA_WITH_ENGINE:-0}" = 1 ] || [ -n "$(own_container)" ]; then
     set -- --volume "$sock:/var/run/docker.sock" --volume "$cli:/usr/local/bin/docker:ro" --label raptiformica.engine=docker
 fi
 
+# This host's artifacts, read-only (see the header). A node's own paths are not the engine
+# host's, so a node that spawns does not share its own.
+shared_at=/usr/lib/raptiformica/host-artifacts
+shared=${RAPTIFORMICA_SHARED_ARTIFACTS:-}
+if [ -n "$shared" ] && { [ ! -f "$shared/SHA256SUMS" ] || [ -n "$(own_container)" ]; }; then
+    shared=""
+fi
+if [ -n "$shared" ]; then
+    set -- "$@" --volume "$shared:$shared_at:ro" --label "raptiformica.shared_artifacts=$shared"
+    # This binary too, the one slaving would upload (RAPTIFORMICA_BIN: the running one).
+    if [ -f "${RAPTIFORMICA_BIN:-}" ]; then
+        set -- "$@" --volume "$RAPTIFORMICA_BIN:$shared_at-bin/raptiformica:ro"
+    fi
+fi
+
 log "creating container $name"
 if ! cid=$(docker create \
         --name "$name" \
@@ -145,6 +166,17 @@ printf '%s\n' "$cid" >"$id_file"
 
 log "starting container ${cid%"${cid#????????????}"}"
 docker start "$cid" >/dev/null || die "docker start failed"
+if [ -n "$shared" ]; then
+    # Links, not copies: a file the image already holds (a packaged one) is left as it is.
+    docker exec "$cid" sh -c '
+        a=/root/.raptiformica.d/artifacts
+        mkdir -p "$a"
+        for f in "$1"/* "$1"-bin/*; do
+            [ -f "$f" ] || continue
+            [ -e "$a/${f##*/}" ] || [ -L "$a/${f##*/}" ] || ln -s "$f" "$a/${f##*/}"
+        done' sh "$shared_at" || die "cannot link the shared artifacts in container $cid"
+    log "artifacts shared read-only from $shared"
+fi
 
 ip=""
 wait_max="${RAPTIFORMICA_DOCKER_SSH_WAIT:-60}"

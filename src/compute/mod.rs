@@ -251,7 +251,22 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
         .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" })
         .env("RAPTIFORMICA_WITH_ENGINE", if ctx.with_engine { "1" } else { "0" })
+        .env("RAPTIFORMICA_SHARED_ARTIFACTS", shared_artifacts(ctx))
         .env("RAPTIFORMICA_CLUSTER_ID", ty.cluster.clone().unwrap_or_default()))
+}
+
+/// The artifacts (consul, yggdrasil) a back-end may hand the machines it starts on this host
+/// read-only, so that slaving finds them there and does not upload them (the docker one binds
+/// them in: 77 of the 94 MB a new node took, written through the engine's storage driver, and
+/// one copy of consul in memory for all the containers). Empty with `--no-package` (a machine
+/// provisioned from nothing but the upload, as `package` makes its image) and while the
+/// artifacts are not all here.
+fn shared_artifacts(ctx: &Context) -> String {
+    if ctx.no_package || !crate::provision::artifacts::complete(ctx) {
+        return String::new();
+    }
+    let dir = crate::provision::artifacts::dir(ctx);
+    std::path::absolute(&dir).unwrap_or(dir).display().to_string()
 }
 
 /// Whether the back-end's optional `host_gone` command says no machine of its runs at `host`

@@ -187,7 +187,8 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
                 if [ -f {REMOTE_CACHE}/consul_token ]; then chmod 600 {REMOTE_CACHE}/consul_token; fi
                 mkdir -p {REMOTE_BIN}
                 for b in raptiformica consul yggdrasil yggdrasilctl; do
-                  if [ -f {REMOTE_CACHE}/artifacts/$b ]; then chmod 755 {REMOTE_CACHE}/artifacts/$b; ln -sfn {REMOTE_CACHE}/artifacts/$b {REMOTE_BIN}/$b; fi
+                  a={REMOTE_CACHE}/artifacts/$b
+                  if [ -f $a ]; then [ -x $a ] || chmod 755 $a; ln -sfn $a {REMOTE_BIN}/$b; fi
                 done
                 if [ -f {REMOTE_CACHE}/mutable_config.json.incoming ]; then
                   chmod 600 {REMOTE_CACHE}/mutable_config.json.incoming

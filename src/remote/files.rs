@@ -5,7 +5,9 @@
 //! nanosecond) still match its manifest line with the wanted sum is taken as it is; any other
 //! file present is hashed; a missing one is wanted. After the upload the manifest is written
 //! anew from the files' current stats. A machine started from a packaged image carries the
-//! manifest, so its check is a `stat` per file.
+//! manifest, so its check is a `stat` per file. The stats are of what a path leads to (`stat
+//! -L`): a back-end may have linked an artifact to a read-only copy of its host's, and when
+//! that copy changes, so must the stat.
 
 /// The manifest on the target.
 pub const MANIFEST: &str = "/root/.raptiformica.d/var/uploaded.manifest";
@@ -20,7 +22,7 @@ pub fn diff_script() -> String {
 m={MANIFEST}; w={WANTED}
 mkdir -p "$(dirname "$m")"
 cat >"$w"
-cut -d' ' -f2- "$w" | xargs -r -d '\n' stat -c '%s %.9Y %n' 2>/dev/null >"$w.stat" || true
+cut -d' ' -f2- "$w" | xargs -r -d '\n' stat -L -c '%s %.9Y %n' 2>/dev/null >"$w.stat" || true
 awk -v man="$m" -v st="$w.stat" '
   function rest(line, n,    i, p) {{ p = line; for (i = 0; i < n; i++) sub(/^[^ ]+ /, "", p); return p }}
   BEGIN {{
@@ -48,7 +50,7 @@ pub fn record_script() -> String {
         r#"m={MANIFEST}; w={WANTED}
 if [ -f "$w" ]; then
   while read -r sum path; do
-    if s=$(stat -c '%s %.9Y' "$path" 2>/dev/null); then printf '%s %s %s\n' "$sum" "$s" "$path"; fi
+    if s=$(stat -L -c '%s %.9Y' "$path" 2>/dev/null); then printf '%s %s %s\n' "$sum" "$s" "$path"; fi
   done <"$w" >"$m.tmp" && mv -f "$m.tmp" "$m"
   rm -f "$w"
 fi
