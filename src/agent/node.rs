@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::events;
-use super::pace::Pace;
+use super::pace::{self, Pace};
 use super::recover::{self, RaftPeer};
 use super::redial::Redials;
 use super::roles::{promote, promotions, voters};
@@ -152,15 +152,6 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each member's name and status, by name: consul lists the members in no set order (a Go
-/// map's), and a fingerprint in its order changed at every tick, so the tick never came to
-/// rest (a hundred nodes asked for every member every 2 s instead of every 10 s).
-fn statuses(members: &[AgentMember]) -> Vec<(&str, Serf)> {
-    let mut s: Vec<(&str, Serf)> = members.iter().map(|m| (m.name.as_str(), m.status)).collect();
-    s.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    s
-}
-
 /// The state the periodic duties keep between ticks.
 struct Tick {
     ctx: Context,
@@ -282,7 +273,7 @@ impl Tick {
 
         let settled = leader.is_some() && members.iter().all(|m| matches!(m.status, Serf::Alive | Serf::Left));
         self.pace
-            .saw(settled, (statuses(&members), &leader, self.cache.version()), now);
+            .saw(settled, (pace::statuses(&members), &leader, self.cache.version()), now);
 
         self.rejoin(&members, &cached, &me_name).await;
         let i_lead = leader
@@ -598,49 +589,5 @@ impl Tick {
         }
         self.last_own_check = Some(Instant::now());
         own_entry::keep(&self.api, &self.own_entry, me, &self.rec).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(name: &str, status: Serf) -> AgentMember {
-        AgentMember {
-            name: name.to_string(),
-            addr: "200::1".to_string(),
-            port: 8301,
-            tags: Default::default(),
-            status,
-            protocol_cur: 2,
-        }
-    }
-
-    #[test]
-    fn the_same_members_in_another_order_let_the_tick_come_to_rest() {
-        let one = [
-            member("a", Serf::Alive),
-            member("b", Serf::Alive),
-            member("c", Serf::Left),
-        ];
-        let other = [one[2].clone(), one[0].clone(), one[1].clone()];
-        let t0 = Instant::now();
-        let mut pace = Pace::default();
-        pace.saw(true, (statuses(&one), "leader"), t0);
-        pace.saw(true, (statuses(&other), "leader"), t0 + super::super::pace::CALM_AFTER);
-        assert!(
-            pace.at_rest(t0 + super::super::pace::CALM_AFTER),
-            "consul's order is no change"
-        );
-        let failed = [
-            member("a", Serf::Alive),
-            member("b", Serf::Failed),
-            member("c", Serf::Left),
-        ];
-        pace.saw(true, (statuses(&failed), "leader"), t0 + super::super::pace::CALM_AFTER);
-        assert!(
-            !pace.at_rest(t0 + super::super::pace::CALM_AFTER),
-            "a status that changed is one"
-        );
     }
 }

@@ -15,6 +15,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use crate::consensus::api::{AgentMember, Serf};
+
 /// The tick while anything moves.
 pub const TICK: Duration = Duration::from_secs(2);
 /// The tick at rest.
@@ -65,6 +67,15 @@ impl Pace {
     }
 }
 
+/// Each member's name and status, by name: consul lists the members in no set order (a Go
+/// map's), and a fingerprint in its order changed at every tick, so the tick never came to
+/// rest (a hundred nodes asked for every member every 2 s instead of every 10 s).
+pub fn statuses(members: &[AgentMember]) -> Vec<(&str, Serf)> {
+    let mut s: Vec<(&str, Serf)> = members.iter().map(|m| (m.name.as_str(), m.status)).collect();
+    s.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +114,38 @@ mod tests {
         assert_eq!(p.period(at(63)), REST);
         p.wake();
         assert_eq!(p.period(at(64)), TICK, "woken by the membership watch");
+    }
+
+    fn member(name: &str, status: Serf) -> AgentMember {
+        AgentMember {
+            name: name.to_string(),
+            addr: "200::1".to_string(),
+            port: 8301,
+            tags: Default::default(),
+            status,
+            protocol_cur: 2,
+        }
+    }
+
+    #[test]
+    fn the_same_members_in_another_order_let_the_tick_come_to_rest() {
+        let one = [
+            member("a", Serf::Alive),
+            member("b", Serf::Alive),
+            member("c", Serf::Left),
+        ];
+        let other = [one[2].clone(), one[0].clone(), one[1].clone()];
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        pace.saw(true, (statuses(&one), "leader"), t0);
+        pace.saw(true, (statuses(&other), "leader"), t0 + CALM_AFTER);
+        assert!(pace.at_rest(t0 + CALM_AFTER), "consul's order is no change");
+        let failed = [
+            member("a", Serf::Alive),
+            member("b", Serf::Failed),
+            member("c", Serf::Left),
+        ];
+        pace.saw(true, (statuses(&failed), "leader"), t0 + CALM_AFTER);
+        assert!(!pace.at_rest(t0 + CALM_AFTER), "a status that changed is one");
     }
 }
