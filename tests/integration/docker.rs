@@ -115,6 +115,13 @@ fn docker_spawn_ssh_reslave_forged_key_destroy() {
             .contains("Consul v1.8.7")
     );
     env.ok(&["ssh", "--", "yggdrasil", "-version"]);
+    // This host's artifacts and binary, shared read-only, not uploaded.
+    for b in ["consul", "yggdrasil", "raptiformica"] {
+        let link = env.ok(&["ssh", "--", &format!("readlink /root/.raptiformica.d/artifacts/{b}")]);
+        assert!(link.starts_with("/usr/lib/raptiformica/host-artifacts"), "{b}: {link}");
+    }
+    let err = env.fails(&["ssh", "--", "touch /usr/lib/raptiformica/host-artifacts/consul"]);
+    assert!(err.contains("Read-only"), "{err}");
     env.ok(&["ssh", "--", "test -s /root/.raptiformica.d/mutable_config.json && test -f /usr/etc/raptiformica/compute/docker/raptiformica.toml"]);
     assert_eq!(
         env.run(&["ssh", "--", "exit 3"]).status.code(),

@@ -152,4 +152,13 @@ fn docker_package_then_spawn_from_it() {
         log.contains("provision headless/raptiformica:") && !log.contains("already provisioned"),
         "{log}"
     );
+    // From nothing but the upload: no artifact shared from this host.
+    assert_eq!(
+        sh(&cid, "test -f /root/.raptiformica.d/artifacts/consul && ! test -L /root/.raptiformica.d/artifacts/consul && echo file").trim(),
+        "file"
+    );
+    assert_eq!(
+        inspect(&cid, "{{index .Config.Labels \"raptiformica.shared_artifacts\"}}"),
+        ""
+    );
 }
