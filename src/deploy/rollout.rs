@@ -55,6 +55,11 @@ pub struct Plan {
     pub concurrent: usize,
     pub server_type: Option<String>,
     pub provision: bool,
+    /// Join the hosts to the cluster (`--no-assimilate` says no).
+    pub assimilate: bool,
+    /// Fire the `after_assimilate` and the `after_mesh` hooks.
+    pub after_assimilate: bool,
+    pub after_mesh: bool,
     /// How long a host's first SSH contact is retried.
     pub patience: Duration,
     /// Hosts whose probe gave up already (see [`super::preflight`]): failed without a contact.
@@ -90,7 +95,9 @@ pub async fn rollout(
                 let opts = SlaveOptions {
                     server_type: plan.server_type.clone(),
                     provision: plan.provision,
-                    assimilate: true,
+                    assimilate: plan.assimilate,
+                    after_assimilate: plan.after_assimilate,
+                    after_mesh: plan.after_mesh,
                     // Machines just started (their sshd coming up) are waited for a little.
                     patience: plan.patience,
                     via: jumps.iter().map(|&j| hop(&entries[j].dst, entries[j].port)).collect(),

@@ -58,6 +58,7 @@ pub(super) async fn assimilate(
     remote: &Remote,
     server: Option<&str>,
     machine: Option<&neighbours::Machine>,
+    after_mesh: bool,
 ) -> anyhow::Result<String> {
     let out = remote
         .run(
@@ -151,8 +152,11 @@ pub(super) async fn assimilate(
     if others.len() < crate::mesh::plan::QUORUM {
         let remesh = others
             .iter()
-            .map(|n| remesh_one(ctx, identity, n, &bytes, here.as_deref()));
-        let (own, remeshed) = tokio::join!(mesh_on(remote, &bytes), futures_util::future::join_all(remesh));
+            .map(|n| remesh_one(ctx, identity, n, &bytes, here.as_deref(), after_mesh));
+        let (own, remeshed) = tokio::join!(
+            mesh_on(remote, &bytes, after_mesh),
+            futures_util::future::join_all(remesh)
+        );
         let summary = own?;
         let failed: Vec<String> = remeshed
             .into_iter()
@@ -179,7 +183,7 @@ pub(super) async fn assimilate(
     let tell_one = async {
         let mut errors = Vec::new();
         for n in &others {
-            match remesh_one(ctx, identity, n, &entry, here.as_deref()).await {
+            match remesh_one(ctx, identity, n, &entry, here.as_deref(), after_mesh).await {
                 Ok(lines) if lines.contains("shared config: in consul's KV") => {
                     return Ok(n.id.clone());
                 }
@@ -192,7 +196,7 @@ pub(super) async fn assimilate(
         }
         Err(errors)
     };
-    let (own, told) = tokio::join!(mesh_on(remote, &bytes), tell_one);
+    let (own, told) = tokio::join!(mesh_on(remote, &bytes, after_mesh), tell_one);
     let summary = own?;
     match told {
         Ok(id) => Ok(format!("{summary}; the cluster learnt it through node {id}")),
@@ -230,10 +234,14 @@ async fn remesh_one(
     n: &neighbours::Neighbour,
     bytes: &[u8],
     here: Option<&str>,
+    after_mesh: bool,
 ) -> anyhow::Result<String> {
     if here == Some(n.id.as_str()) {
         let shell = ctx
-            .shell("`raptiformica mesh` here", "\"$RAPTIFORMICA_BIN\" mesh --with-config -")
+            .shell(
+                "`raptiformica mesh` here",
+                format!("\"$RAPTIFORMICA_BIN\" {}", mesh_args(after_mesh)),
+            )
             .stdin(bytes.to_vec())
             .timeout(MESH_TIMEOUT);
         let out = tokio::task::spawn_blocking(move || shell.run()).await??;
@@ -241,20 +249,29 @@ async fn remesh_one(
     }
     let host = n.host.clone().expect("filtered");
     let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
-    let result = mesh_on(&other, bytes).await;
+    let result = mesh_on(&other, bytes, after_mesh).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))
 }
 
+/// `mesh`'s arguments: the neighbour list on stdin, and `--no-after-mesh` unless `after_mesh`.
+fn mesh_args(after_mesh: bool) -> &'static str {
+    if after_mesh {
+        "mesh --with-config -"
+    } else {
+        "mesh --with-config - --no-after-mesh"
+    }
+}
+
 /// Runs `raptiformica mesh` on a node with the neighbour list on stdin; returns its last line.
-async fn mesh_on(remote: &Remote, payload: &[u8]) -> anyhow::Result<String> {
+async fn mesh_on(remote: &Remote, payload: &[u8], after_mesh: bool) -> anyhow::Result<String> {
     let mut file = tempfile::tempfile()?;
     std::io::Write::write_all(&mut file, payload)?;
     std::io::Seek::rewind(&mut file)?;
     let out = remote
         .run_limited(
             "`raptiformica mesh`",
-            &on_node("raptiformica mesh --with-config -"),
+            &on_node(&format!("raptiformica {}", mesh_args(after_mesh))),
             Some(file),
             MESH_TIMEOUT,
         )

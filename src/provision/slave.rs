@@ -42,6 +42,10 @@ pub struct SlaveOptions {
     pub skip_if_healthy: bool,
     /// The back-end instance it is (set by `spawn`): recorded in its neighbour entry.
     pub machine: Option<crate::mesh::neighbours::Machine>,
+    /// Fire the `after_assimilate` hooks (`--no-after-assimilate` says no).
+    pub after_assimilate: bool,
+    /// Fire the `after_mesh` hooks on the nodes meshed (`--no-after-mesh` says no).
+    pub after_mesh: bool,
 }
 
 impl SlaveOptions {
@@ -57,6 +61,8 @@ impl SlaveOptions {
             host_key: None,
             skip_if_healthy: false,
             machine: None,
+            after_assimilate: true,
+            after_mesh: true,
         }
     }
 }
@@ -144,10 +150,19 @@ pub async fn slave(
 
         if opts.assimilate {
             let step = progress.step(&who, "assimilate and mesh");
-            let summary = assimilate(ctx, identity, &remote, Some(&server), opts.machine.as_ref())
-                .await
-                .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
-            crate::sys::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
+            let summary = assimilate(
+                ctx,
+                identity,
+                &remote,
+                Some(&server),
+                opts.machine.as_ref(),
+                opts.after_mesh,
+            )
+            .await
+            .with_context(|| format!("slaving {who} failed at step `assimilate`"))?;
+            if opts.after_assimilate {
+                crate::sys::process::blocking(|| hooks::fire(ctx, config, "after_assimilate"));
+            }
             report.meshed = true;
             step.done(&summary);
         }
@@ -178,7 +193,7 @@ pub async fn inject(
             bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
         }
         let step = progress.step(&who, "assimilate and mesh");
-        let summary = assimilate(ctx, identity, &remote, None, None).await?;
+        let summary = assimilate(ctx, identity, &remote, None, None, true).await?;
         step.done(&summary);
         Ok(summary)
     }

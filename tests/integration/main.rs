@@ -19,6 +19,7 @@ mod house;
 mod join;
 mod mesh;
 mod modules;
+mod original;
 mod package;
 mod shared_config;
 mod snapshot;

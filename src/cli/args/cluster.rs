@@ -123,6 +123,17 @@ pub enum ModulesAction {
 }
 
 #[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Git URL, `user/repo`, or a local folder; with --remove, the module's name (or what it
+    /// was installed from)
+    pub source: String,
+
+    /// Remove the module and the keys it brought instead
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// With --json: each key as {"value", "layer", "file"} instead of the plain mapping
     #[arg(long)]

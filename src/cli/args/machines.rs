@@ -18,6 +18,18 @@ pub struct CleanArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Also remove the downloaded artifacts (<cache-dir>/artifacts)
+    #[arg(long)]
+    pub purge_artifacts: bool,
+
+    /// Also remove every installed user module (<cache-dir>/modules); a cluster's shared
+    /// config keeps their keys (`modules uninstall` takes them out)
+    #[arg(long)]
+    pub purge_modules: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct JoinArgs {
     /// Address or name of a cluster member
     pub host: String,
@@ -44,14 +56,13 @@ pub struct DeployArgs {
     #[arg(long, value_name = "TYPE")]
     pub server_type: Option<String>,
 
-    /// Upload but do not run the server type's provisioning
-    #[arg(long)]
-    pub no_provision: bool,
-
     /// How long a host may take to answer SSH (a machine still booting), in seconds; one that
     /// refuses the connection (nothing listens on its port) is given up after 10 s
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub ssh_wait: u64,
+
+    #[command(flatten)]
+    pub steps: StepFlags,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +74,11 @@ pub struct PackageArgs {
     /// Server type to provision the image as [default: the first available]
     #[arg(long, value_name = "TYPE")]
     pub server_type: Option<String>,
+
+    /// Only report which compute types can bake an image here (exit 1 if none; the original's
+    /// flag)
+    #[arg(long)]
+    pub check_available: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +153,14 @@ pub struct StepFlags {
     /// Do not join the machine to the cluster (no neighbour registration, no mesh)
     #[arg(long)]
     pub no_assimilate: bool,
+
+    /// Do not fire the `after_assimilate` hooks (the original's flag)
+    #[arg(long)]
+    pub no_after_assimilate: bool,
+
+    /// Do not fire the `after_mesh` hooks on the nodes this command meshes (the original's flag)
+    #[arg(long)]
+    pub no_after_mesh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -122,7 +122,12 @@ pub enum Command {
     /// Remove every instance this host started
     ///
     /// Runs each instance's `clean_up_instance_command`, then removes its directory.
-    Destroy,
+    /// --purge-artifacts and --purge-modules (the original's flags) then remove the downloaded
+    /// artifacts and the installed user modules too, as `clean --artifacts --modules` does.
+    #[command(after_help = "Examples:
+  raptiformica destroy
+  raptiformica destroy --purge-artifacts --purge-modules   # and this host's downloads and modules")]
+    Destroy(DestroyArgs),
 
     /// Remove the instances that are gone (their `detect_stale_instance` fails)
     Prune,
@@ -156,6 +161,15 @@ pub enum Command {
     /// starts. Hosts are slaved N at a time; a summary table follows. Exit code 1 when any
     /// host failed.
     Deploy(DeployArgs),
+
+    /// Install a user module, or remove one with --remove (the original's `install`)
+    ///
+    /// The same as `modules install SOURCE` and, with --remove, `modules uninstall NAME`.
+    #[command(after_help = "Examples:
+  raptiformica install ./my-module            # a local folder
+  raptiformica install vdloo/raptiformica-map # a GitHub repository (user/repo), or any git URL
+  raptiformica install my-module --remove")]
+    Install(InstallArgs),
 
     /// Install, remove and list user modules (<cache-dir>/modules)
     Modules {

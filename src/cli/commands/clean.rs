@@ -22,13 +22,20 @@ pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
     } else {
         eprintln!("nothing to clean: `{}` does not exist", cache.path().display());
     }
-    if args.modules {
+    purge(ctx, args.artifacts, args.modules)
+}
+
+/// Removes the installed user modules and the downloaded artifacts, as asked (`clean
+/// --modules --artifacts`, `destroy --purge-modules --purge-artifacts`). The caller ran
+/// [`refuse_own_binary`] first.
+pub(super) fn purge(ctx: &Context, artifacts: bool, modules: bool) -> anyhow::Result<()> {
+    if modules {
         let modules = crate::modules::install::list(&ctx.paths)?;
         if remove_dir(&ctx.paths.user_modules_dir())? {
             let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
             eprintln!(
-                "removed `{}` ({} module(s): {}); their keys went with the cache here, but a \
-                 cluster's consul KV keeps them (`raptiformica modules uninstall` takes them out)",
+                "removed `{}` ({} module(s): {}); a cluster's consul KV keeps their keys \
+                 (`raptiformica modules uninstall` takes them out)",
                 ctx.paths.user_modules_dir().display(),
                 names.len(),
                 if names.is_empty() {
@@ -39,7 +46,7 @@ pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if args.artifacts && remove_dir(&ctx.paths.artifacts_dir)? {
+    if artifacts && remove_dir(&ctx.paths.artifacts_dir)? {
         eprintln!(
             "removed `{}` (`raptiformica artifacts fetch` gets them again)",
             ctx.paths.artifacts_dir.display()
@@ -50,7 +57,7 @@ pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
 
 /// On a node the artifacts folder holds the running binary itself: removing it would break
 /// the node.
-fn refuse_own_binary(artifacts: &Path) -> anyhow::Result<()> {
+pub(super) fn refuse_own_binary(artifacts: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().and_then(|e| e.canonicalize());
     if let (Ok(exe), Ok(dir)) = (exe, artifacts.canonicalize())
         && exe.starts_with(&dir)

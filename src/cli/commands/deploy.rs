@@ -42,7 +42,10 @@ pub fn run(ctx: &Context, args: DeployArgs) -> anyhow::Result<()> {
     let plan = Plan {
         concurrent: args.concurrent as usize,
         server_type: args.server_type,
-        provision: !args.no_provision,
+        provision: !args.steps.no_provision,
+        assimilate: !args.steps.no_assimilate,
+        after_assimilate: !args.steps.no_after_assimilate,
+        after_mesh: !args.steps.no_after_mesh,
         patience,
         unreachable: reached.unreachable,
     };

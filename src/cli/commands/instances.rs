@@ -8,6 +8,17 @@ use crate::config::context::Context;
 use crate::mesh::neighbours;
 
 /// Removes every instance (`stale_only`: only those whose `detect_stale_instance` fails).
+/// `destroy`: every instance, then what `--purge-*` names.
+pub fn destroy(ctx: &Context, args: crate::cli::args::DestroyArgs) -> anyhow::Result<()> {
+    // Checked first: a refusal leaves everything as it was.
+    if args.purge_artifacts {
+        super::clean::refuse_own_binary(&ctx.paths.artifacts_dir)?;
+    }
+    let removed = remove(ctx, false);
+    super::clean::purge(ctx, args.purge_artifacts, args.purge_modules)?;
+    removed
+}
+
 pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let instances = Instance::list(&ctx.paths.machines_dir());

@@ -18,6 +18,16 @@ pub fn run(ctx: &Context, action: ModulesAction) -> anyhow::Result<()> {
     }
 }
 
+/// The original's `install SOURCE [--remove]` as a `modules` action: with --remove the module
+/// named as it was installed (a folder or repository gives its last path part).
+pub fn install_action(args: crate::cli::args::InstallArgs) -> ModulesAction {
+    if !args.remove {
+        return ModulesAction::Install { source: args.source };
+    }
+    let name = Source::resolve(&args.source).map_or(args.source, |s| s.name);
+    ModulesAction::Uninstall { name }
+}
+
 fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
     let source = Source::resolve(source)?;
     let done = crate::cli::runtime::runtime()?.block_on(user_modules::install(ctx, &source))?;

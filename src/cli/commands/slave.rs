@@ -20,6 +20,8 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         server_type: args.server_type,
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
+        after_assimilate: !args.steps.no_after_assimilate,
+        after_mesh: !args.steps.no_after_mesh,
         patience: Duration::ZERO,
         machine: None,
     };

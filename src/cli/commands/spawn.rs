@@ -29,7 +29,7 @@ struct Availability {
 pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let config = spawner::spawning_config(ctx)?;
     if args.check_available {
-        return check_available(ctx, &config);
+        return check_available(ctx, &config, None);
     }
     let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
     let progress = Progress::new(ctx.json);
@@ -52,6 +52,8 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let opts = (!args.no_slave).then(|| SlaveOptions {
         provision: !args.steps.no_provision,
         assimilate: !args.steps.no_assimilate,
+        after_assimilate: !args.steps.no_after_assimilate,
+        after_mesh: !args.steps.no_after_mesh,
         ..SlaveOptions::fresh(&ty.server, Duration::from_secs(args.ssh_wait))
     });
     let batch = spawner::Batch {
@@ -86,11 +88,16 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     }
 }
 
-fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
+/// Which compute types are available here (and have the command `needs`, when given); exit 1
+/// if none is.
+pub(super) fn check_available(ctx: &Context, config: &Config, needs: Option<&str>) -> anyhow::Result<()> {
     let rows: Vec<Availability> = compute::compute_types(config)
         .into_iter()
         .map(|t| {
-            let (available, detail) = t.availability(ctx);
+            let (available, detail) = match needs {
+                Some(cmd) if !t.commands.contains_key(cmd) => (false, format!("it has no `{cmd}` command")),
+                _ => t.availability(ctx),
+            };
             Availability {
                 available,
                 detail,
@@ -118,6 +125,9 @@ fn check_available(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     if rows.iter().any(|r| r.available) {
         Ok(())
     } else {
-        bail!("no compute type is available on this host")
+        match needs {
+            Some(cmd) => bail!("no compute type with a `{cmd}` command is available on this host"),
+            None => bail!("no compute type is available on this host"),
+        }
     }
 }

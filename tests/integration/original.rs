@@ -1,0 +1,113 @@
+//! The original's command line (issue 28): `install NAME [--remove]`, `destroy --purge-*`,
+//! `package --check-available`, and `--no-after-assimilate` / `--no-after-mesh` really skipping
+//! their hooks (the last on the real Docker engine; fails in CI without one, skips elsewhere).
+
+use std::time::Duration;
+
+use crate::cluster::{count, running_nodes, sh, wait_until};
+use crate::docker::DockerTest;
+use crate::harness::{TestEnv, text};
+
+#[test]
+fn install_and_remove_as_the_original_did_and_destroy_purges_what_it_names() {
+    let env = TestEnv::new();
+    let plugin = env.write(
+        "src/probe/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "platform": {"default": {"hooks": {"after_mesh": {"mark": {"predicate": "true", "command": "true"}}}}}}"#,
+    );
+    let folder = plugin.parent().unwrap().to_str().unwrap().to_string();
+    env.ok(&["install", &folder]);
+    assert!(env.modules().join("probe/raptiformica.json").is_file());
+    assert_eq!(
+        env.ok(&["config", "get", "platform/default/hooks/after_mesh/mark/command"])
+            .trim(),
+        "true"
+    );
+    // Removed by what it was installed from, as the original's `install NAME --remove`.
+    env.ok(&["install", &folder, "--remove"]);
+    assert!(!env.modules().join("probe").exists());
+    env.ok(&["install", &folder]);
+    env.ok(&["install", "probe", "--remove"]);
+    assert!(!env.modules().join("probe").exists());
+
+    // destroy --purge-artifacts --purge-modules: this host's downloads and modules go too.
+    // (An artifacts folder of this test's own: the shared one serves every test.)
+    env.ok(&["install", &folder]);
+    let artifacts = env.dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("consul"), "not really consul").unwrap();
+    let destroy = |args: &[&str]| {
+        env.cmd()
+            .env("RAPTIFORMICA_ARTIFACTS_DIR", &artifacts)
+            .arg("destroy")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = destroy(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(artifacts.join("consul").exists() && env.modules().join("probe").exists());
+    let out = destroy(&["--purge-artifacts", "--purge-modules"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!artifacts.exists(), "artifacts left");
+    assert!(!env.modules().join("probe").exists(), "modules left");
+    assert!(text(&out.stderr).contains("removed"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn package_check_available_names_the_types_that_can_bake_an_image() {
+    let env = TestEnv::new();
+    let out = env.cmd().args(["package", "--check-available"]).output().unwrap();
+    let table = text(&out.stdout);
+    assert!(table.contains("COMPUTE TYPE") && table.contains("docker"), "{table}");
+    // It only reports: no machine was started, nothing was written for a cluster.
+    assert!(!env.cache().join("var/machines").exists());
+}
+
+const HOOKS: &str = r#"{"raptiformica_api_version": "0.1",
+ "platform": {"default": {"hooks": {
+   "after_mesh": {"mark": {"predicate": "true", "command": "touch /tmp/after_mesh.ran"}},
+   "after_assimilate": {"mark": {"predicate": "true", "command": "touch \"$RAPTIFORMICA_CACHE_DIR/after_assimilate.ran\""}}}}}}"#;
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
+fn no_after_mesh_and_no_after_assimilate_skip_their_hooks_on_every_node() {
+    let Some(env) = DockerTest::start() else {
+        return;
+    };
+    let plugin = env.write("src/probe/raptiformica.json", HOOKS);
+    env.ok(&["install", plugin.parent().unwrap().to_str().unwrap()]);
+    env.ok(&[
+        "spawn",
+        "--compute-type",
+        "docker",
+        "--count",
+        "3",
+        "--no-after-mesh",
+        "--no-after-assimilate",
+    ]);
+    assert!(wait_until(Duration::from_secs(60), || count(&env, "alive", None) == 3).is_some());
+    let nodes = running_nodes(&env);
+    assert_eq!(nodes.len(), 3);
+    for n in &nodes {
+        assert_eq!(
+            sh(n, "test -e /tmp/after_mesh.ran && echo ran"),
+            "",
+            "after_mesh ran on {n}"
+        );
+    }
+    let marker = env.cache().join("after_assimilate.ran");
+    assert!(!marker.exists(), "after_assimilate ran despite --no-after-assimilate");
+
+    // Without the flags the same hooks run: slaving one node again fires both.
+    let out = crate::cluster::docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &nodes[2],
+    ]);
+    let ip = text(&out.stdout).trim().to_string();
+    env.ok(&["slave", &ip]);
+    assert_eq!(sh(&nodes[2], "test -e /tmp/after_mesh.ran && echo ran"), "ran");
+    assert!(marker.exists(), "after_assimilate did not run");
+}
