@@ -99,7 +99,8 @@ pub enum Command {
     ///
     /// Generates the node's yggdrasil keys on first use (they never leave the node), advertises
     /// its public key and overlay address in the shared config, renders yggdrasil's config from
-    /// the shared config (peers: every other neighbour; admitted: only the cluster's keys) and
+    /// the shared config (links: the consul servers, which link with every node, and a few
+    /// ring neighbours while fewer than two servers are up; admitted: only the cluster's keys) and
     /// starts it or changes its peers at run time. Once three nodes are known it renders and
     /// starts consul on the overlay address (the first 3 or 5 nodes as voting servers, the rest
     /// as clients), seeds consul's KV from <cache-dir>/mutable_config.json when the KV is empty,
