@@ -3,7 +3,7 @@
 //! 1. Make sure the node's overlay keys exist (generated here, never sent anywhere).
 //! 2. Merge what the caller handed over (new neighbours) and this node's own overlay identity
 //!    into the shared config.
-//! 3. Render yggdrasil's config (peers = every other neighbour, admitted keys = the cluster's)
+//! 3. Render yggdrasil's config (peers = the bounded links of `mesh::peering`, admitted keys = the cluster's)
 //!    and start it, or add and remove peers at run time.
 //! 4. Once three nodes are on the overlay: render consul's config (server or client), start it
 //!    (or restart it when a setting changed), wait for a leader, then seed consul's KV from
