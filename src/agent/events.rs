@@ -33,6 +33,11 @@ const WAIT: Duration = Duration::from_secs(60);
 const REMEMBER: usize = 1024;
 /// How many events consul's agent keeps.
 const BUFFER: usize = 256;
+/// The original's trigger (`consul event -name notify_cluster_change`, or `event fire
+/// notify_cluster_change`): besides its own handlers, it runs the `cluster_change` hooks on
+/// every node it reaches, once each.
+pub const NOTIFY_CLUSTER_CHANGE: &str = "notify_cluster_change";
+
 /// How many events' handlers run at once.
 pub const CONCURRENT: usize = 8;
 
@@ -213,7 +218,7 @@ fn handle(ctx: &Context, me: &str, kv: Option<shared::Snapshot>, event: &Event) 
         ],
     };
     let t = Instant::now();
-    let fired = hooks::run_handlers(
+    let mut fired = hooks::run_handlers(
         ctx,
         &config,
         &format!("event `{}`", event.name),
@@ -221,6 +226,11 @@ fn handle(ctx: &Context, me: &str, kv: Option<shared::Snapshot>, event: &Event) 
         &input,
         timeout,
     );
+    if event.name == NOTIFY_CLUSTER_CHANGE {
+        let hooks = hooks::fire_timed(ctx, &config, "cluster_change", timeout);
+        fired.ran += hooks.ran;
+        fired.failed += hooks.failed;
+    }
     Some(format!(
         "`{}` ({}) from {}: {} handler(s) ran, {} failed, in {} ms",
         event.name,

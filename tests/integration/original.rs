@@ -1,6 +1,7 @@
 //! The original's command line (issue 28): `install NAME [--remove]`, `destroy --purge-*`,
 //! `package --check-available`, and `--no-after-assimilate` / `--no-after-mesh` really skipping
-//! their hooks (the last on the real Docker engine; fails in CI without one, skips elsewhere).
+//! their hooks, and the `notify_cluster_change` event running the `cluster_change` hooks on
+//! every node (on the real Docker engine; fails in CI without one, skips elsewhere).
 
 use std::time::Duration;
 
@@ -67,7 +68,15 @@ fn package_check_available_names_the_types_that_can_bake_an_image() {
 const HOOKS: &str = r#"{"raptiformica_api_version": "0.1",
  "platform": {"default": {"hooks": {
    "after_mesh": {"mark": {"predicate": "true", "command": "touch /tmp/after_mesh.ran"}},
-   "after_assimilate": {"mark": {"predicate": "true", "command": "touch \"$RAPTIFORMICA_CACHE_DIR/after_assimilate.ran\""}}}}}}"#;
+   "after_assimilate": {"mark": {"predicate": "true", "command": "touch \"$RAPTIFORMICA_CACHE_DIR/after_assimilate.ran\""}},
+   "cluster_change": {"count": {"predicate": "true", "command": "echo x >> /tmp/cluster_change.count"}}}}}}"#;
+
+/// How often `cluster_change` ran on node `id`.
+fn changes(id: &str) -> usize {
+    sh(id, "cat /tmp/cluster_change.count 2>/dev/null | wc -l")
+        .parse()
+        .unwrap_or(0)
+}
 
 #[test]
 #[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
@@ -98,6 +107,26 @@ fn no_after_mesh_and_no_after_assimilate_skip_their_hooks_on_every_node() {
     }
     let marker = env.cache().join("after_assimilate.ran");
     assert!(!marker.exists(), "after_assimilate ran despite --no-after-assimilate");
+
+    // The original's trigger: a notify_cluster_change event runs cluster_change on every node.
+    std::thread::sleep(Duration::from_secs(5));
+    let before: Vec<usize> = nodes.iter().map(|n| changes(n)).collect();
+    let out = crate::cluster::docker(&[
+        "exec",
+        &nodes[0],
+        "raptiformica",
+        "event",
+        "fire",
+        "notify_cluster_change",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let everywhere = wait_until(Duration::from_secs(30), || {
+        nodes.iter().zip(&before).all(|(n, b)| changes(n) > *b)
+    });
+    assert!(
+        everywhere.is_some(),
+        "cluster_change did not run on every node: before {before:?}"
+    );
 
     // Without the flags the same hooks run: slaving one node again fires both.
     let out = crate::cluster::docker(&[
