@@ -15,7 +15,8 @@
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
 //! - [`state`]: applying the state machines' logs, each entry once ([`in_flight`]: the apply
 //!   under way, for a restart);
-//! - [`status`]: what it did, for `agent --status`; [`single`]: one agent per machine.
+//! - [`status`]: what it did, for `agent --status`; [`single`]: one agent per machine;
+//! - [`wipe`]: `clean` on a node, which stops all of it and removes what slaving installed.
 
 pub mod daemons;
 pub mod events;
@@ -39,6 +40,7 @@ pub mod single;
 pub mod state;
 pub mod status;
 pub mod supervise;
+pub mod wipe;
 pub mod workstation;
 
 use crate::config::context::Context;

@@ -75,6 +75,24 @@ pub fn ensure(paths: &Paths) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Stops and disables the unit and removes its file (`clean` on a node); false when there was
+/// no unit.
+pub fn remove() -> anyhow::Result<bool> {
+    let file = unit_file();
+    if !file.is_file() {
+        return Ok(false);
+    }
+    // Stopped first: a unit that goes on running would start the agent again.
+    Shell::new(
+        "stopping the agent's unit",
+        format!("systemctl disable --now --quiet {UNIT} || systemctl stop {UNIT}"),
+    )
+    .run()?;
+    std::fs::remove_file(&file).with_context(|| format!("cannot remove `{}`", file.display()))?;
+    Shell::new("reloading systemd", "systemctl daemon-reload").run()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The original's command line (issue 28): `install NAME [--remove]`, `destroy --purge-*`,
 //! `package --check-available`, and `--no-after-assimilate` / `--no-after-mesh` really skipping
-//! their hooks, and the `notify_cluster_change` event running the `cluster_change` hooks on
-//! every node (on the real Docker engine; fails in CI without one, skips elsewhere).
+//! their hooks, the `notify_cluster_change` event running the `cluster_change` hooks on every
+//! node, and `clean` wiping a node back to fresh (on the real Docker engine; fails in CI
+//! without one, skips elsewhere).
 
 use std::time::Duration;
 
@@ -139,4 +140,49 @@ fn no_after_mesh_and_no_after_assimilate_skip_their_hooks_on_every_node() {
     env.ok(&["slave", &ip]);
     assert_eq!(sh(&nodes[2], "test -e /tmp/after_mesh.ran && echo ran"), "ran");
     assert!(marker.exists(), "after_assimilate did not run");
+
+    // `clean` on a node wipes it back to fresh: its daemons stop, it leaves (the others see it
+    // `left`, not `failed`), what slaving installed goes; `slave` makes it a node again.
+    let name = sh(
+        &nodes[2],
+        "sed -n 's/.*\"node_name\": *\"\\([^\"]*\\)\".*/\\1/p' /root/.raptiformica.d/mesh/consul.json",
+    );
+    assert!(!name.is_empty());
+    let out = crate::cluster::docker(&["exec", &nodes[2], "raptiformica", "clean"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("consul left the cluster") && said.contains("removed /usr/etc/raptiformica"),
+        "{said}"
+    );
+    let stopped = wait_until(Duration::from_secs(20), || {
+        sh(
+            &nodes[2],
+            "pidof consul yggdrasil; pgrep -f '[r]aptiformica (agent|.*keeper)'",
+        )
+        .is_empty()
+    });
+    assert!(stopped.is_some(), "still running: {}", sh(&nodes[2], "ps -eo args"));
+    assert_eq!(
+        sh(
+            &nodes[2],
+            "ls -d /usr/etc/raptiformica /root/.raptiformica.d /usr/local/bin/consul 2>/dev/null"
+        ),
+        ""
+    );
+    let left = wait_until(Duration::from_secs(20), || {
+        let out = crate::cluster::docker(&["exec", &nodes[0], "raptiformica", "--json", "members"]);
+        let members: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        members
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["node"] == name.as_str() && m["status"] == "left"))
+    });
+    assert!(left.is_some(), "{name} is not `left` on the others");
+    env.ok(&["slave", &ip]);
+    let back = wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3);
+    assert!(
+        back.is_some(),
+        "the cleaned node is not alive again: {:?}",
+        crate::cluster::members(&env)
+    );
 }

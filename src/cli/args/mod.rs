@@ -139,11 +139,19 @@ pub enum Command {
         name: String,
     },
 
-    /// Forget this machine's cached cluster state (the mutable config cache)
+    /// Forget this machine's cached cluster state; on a node, wipe it back to fresh
     ///
-    /// Use it when the cache is corrupt; it is rebuilt from the modules (and the cluster's
-    /// shared config) on the next change. --artifacts and --modules remove the downloaded
-    /// artifacts and the installed user modules too.
+    /// On a workstation: removes the mutable config cache (use it when the cache is corrupt; it
+    /// is rebuilt from the modules and the cluster's shared config on the next change);
+    /// --artifacts and --modules remove the downloaded artifacts and the installed user modules
+    /// too. On a node (as the original did): stops the agent, consul (which leaves the cluster
+    /// first: the others see it `left`) and yggdrasil, and removes what slaving installed
+    /// (/usr/etc/raptiformica, the links in /usr/local/bin, the systemd unit, the cache dir
+    /// with the node's state); `slave` from a workstation makes it a node again.
+    #[command(after_help = "Examples:
+  raptiformica clean                        # on a workstation: a fresh config cache
+  raptiformica clean --artifacts --modules  # and the downloads and user modules
+  raptiformica ssh NODE -- raptiformica clean   # a node back to fresh; then: raptiformica slave HOST")]
     Clean(CleanArgs),
 
     /// Make this machine (not in the cluster yet) join it through a member

@@ -1,5 +1,6 @@
-//! `raptiformica clean`: forget this machine's cached cluster state, and with `--artifacts`
-//! and `--modules` the downloaded binaries and the installed user modules.
+//! `raptiformica clean`: on a workstation, forget this machine's cached cluster state, and with
+//! `--artifacts` and `--modules` the downloaded binaries and the installed user modules; on a
+//! node, stop its daemons and remove what slaving installed (see [`crate::agent::wipe`]).
 
 use std::path::Path;
 
@@ -10,6 +11,14 @@ use crate::config::MutableCache;
 use crate::config::context::Context;
 
 pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
+    if crate::agent::wipe::is_node(ctx) {
+        // On a node: back to a machine that was never slaved (the original's `clean`).
+        for line in crate::cli::runtime::runtime()?.block_on(crate::agent::wipe::wipe(ctx))? {
+            eprintln!("{line}");
+        }
+        eprintln!("this machine is no node any more; `raptiformica slave` from a workstation makes it one again");
+        return Ok(());
+    }
     // Checked first: a refusal leaves everything as it was.
     if args.artifacts {
         refuse_own_binary(&ctx.paths.artifacts_dir)?;

@@ -140,6 +140,12 @@ impl ConsulApi {
         self.get("agent/self").await
     }
 
+    /// Makes the local agent leave the cluster gracefully and shut down (`/v1/agent/leave`),
+    /// with `token` (the cluster's token: the agent master token, which may do that).
+    pub async fn leave(&self, token: Option<&str>) -> anyhow::Result<()> {
+        self.put_ok_as("agent/leave", None, token).await.map(|_| ())
+    }
+
     /// Forces a failed member out of the cluster (serf `force-leave`), with `token` (the
     /// cluster's token is refused there: see [`crate::consensus::acl::evict_token`]).
     pub async fn force_leave(&self, node: &str, token: Option<&str>) -> anyhow::Result<()> {
