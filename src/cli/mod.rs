@@ -50,7 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             paths
         },
         verbose: cli.verbose,
-        json: cli.json,
+        json: cli.json || cli.output == args::OutputFormat::Json,
         public_key_file: None,
         no_package: false,
         with_engine: false,
@@ -116,10 +116,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `~` and `~/x` expand to the home dir.
+/// `~` and `~/x` expand to the home dir, and a relative path is taken from it (as the
+/// original took `--cache-dir`), not from the current directory.
 pub(crate) fn expand_home(path: &str, home: Option<&std::path::Path>) -> PathBuf {
     match (path.strip_prefix('~'), home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => home.join(rest.trim_start_matches('/')),
+        (_, Some(home)) if std::path::Path::new(path).is_relative() => home.join(path),
         _ => PathBuf::from(path),
     }
 }
@@ -153,7 +155,10 @@ mod tests {
         let h = std::path::Path::new("/home/u");
         assert_eq!(expand_home("~/.r", Some(h)), PathBuf::from("/home/u/.r"));
         assert_eq!(expand_home("~", Some(h)), PathBuf::from("/home/u"));
-        assert_eq!(expand_home("~x/a", Some(h)), PathBuf::from("~x/a"));
         assert_eq!(expand_home("/abs", Some(h)), PathBuf::from("/abs"));
+        // Relative: from the home dir, as the original did.
+        assert_eq!(expand_home(".r", Some(h)), PathBuf::from("/home/u/.r"));
+        assert_eq!(expand_home("a/b", Some(h)), PathBuf::from("/home/u/a/b"));
+        assert_eq!(expand_home("a/b", None), PathBuf::from("a/b"));
     }
 }

@@ -57,6 +57,29 @@ fn install_and_remove_as_the_original_did_and_destroy_purges_what_it_names() {
 }
 
 #[test]
+fn the_originals_short_cache_dir_is_taken_from_home_and_o_json_works_everywhere() {
+    let env = TestEnv::new();
+    let home = env.dir.path().join("home");
+    let cwd = tempfile::tempdir().unwrap();
+    let out = env
+        .cmd()
+        .current_dir(cwd.path())
+        .args(["-c", ".old-cache", "config", "set", "a/b", "c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(home.join(".old-cache/mutable_config.json").is_file(), "not under $HOME");
+    assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none(), "written in the current directory");
+    let out = env
+        .cmd()
+        .args(["-c", ".old-cache", "-o", "json", "config", "get", "a/b"])
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("-o json prints JSON");
+    assert_eq!(value, serde_json::json!("c"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn package_check_available_names_the_types_that_can_bake_an_image() {
     let env = TestEnv::new();
     let out = env.cmd().args(["package", "--check-available"]).output().unwrap();

@@ -187,10 +187,6 @@ pub struct MembersArgs {
     /// Make this node join every known neighbour again (after an overlay outage)
     #[arg(short, long)]
     pub rejoin: bool,
-
-    /// Output format (`-o json` is the same as --json)
-    #[arg(short, long, value_enum, default_value = "table")]
-    pub output: OutputFormat,
 }
 
 /// How `members` prints.

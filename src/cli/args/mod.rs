@@ -28,8 +28,10 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Where this machine keeps its state: config cache, user modules, instances, artifacts
+    /// Where this machine keeps its state: config cache, user modules, instances, artifacts (a
+    /// relative path is taken from the home dir, as the original did)
     #[arg(
+        short,
         long,
         global = true,
         env = "RAPTIFORMICA_CACHE_DIR",
@@ -51,6 +53,10 @@ pub struct Cli {
     /// Print data as JSON, for scripts
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Output format: `-o json` is the same as --json
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
 
     #[command(subcommand)]
     pub command: Command,

@@ -1,13 +1,13 @@
 //! `raptiformica members`: the cluster's members, from the local agent or through a node.
 
-use crate::cli::args::{MembersArgs, OutputFormat};
+use crate::cli::args::MembersArgs;
 use crate::cli::runtime::runtime;
 use crate::cluster::members;
 use crate::config::context::Context;
 use crate::consensus::members::Member;
 
 pub fn run(ctx: &Context, args: MembersArgs) -> anyhow::Result<()> {
-    let json = ctx.json || args.output == OutputFormat::Json;
+    let json = ctx.json;
     if args.rejoin {
         let (joined, of) = runtime()?.block_on(members::rejoin(ctx))?;
         println!("joined {joined} of {of} neighbour(s)");
