@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::context::Context;
 use crate::config::shared::mesh_dir;
 use crate::consensus::agent::ConsulAgent;
-use crate::consensus::api::ConsulApi;
+use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::mesh::yggdrasil::Yggdrasil;
 use crate::sys::paths::INSTALL_PREFIX;
 
@@ -24,7 +24,7 @@ const BIN_DIR: &str = "/usr/local/bin";
 /// The links slaving makes there.
 const LINKS: [&str; 4] = ["raptiformica", "consul", "yggdrasil", "yggdrasilctl"];
 /// How long consul may take to leave before it is stopped anyway.
-const LEAVE_WAIT: Duration = Duration::from_secs(15);
+const LEAVE_WAIT: Duration = Duration::from_secs(20);
 
 /// Whether this machine is a node: `mesh` rendered its overlay or consul here.
 pub fn is_node(ctx: &Context) -> bool {
@@ -49,7 +49,8 @@ pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
     let consul = ConsulAgent::new(&dir);
     if consul.pid().is_some() {
         let token = crate::consensus::acl::read_token(paths);
-        let left = match ConsulApi::local() {
+        // A server's leave takes raft's removal of it and the gossip's spreading: seconds.
+        let left = match ConsulApi::new(LOCAL_HTTP, LEAVE_WAIT) {
             Ok(api) => api.leave(token.as_deref()).await,
             Err(e) => Err(e),
         };

@@ -223,8 +223,22 @@ fn a_machine_spawned_without_the_engine_has_none() {
         "a machine spawned without --with-engine has an engine"
     );
     assert_eq!(sh(&plain, "test -S /var/run/docker.sock && echo socket"), "");
-    let mounts = text(&docker(&["inspect", "-f", "{{len .Mounts}}", &plain]).stdout);
-    assert_eq!(mounts.trim(), "0");
+    // Only this host's artifacts and binary, read-only: nothing of the engine.
+    let mounts = text(
+        &docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Destination}} {{.RW}}\n{{end}}",
+            &plain,
+        ])
+        .stdout,
+    );
+    for mount in mounts.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            mount.starts_with("/usr/lib/raptiformica/host-artifacts") && mount.ends_with(" false"),
+            "{mounts}"
+        );
+    }
 }
 
 /// The alive and failed members as the machine `id` sees them.

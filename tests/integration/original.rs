@@ -69,7 +69,10 @@ fn the_originals_short_cache_dir_is_taken_from_home_and_o_json_works_everywhere(
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(home.join(".old-cache/mutable_config.json").is_file(), "not under $HOME");
-    assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none(), "written in the current directory");
+    assert!(
+        std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
+        "written in the current directory"
+    );
     let out = env
         .cmd()
         .args(["-c", ".old-cache", "-o", "json", "config", "get", "a/b"])
