@@ -17,11 +17,10 @@ use crate::config::shared::mesh_dir;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::mesh::yggdrasil::Yggdrasil;
+use crate::remote::on_node::REMOTE_BIN;
 use crate::sys::paths::INSTALL_PREFIX;
 
-/// Where slaving links the binaries.
-const BIN_DIR: &str = "/usr/local/bin";
-/// The links slaving makes there.
+/// The links slaving makes in [`REMOTE_BIN`].
 const LINKS: [&str; 4] = ["raptiformica", "consul", "yggdrasil", "yggdrasilctl"];
 /// How long consul may take to leave before it is stopped anyway.
 const LEAVE_WAIT: Duration = Duration::from_secs(20);
@@ -70,9 +69,9 @@ pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
     if remove_dir(Path::new(INSTALL_PREFIX))? {
         done.push(format!("removed {INSTALL_PREFIX}"));
     }
-    let links = remove_links(Path::new(BIN_DIR), &paths.cache_dir)?;
+    let links = remove_links(Path::new(REMOTE_BIN), &paths.cache_dir)?;
     if !links.is_empty() {
-        done.push(format!("removed the links {} in {BIN_DIR}", links.join(", ")));
+        done.push(format!("removed the links {} in {REMOTE_BIN}", links.join(", ")));
     }
     if remove_dir(&paths.cache_dir)? {
         done.push(format!(
