@@ -170,6 +170,8 @@ struct Tick {
     own_entry: Mapping,
     recovered_at: Option<Instant>,
     last_promotion: Option<Instant>,
+    /// Since when this agent has seen fewer voting servers alive than wanted.
+    short_since: Option<Instant>,
     /// consul's agent token is known to exist.
     agent_token_made: bool,
     redials: Redials,
@@ -208,6 +210,7 @@ impl Tick {
             own_entry: Mapping::new(),
             recovered_at: None,
             last_promotion: None,
+            short_since: None,
             agent_token_made: false,
             redials: Redials::default(),
             rejoins: Default::default(),
@@ -282,6 +285,8 @@ impl Tick {
         if i_lead {
             self.evict(&failed, settings.eviction_grace).await;
             self.promote_if_short(&members, &settings).await;
+        } else {
+            self.short_since = None; // a shortage is timed by the leader that saw it begin
         }
         if me_server && leader.is_none() {
             self.recover(&members, settings.recovery_grace).await;
@@ -420,8 +425,10 @@ impl Tick {
             .filter(|m| m.alive() && voters.as_ref().is_none_or(|v| v.contains(&m.name)))
             .count();
         if alive_voters >= settings.min_servers {
+            self.short_since = None;
             return; // the common case: no need to read the promotions
         }
+        let short_for = self.short_since.get_or_insert_with(Instant::now).elapsed();
         let promoted = match promotions(&self.api).await {
             Ok(p) => p,
             Err(e) => return tracing::debug!("cannot read the promotions: {e:#}"),
@@ -433,14 +440,10 @@ impl Tick {
             &Default::default(),
             &promoted,
         );
-        // Only promotions here: the shortage's age does not matter to them.
-        let Decision::Promote(node) = rules::decide(
-            &seen,
-            true,
-            settings.min_servers,
-            settings.eviction_grace,
-            Duration::ZERO,
-        ) else {
+        // Only promotions here (spawning is left to an agent with an engine).
+        let Decision::Promote(node) =
+            rules::decide(&seen, true, settings.min_servers, settings.eviction_grace, short_for)
+        else {
             return;
         };
         self.last_promotion = Some(Instant::now());

@@ -6,7 +6,10 @@
 //!   failed): consensus is rebuilt on the survivors first (a new server cannot join a cluster
 //!   without a leader); the workstation asks for it once it knows the lost machines are gone.
 //!   No leader otherwise (an election): wait.
-//! - Too few and a client is alive: promote it (cheap, no new machine; the first by name).
+//! - Too few and a client is alive: promote it (cheap, no new machine; the first by name),
+//!   once the shortage has lasted [`PROMOTION_SETTLE`] or a lost machine is known gone: a
+//!   server a busy machine's gossip calls failed for a moment comes back, and a client promoted
+//!   meanwhile would make a fourth server for good.
 //! - Too few, no client, and the lost servers failed past the grace or their machines are
 //!   known to be gone (or the cluster has been short for the grace, e.g. the lost ones were
 //!   evicted already): replace them by spawning
@@ -39,6 +42,11 @@ pub struct Seen {
 
 /// How long a promoted client is waited for before another one is promoted in its place.
 pub const PROMOTION_PATIENCE: Duration = Duration::from_secs(120);
+
+/// How long servers must be short before a client is promoted (unless a lost one is known
+/// gone). consul marks a server failed after a few seconds of missed probes; on a loaded
+/// machine one that was only slow refutes it within seconds.
+pub const PROMOTION_SETTLE: Duration = Duration::from_secs(15);
 
 /// The members that count (alive or failed; left ones do not), with how long each failed one
 /// has been failed (`failed_since`: when this agent first saw it failed).
@@ -140,6 +148,16 @@ pub fn decide(
         .collect();
     clients.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(c) = clients.first() {
+        let known_gone = members.iter().any(|m| m.server && m.gone);
+        if short_for < PROMOTION_SETTLE && !known_gone {
+            return Decision::Wait(format!(
+                "{alive_servers} of {min_servers} servers alive for {}s; client {} is promoted after {}s \
+                 unless the lost server comes back",
+                short_for.as_secs(),
+                c.name,
+                PROMOTION_SETTLE.as_secs()
+            ));
+        }
         return Decision::Promote(c.name.clone());
     }
     let failed: Vec<&Seen> = members.iter().filter(|m| m.server && m.failed_for.is_some()).collect();
@@ -206,6 +224,22 @@ mod tests {
             m("d", false, true, None),
         ];
         assert_eq!(decide(&ms, true, 3, G, G), Decision::Promote("d".into()));
+    }
+
+    #[test]
+    fn a_young_shortage_is_waited_out_before_a_promotion_unless_the_machine_is_gone() {
+        let mut ms = vec![
+            m("a", true, true, None),
+            m("b", true, true, None),
+            m("c", true, false, Some(2)),
+            m("d", false, true, None),
+        ];
+        let young = PROMOTION_SETTLE - Duration::from_secs(1);
+        // c may be a busy server its peers called failed for a moment: d is not promoted yet.
+        assert!(matches!(decide(&ms, true, 3, G, young), Decision::Wait(_)));
+        assert_eq!(decide(&ms, true, 3, G, PROMOTION_SETTLE), Decision::Promote("d".into()));
+        ms[2].gone = true;
+        assert_eq!(decide(&ms, true, 3, G, young), Decision::Promote("d".into()));
     }
 
     #[test]
