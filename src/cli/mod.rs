@@ -56,6 +56,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         with_engine: false,
         synced: false,
     };
+    // A mutable_config.json the original wrote is migrated once, before anything reads it (on
+    // a node in a cluster the cache is consul's KV's copy: nothing of the original's is there).
+    if !matches!(cli.command, Command::Keeper | Command::Completions { .. })
+        && !config::shared::consul_configured(&ctx.paths)
+    {
+        match config::original::migrate_cache(&ctx.paths) {
+            Ok(Some(notice)) => tracing::warn!("{notice}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
     if let Some(token) = consensus::acl::read_token(&ctx.paths) {
         consensus::api::use_token(token);
     }

@@ -16,6 +16,7 @@ pub mod context;
 pub mod edit;
 pub mod known;
 pub mod module;
+pub mod original;
 pub mod shared;
 pub mod trust;
 
@@ -103,7 +104,11 @@ pub fn load_modules(paths: &Paths) -> (Config, Vec<String>) {
             let mut found = module::Discovery::default();
             module::discover(&dir, &mut found);
             for m in &found.modules {
-                config.overlay(layer, Some(&m.path), &m.mapping);
+                let mut mapping = m.mapping.clone();
+                if let Some(n) = original::clean(&mut mapping).notice(&format!("the module `{}`", m.path.display())) {
+                    known::warn_once(n);
+                }
+                config.overlay(layer, Some(&m.path), &mapping);
             }
             warnings.extend(found.warnings);
         }
@@ -158,11 +163,23 @@ pub fn load_over(paths: &Paths, shared: Option<Mapping>) -> Result<Config, cache
         );
     }
     let cache = MutableCache::new(&paths.cache_dir);
+    // The original's commands, from wherever they come (see `original`), are mapped or left out.
+    let cleaned = |mut m: Mapping, source: &str| {
+        if let Some(n) = original::clean(&mut m).notice(source) {
+            known::warn_once(n);
+        }
+        m
+    };
     match shared {
-        Some(m) => config.overlay(Layer::Consul, None, &m),
+        Some(m) => config.overlay(Layer::Consul, None, &cleaned(m, "consul's KV")),
         None => {
             if let Some(m) = cache.read()? {
-                config.overlay(Layer::MutableCache, Some(&cache.path().to_path_buf()), &m);
+                let source = format!("the mutable cache `{}`", cache.path().display());
+                config.overlay(
+                    Layer::MutableCache,
+                    Some(&cache.path().to_path_buf()),
+                    &cleaned(m, &source),
+                );
             }
         }
     }

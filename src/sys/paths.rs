@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 /// The install prefix on slaved machines, as in the original project.
 pub const INSTALL_PREFIX: &str = "/usr/etc/raptiformica";
 
-/// The folders of an install dir that hold built-in modules, in load order.
-pub const BUILTIN_FOLDERS: [&str; 3] = ["compute", "provisioning", "modules"];
+/// The folders of an install dir that hold built-in modules, in load order: ours
+/// (`compute/`, `provisioning/`, `modules/`) and those of the original's module tree
+/// (`compute/`, `server/`, `platform/`), so `--install-dir` may name either.
+pub const BUILTIN_FOLDERS: [&str; 5] = ["compute", "server", "platform", "provisioning", "modules"];
 
 /// Resolved locations for one run.
 #[derive(Debug, Clone)]

@@ -24,6 +24,65 @@ pub fn sh(id: &str, script: &str) -> String {
         .to_string()
 }
 
+/// The base image the docker back-end runs (sshd, no raptiformica).
+pub const IMAGE: &str = "raptiformica-base:bookworm";
+
+/// Plain machines: containers of the base image we did not spawn (sshd, the env's key only),
+/// and the networks a test made for them, removed when the test ends.
+#[derive(Default)]
+pub struct Plain {
+    pub ids: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl Plain {
+    /// A plain machine on `network` that authorizes `env`'s key (`<cache>/id_ed25519.pub`).
+    pub fn run(&mut self, env: &TestEnv, network: &str) -> String {
+        let key = std::fs::read_to_string(env.cache().join("id_ed25519.pub")).unwrap();
+        let out = docker(&[
+            "run",
+            "-d",
+            "--init",
+            "--cap-add",
+            "NET_ADMIN",
+            "--device",
+            "/dev/net/tun",
+            "--sysctl",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "--sysctl",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "--label",
+            "raptiformica.test=plain",
+            "-e",
+            &format!("RAPTIFORMICA_AUTHORIZED_KEYS={}", key.trim()),
+            "--network",
+            network,
+            IMAGE,
+        ]);
+        assert!(out.status.success(), "docker run: {}", text(&out.stderr));
+        let id = text(&out.stdout).trim().to_string();
+        self.ids.push(id.clone());
+        id
+    }
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        for n in &self.networks {
+            let _ = docker(&["network", "rm", n]);
+        }
+    }
+}
+
+/// The address of container `id` on `network`.
+pub fn ip_on(id: &str, network: &str) -> String {
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    text(&docker(&["inspect", "-f", &f, id]).stdout).trim().to_string()
+}
+
 /// The containers this env started (their ids from the instance dirs).
 pub fn node_containers(env: &TestEnv) -> Vec<String> {
     let mut ids = Vec::new();

@@ -67,49 +67,94 @@ fn user_modules_override_builtin_key_by_key_json_and_toml() {
     );
 }
 
-/// Every module file of the original project (and one of its plugins) loads unchanged, as a
-/// user module, and each of its values lands at the key the original put it at.
+/// Every module file of the original project (and one of its plugins) loads as a user module,
+/// and each of its values lands at the key the original put it at; except the original's own
+/// commands (its Python scripts, its module tree), which cannot run here: a hook calling one of
+/// its scripts runs ours or is skipped, a compute or server type calling them is left out (the
+/// built-in one applies), and one notice names each module that held such commands.
 #[test]
-fn compat_modules_load_unchanged_at_the_original_keys() {
+fn compat_modules_load_at_the_original_keys_and_their_python_commands_are_mapped() {
     let mut dirs = vec![root().join("tests/fixtures/compat")];
     let shared = root().join("../shared/compat");
     if shared.is_dir() {
         dirs.push(shared);
     }
+    let python = |v: &Value| {
+        v.as_str()
+            .is_some_and(|c| c.contains("PYTHONPATH") || c.contains(".py") || c.contains("modules/compute/"))
+    };
+    // The entry a key belongs to (a handler, a compute or server type), as the loader sees it.
+    let entry = |k: &str| {
+        let segs: Vec<&str> = k.split('/').collect();
+        let n = match segs.get(1) {
+            Some(&"platform") => 6,
+            Some(&"compute" | &"server") => 4,
+            _ => segs.len(),
+        };
+        segs[..n.min(segs.len())].join("/")
+    };
     for compat in dirs {
         let env = TestEnv::new();
         let mut expected = serde_json::Map::new();
         let mut files = 0;
+        let mut with_python = Vec::new();
         for plugin in std::fs::read_dir(&compat)
             .unwrap()
             .flatten()
             .filter(|e| e.path().is_dir())
         {
-            copy_dir(&plugin.path(), &env.modules().join(plugin.file_name()));
+            let target = env.modules().join(plugin.file_name());
+            copy_dir(&plugin.path(), &target);
             for f in walk(&plugin.path())
                 .into_iter()
                 .filter(|p| p.extension().is_some_and(|e| e == "json"))
             {
                 files += 1;
                 let doc: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
-                flatten("raptiformica", &doc, &mut expected);
+                let mut one = serde_json::Map::new();
+                flatten("raptiformica", &doc, &mut one);
+                let python_entries: Vec<String> =
+                    one.iter().filter(|(_, v)| python(v)).map(|(k, _)| entry(k)).collect();
+                if !python_entries.is_empty() {
+                    with_python.push(target.join(f.strip_prefix(plugin.path()).unwrap()));
+                }
+                expected.extend(one.into_iter().filter(|(k, _)| !python_entries.contains(&entry(k))));
             }
         }
         assert!(files >= 7, "expected the compat fixtures in {}", compat.display());
+        assert!(with_python.len() >= 4, "{with_python:?}");
         let out = env.run(&["config", "--json"]);
-        assert!(
-            out.stderr.is_empty(),
-            "warnings for compat modules: {}",
-            text(&out.stderr)
+        let stderr = text(&out.stderr);
+        // One notice per module that held the original's commands, and no other warning.
+        for f in &with_python {
+            assert_eq!(
+                stderr.matches(&format!("the module `{}`", f.display())).count(),
+                1,
+                "{stderr}"
+            );
+        }
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("WARN")).count(),
+            with_python.len(),
+            "{stderr}"
         );
         let m: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
         for (k, v) in &expected {
             assert_eq!(m.get(k), Some(v), "key {k} from {}", compat.display());
         }
+        let hooks = "raptiformica/platform/default/hooks/cluster_change";
+        assert_eq!(
+            m[&format!("{hooks}/clean_up_gone_resources/command")],
+            json!("\"$RAPTIFORMICA_BIN\" prune --verbose")
+        );
+        assert!(
+            !m.contains_key(&format!("{hooks}/rejoin_peers/command")),
+            "the agent rejoins"
+        );
+        assert!(!m.values().any(python), "a command of the original is left");
         for k in [
             "raptiformica/compute/docker/headless/start_instance",
             "raptiformica/compute/vagrant/headless/get_hostname",
-            "raptiformica/platform/default/hooks/cluster_change/rejoin_peers/command",
             "raptiformica/platform/default/hooks/cluster_change/notify_kodi_on_cluster_change/predicate",
             "raptiformica/server/headless/raptiformica/bootstrap",
             "raptiformica/raptiformica_api_version",
@@ -276,7 +321,7 @@ fn example_cache_is_a_valid_cache() {
     assert!(m.contains_key("raptiformica/compute/docker/headless/start_instance"));
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
         if e.path().is_dir() {
@@ -287,7 +332,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         if e.path().is_dir() {
@@ -300,7 +345,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The test's own flattening, independent of the crate's.
-fn flatten(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
+pub fn flatten(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
     match v {
         Value::Object(o) => o.iter().for_each(|(k, v)| flatten(&format!("{prefix}/{k}"), v, out)),
         leaf => {

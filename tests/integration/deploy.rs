@@ -7,61 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{docker, wait_until};
+use crate::cluster::{Plain, docker, ip_on, wait_until};
 use crate::docker::DockerTest;
 use crate::harness::{TestEnv, bin, text};
 
-const IMAGE: &str = "raptiformica-base:bookworm";
 const HIDDEN: &str = "raptiformica-test-hidden";
-
-/// Plain containers and the hidden network, removed when the test ends.
-struct Plain {
-    ids: Vec<String>,
-}
-
-impl Plain {
-    fn run(&mut self, env: &TestEnv, network: &str) -> String {
-        let key = std::fs::read_to_string(env.cache().join("id_ed25519.pub")).unwrap();
-        let out = docker(&[
-            "run",
-            "-d",
-            "--init",
-            "--cap-add",
-            "NET_ADMIN",
-            "--device",
-            "/dev/net/tun",
-            "--sysctl",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "--sysctl",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "--label",
-            "raptiformica.test=plain",
-            "-e",
-            &format!("RAPTIFORMICA_AUTHORIZED_KEYS={}", key.trim()),
-            "--network",
-            network,
-            IMAGE,
-        ]);
-        assert!(out.status.success(), "docker run: {}", text(&out.stderr));
-        let id = text(&out.stdout).trim().to_string();
-        self.ids.push(id.clone());
-        id
-    }
-}
-
-impl Drop for Plain {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            let _ = docker(&["rm", "-f", id]);
-        }
-        let _ = docker(&["network", "rm", HIDDEN]);
-    }
-}
-
-fn ip_on(id: &str, network: &str) -> String {
-    let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-    text(&docker(&["inspect", "-f", &f, id]).stdout).trim().to_string()
-}
 
 /// Alive members as the node `id` sees them.
 fn alive_on(id: &str) -> usize {
@@ -158,9 +108,10 @@ fn deploy_through_a_jump_host_rerun_unchanged_and_a_plain_machine_joins() {
     // The base image, and our key (made by any command that needs it).
     env.ok(&["spawn", "--compute-type", "docker", "--no-slave"]);
     env.ok(&["destroy"]);
-    let mut plain = Plain { ids: Vec::new() };
+    let mut plain = Plain::default();
     let _ = docker(&["network", "rm", HIDDEN]);
     assert!(docker(&["network", "create", HIDDEN]).status.success());
+    plain.networks.push(HIDDEN.into());
     let a = plain.run(&env, "raptiformica");
     let j = plain.run(&env, "raptiformica");
     assert!(docker(&["network", "connect", HIDDEN, &j]).status.success());
