@@ -24,12 +24,95 @@ const COMPUTE_TYPE_ARGS: [&str; 2] = ["spawn", "package"];
 pub fn parse() -> Cli {
     let args: Vec<OsString> = std::env::args_os().collect();
     if !wants_help(&args) {
-        return Cli::parse_from(args);
+        return Cli::try_parse_from(&args).unwrap_or_else(|e| only_typos(e, &args).exit());
     }
     let paths = paths_from(&args, |k| std::env::var_os(k));
     let command = with_known_types(Cli::command(), &Known::load(&paths));
-    let matches = command.get_matches_from(args);
+    let matches = command
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| only_typos(e, &args).exit());
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// How many edits a suggestion may be from what was typed: a typo's, not another word's.
+const TYPO: usize = 2;
+
+/// clap's error with its "a similar ... exists" tip kept only for a typo: never a hidden
+/// subcommand, never a flag or subcommand more than [`TYPO`] edits away (for
+/// `--no-after-assimilate` clap would offer `--no-assimilate`, which does something else).
+/// `args`: the command line, for the usage of the subcommand it names.
+pub fn only_typos(e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let typed = match e
+        .get(ContextKind::InvalidArg)
+        .or_else(|| e.get(ContextKind::InvalidSubcommand))
+    {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => return e,
+    };
+    let Some((kind, offered)) = [ContextKind::SuggestedArg, ContextKind::SuggestedSubcommand]
+        .into_iter()
+        .find_map(|k| match e.get(k) {
+            Some(ContextValue::String(s)) => Some((k, vec![s.clone()])),
+            Some(ContextValue::Strings(v)) => Some((k, v.clone())),
+            _ => None,
+        })
+    else {
+        return e;
+    };
+    let cli = Cli::command();
+    let hidden: Vec<&str> = cli
+        .get_subcommands()
+        .filter(|s| s.is_hide_set())
+        .map(|s| s.get_name())
+        .collect();
+    let kept: Vec<String> = offered
+        .iter()
+        .filter(|s| !hidden.contains(&s.as_str()) && edits(s, &typed) <= TYPO)
+        .cloned()
+        .collect();
+    if kept.len() == offered.len() {
+        return e;
+    }
+    let mut filtered = clap::Error::new(e.kind()).with_cmd(&cli);
+    // clap's usage line shows the suggestion too: the subcommand's own usage instead.
+    let empty = |v: &ContextValue| matches!(v, ContextValue::StyledStrs(s) if s.is_empty());
+    for (k, v) in e
+        .context()
+        .filter(|(k, v)| *k != kind && *k != ContextKind::Usage && !empty(v))
+    {
+        filtered.insert(k, v.clone());
+    }
+    let mut cmd = cli.clone();
+    cmd.build();
+    for word in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        match cmd.find_subcommand(word) {
+            Some(sub) => cmd = sub.clone(),
+            None if word.starts_with('-') => {}
+            None => break,
+        }
+    }
+    filtered.insert(ContextKind::Usage, ContextValue::StyledStr(cmd.render_usage()));
+    if !kept.is_empty() {
+        filtered.insert(kind, ContextValue::Strings(kept));
+    }
+    filtered
+}
+
+/// The Levenshtein distance of two words.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// Whether the command line asks for help: `-h`, `--help`, or `help` (before any `--`).
@@ -201,5 +284,43 @@ mod tests {
         });
         assert_eq!(known.server_types, vec!["headless", "w"]);
         assert_eq!(known.compute_types, vec!["box", "docker"]);
+    }
+
+    fn error_of(line: &str) -> String {
+        let args: Vec<OsString> = std::iter::once("raptiformica")
+            .chain(line.split_whitespace())
+            .map(OsString::from)
+            .collect();
+        only_typos(Cli::try_parse_from(&args).expect_err(line), &args).to_string()
+    }
+
+    #[test]
+    fn a_wrong_word_gets_a_tip_only_for_a_typo_and_never_a_hidden_command() {
+        let e = error_of("keepr");
+        assert!(!e.contains("keeper") && !e.contains("\n\n\n"), "{e}");
+        for (typed, tip) in [
+            ("spawn --no-after-asimilate", "'--no-after-assimilate'"),
+            ("slave x --no-provison", "'--no-provision'"),
+            ("memebrs", "'members'"),
+        ] {
+            let e = error_of(typed);
+            assert!(e.contains("similar") && e.contains(tip), "{typed}: {e}");
+        }
+        // clap offers these; each would do something else.
+        for (typed, not) in [
+            ("spawn --assimilate", "--no-assimilate"),
+            ("deploy x --no-after", "--no-after-mesh"),
+        ] {
+            let raw = Cli::try_parse_from(["raptiformica"].into_iter().chain(typed.split_whitespace()))
+                .expect_err(typed)
+                .to_string();
+            assert!(raw.contains(not), "clap no longer offers {not} for {typed}: {raw}");
+            let e = error_of(typed);
+            assert!(!e.contains(not) && e.contains("unexpected argument"), "{typed}: {e}");
+            let sub = typed.split(' ').next().unwrap();
+            assert!(e.contains(&format!("Usage: raptiformica {sub} ")), "{typed}: {e}");
+        }
+        assert_eq!(edits("kitten", "sitting"), 3);
+        assert_eq!(edits("", "ab"), 2);
     }
 }

@@ -36,12 +36,18 @@ pub enum StateAction {
         id: Option<String>,
     },
     /// The log's index, its snapshot, and each node's applied index and lag
+    #[command(
+        after_help = "Examples:\n  raptiformica state status kv                # the log's index and each node's lag"
+    )]
     Status { name: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EventAction {
     /// Fire an event: to every node, one node (--node), or the nodes of a server type
+    #[command(
+        after_help = "Examples:\n  raptiformica event fire notify_cluster_change\n  raptiformica event fire reload --node 3f2a9c0d1e2b4a5f --payload 'nginx'"
+    )]
     Fire {
         /// Letters, digits, `-`, `_` and `.`
         name: String,
@@ -57,6 +63,7 @@ pub enum EventAction {
         payload: Option<String>,
     },
     /// The recent events the cluster carried (consul keeps the last 256 per node)
+    #[command(after_help = "Examples:\n  raptiformica event list")]
     List,
 }
 
@@ -82,11 +89,17 @@ pub struct UiArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotAction {
     /// Save consul's snapshot of the cluster to FILE (0600), through any member
+    #[command(
+        after_help = "Examples:\n  raptiformica snapshot save cluster.snap     # a 0600 file: it holds the cluster's secrets"
+    )]
     Save {
         /// Where to write it (replaced atomically)
         file: PathBuf,
     },
     /// Bring a saved snapshot's KV back into the cluster (asks first unless --yes)
+    #[command(
+        after_help = "Examples:\n  raptiformica snapshot restore cluster.snap\n  raptiformica snapshot restore cluster.snap --yes   # without asking"
+    )]
     Restore {
         /// A file `snapshot save` wrote; anything else is refused before anything changes
         file: PathBuf,
@@ -106,6 +119,9 @@ pub enum ModulesAction {
     /// types, compute types and hooks are offered at once, and its keys go to the shared
     /// config so that every node has them (from a machine that is not a node but knows nodes,
     /// through one of them over SSH). Machines slaved later get the module's folder too.
+    #[command(
+        after_help = "Examples:\n  raptiformica modules install ./my-module    # a local folder\n  raptiformica modules install vdloo/raptiformica-map   # a GitHub repository, or any git URL"
+    )]
     Install {
         /// Git URL, `user/repo`, or a local folder
         source: String,
@@ -114,11 +130,13 @@ pub enum ModulesAction {
     ///
     /// A key whose value was changed after the install is kept. The value another module
     /// (built-in or user) gives a removed key is written back.
+    #[command(after_help = "Examples:\n  raptiformica modules uninstall raptiformica-map")]
     Uninstall {
         /// The module's folder name, as `modules list` shows it
         name: String,
     },
     /// List the installed modules with what they provide
+    #[command(after_help = "Examples:\n  raptiformica modules list")]
     List,
 }
 
@@ -150,11 +168,17 @@ pub struct ConfigArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Print one value, or every key below a section
+    #[command(
+        after_help = "Examples:\n  raptiformica config get compute/docker/headless/get_port\n  raptiformica config get meshnet/neighbours          # every key below a section"
+    )]
     Get {
         /// e.g. `compute/docker/headless/get_port`
         key: String,
     },
     /// Set a value in the mutable layer
+    #[command(
+        after_help = "Examples:\n  raptiformica config set agent/eviction_grace 60\n  raptiformica config set meshnet/consul/servers 5 --json-value"
+    )]
     Set {
         key: String,
         /// Stored as a string, unless --json-value is given
@@ -164,6 +188,9 @@ pub enum ConfigAction {
         json_value: bool,
     },
     /// Remove a key (or a whole section) from the mutable layer; a module's value shows again
+    #[command(
+        after_help = "Examples:\n  raptiformica config unset agent/eviction_grace   # the module's value shows again"
+    )]
     Unset { key: String },
 }
 

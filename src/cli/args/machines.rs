@@ -8,24 +8,24 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     /// Also remove the downloaded artifacts (<cache-dir>/artifacts)
-    #[arg(long)]
+    #[arg(long, visible_alias = "purge-artifacts")]
     pub artifacts: bool,
 
     /// Also remove every installed user module (<cache-dir>/modules); a cluster's shared
     /// config keeps their keys (`modules uninstall` takes them out)
-    #[arg(long)]
+    #[arg(long, visible_alias = "purge-modules")]
     pub modules: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
     /// Also remove the downloaded artifacts (<cache-dir>/artifacts)
-    #[arg(long)]
+    #[arg(long, visible_alias = "artifacts")]
     pub purge_artifacts: bool,
 
     /// Also remove every installed user module (<cache-dir>/modules); a cluster's shared
     /// config keeps their keys (`modules uninstall` takes them out)
-    #[arg(long)]
+    #[arg(long, visible_alias = "modules")]
     pub purge_modules: bool,
 }
 
@@ -231,7 +231,11 @@ pub struct SshArgs {
 #[derive(Debug, Subcommand)]
 pub enum ArtifactsAction {
     /// Download consul (Debian bullseye) and yggdrasil (bookworm) and record their checksums
+    #[command(
+        after_help = "Examples:\n  raptiformica artifacts fetch               # consul and yggdrasil from Debian's mirror"
+    )]
     Fetch,
     /// List the artifacts with their checksums, verifying each
+    #[command(after_help = "Examples:\n  raptiformica artifacts list")]
     List,
 }

@@ -41,8 +41,8 @@ pub struct Cli {
     )]
     pub cache_dir: String,
 
-    /// Folder holding the built-in modules (compute/, provisioning/, modules/) [default: beside
-    /// the binary, else /usr/etc/raptiformica]
+    /// Folder holding the built-in modules (compute/, provisioning/, modules/; or the original's
+    /// compute/, server/, platform/) [default: beside the binary, else /usr/etc/raptiformica]
     #[arg(long, global = true, env = "RAPTIFORMICA_INSTALL_DIR", value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
 
@@ -70,6 +70,9 @@ pub enum Command {
     /// (--json prints the flat mapping). Keys may be given with or without the leading
     /// `raptiformica/`.
     #[command(args_conflicts_with_subcommands = true)]
+    #[command(
+        after_help = "Examples:\n  raptiformica config                        # every key, its value and the layer it came from\n  raptiformica config get compute/docker/headless/get_port\n  raptiformica config set meshnet/consul/servers 5"
+    )]
     Config(ConfigArgs),
 
     /// Start new machines through a compute back-end
@@ -93,12 +96,18 @@ pub enum Command {
     /// (consul, yggdrasil) and the cached config, runs the server type's provisioning there,
     /// fires the `after_slave` hooks, then registers the node as a neighbour. Only what changed
     /// is uploaded: slaving the same machine again is safe and fast.
+    #[command(
+        after_help = "Examples:\n  raptiformica slave 192.0.2.10              # as root on port 22; the host key is pinned\n  raptiformica slave 192.0.2.10 -p 2222 --server-type headless --no-after-mesh"
+    )]
     Slave(SlaveArgs),
 
     /// Open a shell on a machine, or run a command there
     ///
     /// MACHINE is an instance id (or its first characters) or a host; by default the first
     /// instance this host started. Uses the pinned host keys and this host's key.
+    #[command(
+        after_help = "Examples:\n  raptiformica ssh                           # a shell on the first instance this host started\n  raptiformica ssh 3f2a -- uptime            # a command on the instance whose id starts with 3f2a"
+    )]
     Ssh(SshArgs),
 
     /// Join this node to the overlay and, from three known nodes on, to consensus (run on a node)
@@ -111,6 +120,9 @@ pub enum Command {
     /// starts consul on the overlay address (the first 3 or 5 nodes as voting servers, the rest
     /// as clients), seeds consul's KV from <cache-dir>/mutable_config.json when the KV is empty,
     /// else caches the KV there. Then fires the `after_mesh` hooks. Slaving runs it for you.
+    #[command(
+        after_help = "Examples:\n  raptiformica mesh                          # on a node: (re)render and start yggdrasil and consul\n  raptiformica mesh --no-after-mesh --wait 60"
+    )]
     Mesh(MeshArgs),
 
     /// Show the cluster's members (Node, Address, Status, Type, Build, Protocol, DC, Raft)
@@ -118,9 +130,13 @@ pub enum Command {
     /// On a node, asks the local consul agent. Elsewhere (the machine you slaved from), asks
     /// each known node in turn over SSH and says on stderr which one answered. --json prints
     /// a list of members.
+    #[command(
+        after_help = "Examples:\n  raptiformica members\n  raptiformica members -o json               # for scripts\n  raptiformica members --rejoin              # on a node, after an overlay outage"
+    )]
     Members(MembersArgs),
 
     /// Manage the binaries a node needs (consul, yggdrasil), kept in <cache-dir>/artifacts
+    #[command(after_help = "Examples:\n  raptiformica artifacts fetch\n  raptiformica artifacts list")]
     Artifacts {
         #[command(subcommand)]
         action: ArtifactsAction,
@@ -137,9 +153,15 @@ pub enum Command {
     Destroy(DestroyArgs),
 
     /// Remove the instances that are gone (their `detect_stale_instance` fails)
+    #[command(
+        after_help = "Examples:\n  raptiformica prune                         # clean up the instances whose machine is gone"
+    )]
     Prune,
 
     /// Fire a hook's handlers by hand (after_start_instance, after_slave, after_mesh, ...)
+    #[command(
+        after_help = "Examples:\n  raptiformica hook cluster_change           # run the cluster_change handlers here\n  raptiformica -v hook after_mesh            # and show their output"
+    )]
     Hook {
         /// The hook's name
         name: String,
@@ -166,6 +188,9 @@ pub enum Command {
     /// first contact), authorizes the member's key for root here (sshd is started if it is not
     /// running) and hands it this machine's host key, then has the member slave this machine.
     /// No copy of the cluster's config is needed beforehand.
+    #[command(
+        after_help = "Examples:\n  raptiformica join 192.0.2.10                # on the new machine: a member slaves it\n  raptiformica join 192.0.2.10 -p 2222 --server-type headless"
+    )]
     Join(JoinArgs),
 
     /// Set up (or re-create) a whole network from an inventory file
@@ -175,6 +200,9 @@ pub enum Command {
     /// to reach this host through, as an SSH jump). The whole file is checked before anything
     /// starts. Hosts are slaved N at a time; a summary table follows. Exit code 1 when any
     /// host failed.
+    #[command(
+        after_help = "Examples:\n  raptiformica deploy hosts.json             # [{\"dst\": \"192.0.2.10\"}, {\"dst\": \"10.0.0.2\", \"via\": \"192.0.2.10\"}]\n  raptiformica deploy hosts.toml --concurrent 10 --no-after-mesh"
+    )]
     Deploy(DeployArgs),
 
     /// Install a user module, or remove one with --remove (the original's `install`)
@@ -187,6 +215,9 @@ pub enum Command {
     Install(InstallArgs),
 
     /// Install, remove and list user modules (<cache-dir>/modules)
+    #[command(
+        after_help = "Examples:\n  raptiformica modules install vdloo/raptiformica-map\n  raptiformica modules list\n  raptiformica modules uninstall raptiformica-map"
+    )]
     Modules {
         #[command(subcommand)]
         action: ModulesAction,
@@ -198,6 +229,9 @@ pub enum Command {
     /// `predicate` and a `command`, as hooks) once on every node it reaches, in the order the
     /// cluster received them; the payload comes on the command's stdin, with
     /// RAPTIFORMICA_EVENT_NAME, RAPTIFORMICA_EVENT_ID and RAPTIFORMICA_EVENT_ORIGIN set.
+    #[command(
+        after_help = "Examples:\n  raptiformica event fire notify_cluster_change   # the original's trigger for cluster_change\n  raptiformica event fire deploy --server-type headless --payload @release.txt\n  raptiformica event list"
+    )]
     Event {
         #[command(subcommand)]
         action: EventAction,
@@ -209,6 +243,7 @@ pub enum Command {
     /// `state.<NAME>.snapshot` (writes the whole state on stdout), `state.<NAME>.restore` (reads
     /// a snapshot on stdin) and `state.<NAME>.snapshot_every` (default 1000). The log lives in
     /// consul's KV; every node's agent applies each entry once, in index order.
+    #[command(after_help = "Examples:\n  raptiformica state append kv 'set a 1'\n  raptiformica state status kv")]
     State {
         #[command(subcommand)]
         action: StateAction,
@@ -242,6 +277,9 @@ pub enum Command {
     /// `restore` brings its KV back into the cluster this machine reaches, new or not, except
     /// what belongs to that cluster: its `raptiformica/meshnet/` section (neighbours, gossip key,
     /// consul and overlay settings), its ACL tokens, its agents' locks and its seeding marker.
+    #[command(
+        after_help = "Examples:\n  raptiformica snapshot save cluster.snap\n  raptiformica snapshot restore cluster.snap --yes"
+    )]
     Snapshot {
         #[command(subcommand)]
         action: SnapshotAction,
@@ -257,16 +295,25 @@ pub enum Command {
     ///
     /// For docker the image is `raptiformica-packaged:<server type>`. `destroy` and `clean`
     /// keep it; remove it with `docker image rm raptiformica-packaged:<server type>`.
+    #[command(
+        after_help = "Examples:\n  raptiformica package --compute-type docker  # then spawns start from the baked image\n  raptiformica package --check-available     # the compute types that can bake one"
+    )]
     Package(PackageArgs),
 
     /// Record the address other nodes should use to reach this node (run on a node)
     ///
     /// For a node behind NAT or a port forward: HOST and PORT replace the address it was
     /// slaved at in its neighbour entry (kept in <cache-dir>/advertised.json).
+    #[command(
+        after_help = "Examples:\n  raptiformica advertise 203.0.113.5 -p 2222   # on a node behind a port forward"
+    )]
     Advertise(AdvertiseArgs),
 
     /// Add a machine that is already provisioned and meshed elsewhere as a neighbour of this
     /// node (run on a node), reading its identity over SSH
+    #[command(
+        after_help = "Examples:\n  raptiformica inject 192.0.2.20 -p 22        # on a node: add a machine meshed elsewhere"
+    )]
     Inject(InjectArgs),
 
     /// Keep the cluster alive: the long-running agent (on nodes and on the spawning host)
@@ -280,6 +327,9 @@ pub enum Command {
     /// spawns a replacement of the lost machine's compute type and prunes the dead one, and
     /// when the compute back-end says the lost servers are gone it asks the survivor to
     /// rebuild at once (`--recover`). `--status` tells what the agent did last.
+    #[command(
+        after_help = "Examples:\n  raptiformica agent --status                # what the agent did last\n  raptiformica agent --recover               # on a server, once the lost servers are gone for good"
+    )]
     Agent(AgentArgs),
 
     /// The agent's keeper on a node (started by `mesh`; not for direct use)
@@ -287,6 +337,9 @@ pub enum Command {
     Keeper,
 
     /// Print shell completions, e.g. `raptiformica completions bash > /etc/bash_completion.d/raptiformica`
+    #[command(
+        after_help = "Examples:\n  raptiformica completions bash > /etc/bash_completion.d/raptiformica\n  raptiformica completions zsh > ~/.zfunc/_raptiformica"
+    )]
     Completions {
         /// The shell to write completions for
         shell: clap_complete::Shell,
@@ -301,5 +354,46 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command a user can see, with its path (`["config", "get"]`).
+    fn visible(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            out.push((p.clone(), sub.clone()));
+            visible(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_examples_and_each_parses_as_the_command_it_shows() {
+        let mut all = Vec::new();
+        visible(&Cli::command(), Vec::new(), &mut all);
+        assert!(all.len() > 30, "{}", all.len());
+        for (path, cmd) in all {
+            let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let examples: Vec<&str> = help
+                .lines()
+                .skip_while(|l| !l.starts_with("Examples:"))
+                .filter_map(|l| l.trim().strip_prefix("raptiformica "))
+                .collect();
+            assert!(!examples.is_empty(), "`{}` has no example", path.join(" "));
+            for e in examples {
+                let line = e.split(" # ").next().unwrap().split(" > ").next().unwrap();
+                let words = shlex::split(line).unwrap_or_else(|| panic!("{e}"));
+                let parsed = Cli::try_parse_from(std::iter::once("raptiformica".to_string()).chain(words.clone()));
+                assert!(parsed.is_ok(), "`raptiformica {e}`: {}", parsed.err().unwrap());
+                let mut rest = words.iter();
+                assert!(
+                    path.iter().all(|p| rest.any(|w| w == p)),
+                    "`raptiformica {e}` is shown for `{}`",
+                    path.join(" ")
+                );
+            }
+        }
     }
 }
