@@ -116,7 +116,9 @@ trap 'exit 143' TERM
 # A compute engine for the new machine (`spawn --with-engine`, or spawned by a node that has
 # one): the engine's socket and CLI, bind-mounted from the engine's host.
 set --
-if [ "${RAPTIFORMICA_WITH_ENGINE:-0}" = 1 ] || [ -n "$(own_container)" ]; then
+# Set when this runs in a container of ours (a node with an engine); asked of docker once.
+self=$(own_container)
+if [ "${RAPTIFORMICA_WITH_ENGINE:-0}" = 1 ] || [ -n "$self" ]; then
     paths=$(engine_paths)
     sock=${paths%% *}
     cli=${paths#* }
@@ -129,7 +131,7 @@ fi
 # host's, so a node that spawns does not share its own.
 shared_at=/usr/lib/raptiformica/host-artifacts
 shared=${RAPTIFORMICA_SHARED_ARTIFACTS:-}
-if [ -n "$shared" ] && { [ ! -f "$shared/SHA256SUMS" ] || [ -n "$(own_container)" ]; }; then
+if [ -n "$shared" ] && { [ ! -f "$shared/SHA256SUMS" ] || [ -n "$self" ]; }; then
     shared=""
 fi
 if [ -n "$shared" ]; then

@@ -17,11 +17,9 @@ use crate::config::shared::mesh_dir;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{ConsulApi, LOCAL_HTTP};
 use crate::mesh::yggdrasil::Yggdrasil;
-use crate::remote::on_node::REMOTE_BIN;
+use crate::remote::on_node::{LINKED, REMOTE_BIN};
 use crate::sys::paths::INSTALL_PREFIX;
 
-/// The links slaving makes in [`REMOTE_BIN`].
-const LINKS: [&str; 4] = ["raptiformica", "consul", "yggdrasil", "yggdrasilctl"];
 /// How long consul may take to leave before it is stopped anyway.
 const LEAVE_WAIT: Duration = Duration::from_secs(20);
 
@@ -85,7 +83,7 @@ pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
 /// Removes the links in `bin` that slaving made, those that lead into `cache`.
 fn remove_links(bin: &Path, cache: &Path) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
-    for name in LINKS {
+    for name in LINKED {
         let link = bin.join(name);
         let Ok(target) = std::fs::read_link(&link) else {
             continue;
@@ -98,7 +96,8 @@ fn remove_links(bin: &Path, cache: &Path) -> anyhow::Result<Vec<String>> {
     Ok(removed)
 }
 
-fn remove_dir(dir: &Path) -> anyhow::Result<bool> {
+/// Removes `dir` and everything in it; false when it did not exist.
+pub fn remove_dir(dir: &Path) -> anyhow::Result<bool> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

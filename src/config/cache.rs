@@ -47,13 +47,18 @@ pub struct Memo {
     reads: u64,
 }
 
-/// What tells one version of the cache file from another: inode, modification time, length.
-type Stamp = (u64, Option<std::time::SystemTime>, u64);
+/// What tells one version of a file from another: inode, modification time, length (every
+/// write of the cache makes a new file, a new inode).
+pub type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+/// The [`Stamp`] of a file's metadata.
+pub fn stamp_of(m: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    (m.ino(), m.modified().ok(), m.len())
+}
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt as _;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino(), m.modified().ok(), m.len()))
+    std::fs::metadata(path).ok().map(|m| stamp_of(&m))
 }
 
 impl Memo {

@@ -78,11 +78,10 @@ fn walk(root: &Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>>
 /// reader that would otherwise parse every module again to learn that nothing changed.
 pub fn stamp(root: &Path, h: &mut impl std::hash::Hasher) {
     use std::hash::Hash as _;
-    use std::os::unix::fs::MetadataExt as _;
     for entry in walk(root).flatten() {
         let Ok(m) = entry.metadata() else { continue };
         if m.is_file() {
-            (entry.path(), m.ino(), m.modified().ok(), m.len()).hash(h);
+            (entry.path(), super::cache::stamp_of(&m)).hash(h);
         }
     }
 }

@@ -39,14 +39,15 @@ pub const MIN_HUBS: usize = 2;
 /// identity or an address are left out), skipping the ids in `down`: the hubs while at least
 /// [`MIN_HUBS`] are up, else its ring peers and the hubs up (every node, if `me` is a hub).
 pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet<String>) -> Vec<&'a Neighbour> {
-    let me_hub = ring.iter().any(|n| n.id == me && hub(n));
-    if !uses_ring(me, ring, down) {
-        let mut hubs: Vec<&Neighbour> = linkable(me, ring, down).into_iter().filter(|n| hub(n)).collect();
+    let me_hub = is_hub(me, ring);
+    let linkable = linkable(me, ring, down);
+    if !ring_in_use(me_hub, &linkable) {
+        let mut hubs: Vec<&Neighbour> = linkable.into_iter().filter(|n| hub(n)).collect();
         hubs.sort_by(|a, b| a.id.cmp(&b.id));
         return hubs;
     }
     let mut chosen = ring_peers(me, ring, links, down);
-    for n in linkable(me, ring, down) {
+    for n in linkable {
         if (me_hub || hub(n)) && !chosen.iter().any(|c| c.id == n.id) {
             chosen.push(n);
         }
@@ -58,8 +59,15 @@ pub fn choose<'a>(me: &str, ring: &'a [Neighbour], links: usize, down: &BTreeSet
 /// Whether `me` links with its ring peers, given the ids in `down`: a hub always does (it
 /// links with every node), another node when fewer than [`MIN_HUBS`] hubs are up.
 pub fn uses_ring(me: &str, ring: &[Neighbour], down: &BTreeSet<String>) -> bool {
-    let me_hub = ring.iter().any(|n| n.id == me && hub(n));
-    me_hub || linkable(me, ring, down).into_iter().filter(|n| hub(n)).count() < MIN_HUBS
+    ring_in_use(is_hub(me, ring), &linkable(me, ring, down))
+}
+
+fn ring_in_use(me_hub: bool, linkable: &[&Neighbour]) -> bool {
+    me_hub || linkable.iter().filter(|n| hub(n)).count() < MIN_HUBS
+}
+
+fn is_hub(me: &str, ring: &[Neighbour]) -> bool {
+    ring.iter().any(|n| n.id == me && hub(n))
 }
 
 fn hub(n: &Neighbour) -> bool {

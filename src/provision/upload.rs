@@ -186,7 +186,7 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
                 chmod 700 {REMOTE_CACHE}
                 if [ -f {REMOTE_CACHE}/consul_token ]; then chmod 600 {REMOTE_CACHE}/consul_token; fi
                 mkdir -p {REMOTE_BIN}
-                for b in raptiformica consul yggdrasil yggdrasilctl; do
+                for b in {linked}; do
                   a={REMOTE_CACHE}/artifacts/$b
                   if [ -f $a ]; then [ -x $a ] || chmod 755 $a; ln -sfn $a {REMOTE_BIN}/$b; fi
                 done
@@ -196,7 +196,8 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
                 fi
                 {record}
                 {REMOTE_BIN}/raptiformica --version"#,
-                record = crate::remote::files::record_script()
+                record = crate::remote::files::record_script(),
+                linked = crate::remote::on_node::LINKED.join(" ")
             ),
         )
         .await?;

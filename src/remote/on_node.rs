@@ -7,6 +7,9 @@ use crate::sys::paths::INSTALL_PREFIX;
 pub const REMOTE_CACHE: &str = "/root/.raptiformica.d";
 /// Where binaries are linked on the target's PATH.
 pub const REMOTE_BIN: &str = "/usr/local/bin";
+/// The binaries slaving links into [`REMOTE_BIN`] from the node's artifacts (and `clean` on a
+/// node removes).
+pub const LINKED: [&str; 4] = ["raptiformica", "consul", "yggdrasil", "yggdrasilctl"];
 
 /// A shell script that runs `command` on a node with the node's paths and PATH.
 pub fn on_node(command: &str) -> String {

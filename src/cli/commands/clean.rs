@@ -4,16 +4,17 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
+use crate::agent::wipe;
 use crate::cli::args::CleanArgs;
 use crate::config::MutableCache;
 use crate::config::context::Context;
 
 pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
-    if crate::agent::wipe::is_node(ctx) {
+    if wipe::is_node(ctx) {
         // On a node: back to a machine that was never slaved (the original's `clean`).
-        for line in crate::cli::runtime::runtime()?.block_on(crate::agent::wipe::wipe(ctx))? {
+        for line in crate::cli::runtime::runtime()?.block_on(wipe::wipe(ctx))? {
             eprintln!("{line}");
         }
         eprintln!("this machine is no node any more; `raptiformica slave` from a workstation makes it one again");
@@ -80,14 +81,12 @@ pub(super) fn refuse_own_binary(artifacts: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes `dir` and everything in it; false when it did not exist.
+/// Removes `dir` and everything in it (see [`wipe::remove_dir`]), saying so when there was
+/// nothing to remove; false then.
 fn remove_dir(dir: &Path) -> anyhow::Result<bool> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("nothing to remove: `{}` does not exist", dir.display());
-            Ok(false)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot remove `{}`", dir.display())),
+    let removed = wipe::remove_dir(dir)?;
+    if !removed {
+        eprintln!("nothing to remove: `{}` does not exist", dir.display());
     }
+    Ok(removed)
 }

@@ -13,7 +13,7 @@ use crate::sys::progress::Progress;
 pub fn run(ctx: &Context, args: PackageArgs) -> anyhow::Result<()> {
     let config = ctx.config()?;
     if args.check_available {
-        return super::spawn::check_available(ctx, &config, Some("package"));
+        return super::available::check(ctx, &config, Some("package"));
     }
     let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
     let progress = Progress::new(ctx.json);

@@ -4,32 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde::Serialize;
 
-use super::{print_json, print_table};
+use super::print_json;
 use crate::cli::args::SpawnArgs;
 use crate::compute;
 use crate::compute::spawner;
-use crate::config::Config;
 use crate::config::context::Context;
 use crate::provision::slave::{self, SlaveOptions};
 use crate::remote::ssh::Identity;
 use crate::sys::progress::Progress;
 
-#[derive(Serialize)]
-struct Availability {
-    compute_type: String,
-    server_type: String,
-    available: bool,
-    /// What the `available` check printed: how the type runs here, or what is missing.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    detail: String,
-}
-
 pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
     let config = spawner::spawning_config(ctx)?;
     if args.check_available {
-        return check_available(ctx, &config, None);
+        return super::available::check(ctx, &config, None);
     }
     let ty = spawner::choose(ctx, &config, args.compute_type.as_deref(), args.server_type.as_deref())?;
     let progress = Progress::new(ctx.json);
@@ -84,50 +72,6 @@ pub fn run(ctx: &Context, args: SpawnArgs) -> anyhow::Result<()> {
                 eprintln!("error: {e:#}");
             }
             bail!("{n} of {} instances failed (each was cleaned up)", args.count)
-        }
-    }
-}
-
-/// Which compute types are available here (and have the command `needs`, when given); exit 1
-/// if none is.
-pub(super) fn check_available(ctx: &Context, config: &Config, needs: Option<&str>) -> anyhow::Result<()> {
-    let rows: Vec<Availability> = compute::compute_types(config)
-        .into_iter()
-        .map(|t| {
-            let (available, detail) = match needs {
-                Some(cmd) if !t.commands.contains_key(cmd) => (false, format!("it has no `{cmd}` command")),
-                _ => t.availability(ctx),
-            };
-            Availability {
-                available,
-                detail,
-                compute_type: t.compute,
-                server_type: t.server,
-            }
-        })
-        .collect();
-    if ctx.json {
-        print_json(&rows);
-    } else {
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.compute_type.clone(),
-                    r.server_type.clone(),
-                    if r.available { "yes" } else { "no" }.into(),
-                    r.detail.clone(),
-                ]
-            })
-            .collect();
-        print_table(&["COMPUTE TYPE", "SERVER TYPE", "AVAILABLE", "DETAIL"], &table);
-    }
-    if rows.iter().any(|r| r.available) {
-        Ok(())
-    } else {
-        match needs {
-            Some(cmd) => bail!("no compute type with a `{cmd}` command is available on this host"),
-            None => bail!("no compute type is available on this host"),
         }
     }
 }
