@@ -92,6 +92,16 @@ fn an_unreachable_host_fetches_nothing_and_writes_no_secret() {
     let (out, _) = run(&[("RAPTIFORMICA_ARTIFACTS_DIR", &fake)], &["--ssh-wait", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(secrets_written(&env), Vec::<String>::new());
+
+    // The original's --modules are installed only once a host answers.
+    let module = env.write(
+        "src/probe/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1", "server": {"probe": {"p": {"bootstrap": "true"}}}}"#,
+    );
+    let module = module.parent().unwrap().to_str().unwrap();
+    let (out, _) = run(&[], &["--ssh-wait", "2", "--modules", module]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!holds_anything(&env.modules()), "a module was installed for no host");
 }
 
 #[test]
@@ -124,9 +134,26 @@ fn deploy_through_a_jump_host_rerun_unchanged_and_a_plain_machine_joins() {
         ),
     );
     let inventory = inventory.to_str().unwrap();
+    // With a module to install first (the original's --modules): a provisioner of its own
+    // runs on every host after the built-in ones.
+    let module = env.write(
+        "src/marker/raptiformica.json",
+        r#"{"raptiformica_api_version": "0.1",
+            "server": {"headless": {"zz_marker": {"bootstrap": "touch /tmp/marker-module.ran"}}}}"#,
+    );
     let t = Instant::now();
-    env.ok(&["deploy", inventory]);
+    env.ok(&[
+        "deploy",
+        inventory,
+        "--modules",
+        module.parent().unwrap().to_str().unwrap(),
+    ]);
     eprintln!("deployed 3 hosts in {:?}", t.elapsed());
+    assert!(env.modules().join("marker").is_dir(), "the module was not installed");
+    for id in [&a, &j, &h] {
+        let out = docker(&["exec", id, "test", "-e", "/tmp/marker-module.ran"]);
+        assert!(out.status.success(), "the module's provisioner did not run on {id}");
+    }
     assert!(
         wait_until(Duration::from_secs(60), || alive_on(&a) == 3).is_some(),
         "not 3 alive members: {}",

@@ -147,7 +147,7 @@ pub struct InstallArgs {
     pub source: String,
 
     /// Remove the module and the keys it brought instead
-    #[arg(long)]
+    #[arg(short, long)]
     pub remove: bool,
 }
 

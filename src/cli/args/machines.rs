@@ -61,6 +61,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub ssh_wait: u64,
 
+    /// Modules to install first, as `modules install` takes them (a local folder, a git URL,
+    /// `user/repo`): the original's `--modules`. Installed once a host answers, before any is
+    /// slaved, so their server types may be named with --server-type
+    #[arg(long, value_name = "SOURCE", num_args = 1..)]
+    pub modules: Vec<String>,
+
     #[command(flatten)]
     pub steps: StepFlags,
 }

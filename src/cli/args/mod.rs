@@ -356,6 +356,47 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The original's command line, command by command and flag by flag (its argparse table),
+    /// parses here: scripts written for it keep working.
+    #[test]
+    fn every_command_and_flag_of_the_original_parses() {
+        let steps = "--no-provision --no-assimilate --no-after-assimilate --no-after-mesh";
+        for line in [
+            format!("spawn {steps} --server-type headless --compute-type docker"),
+            "spawn --check-available".into(),
+            format!("slave 192.0.2.1 -p 2222 {steps} --server-type headless"),
+            format!("deploy inv.json --server-type headless --concurrent 5 {steps} --modules a b"),
+            "join 192.0.2.1 --port 22 --server-type headless".into(),
+            "package --server-type headless --compute-type docker".into(),
+            "package --check-available".into(),
+            "prune".into(),
+            "destroy --purge-artifacts --purge-modules".into(),
+            "install vdloo/raptiformica-map".into(),
+            "install vdloo/raptiformica-map --remove".into(),
+            "install vdloo/raptiformica-map -r".into(),
+            "inject 192.0.2.1 -p 22".into(),
+            "members".into(),
+            "members --rejoin".into(),
+            "members -r".into(),
+            "ssh --info-only".into(),
+            "ssh --only-info".into(),
+            "clean".into(),
+            "advertise 192.0.2.1 --port 22".into(),
+            "mesh --no-after-mesh".into(),
+            "agent".into(),
+            "hook cluster_change".into(),
+            "-v --verbose --cache-dir .raptiformica.d members".into(),
+            "-c .raptiformica.d members".into(),
+        ] {
+            let args = std::iter::once("raptiformica").chain(line.split_whitespace());
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("`raptiformica {line}`: {e}");
+            }
+        }
+        let cli = Cli::try_parse_from(["raptiformica", "deploy", "i.json", "--modules", "a", "b"]).unwrap();
+        assert!(matches!(cli.command, Command::Deploy(d) if d.modules == ["a", "b"]));
+    }
+
     /// Every command a user can see, with its path (`["config", "get"]`).
     fn visible(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
         for sub in cmd

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::{print_json, print_table};
 use crate::cli::args::DeployArgs;
 use crate::config::context::Context;
@@ -17,11 +19,9 @@ use crate::sys::progress::Progress;
 pub fn run(ctx: &Context, args: DeployArgs) -> anyhow::Result<()> {
     // The whole file is checked before anything starts.
     let inventory = Inventory::load(&args.inventory)?;
-    let config = ctx.config()?;
-    if let Some(s) = &args.server_type
-        && !crate::modules::server_type::server_types(&config).contains_key(s)
-    {
-        anyhow::bail!("there is no server type `{s}` (see `raptiformica config get server`)");
+    // A server type from one of --modules is known only once they are installed.
+    if args.modules.is_empty() {
+        check_server_type(ctx, args.server_type.as_deref())?;
     }
     let progress = Progress::new(ctx.json);
     let patience = Duration::from_secs(args.ssh_wait);
@@ -35,6 +35,13 @@ pub fn run(ctx: &Context, args: DeployArgs) -> anyhow::Result<()> {
             &outcomes,
             Some("no host answered, so nothing was fetched and no secret written"),
         );
+    }
+    for source in &args.modules {
+        super::modules::install(ctx, source)
+            .with_context(|| format!("installing the module `{source}` (--modules)"))?;
+    }
+    if !args.modules.is_empty() {
+        check_server_type(ctx, args.server_type.as_deref())?;
     }
     slave::prepare(ctx, &progress)?;
     let identity = Identity::ensure(ctx)?;
@@ -99,4 +106,15 @@ fn conclude(outcomes: &[Outcome], note: Option<&str>) -> anyhow::Result<()> {
         failed.iter().map(|o| o.host.as_str()).collect::<Vec<_>>().join(", "),
         note.map(|n| format!("; {n}")).unwrap_or_default()
     )
+}
+
+/// Refuses a server type the config does not know.
+fn check_server_type(ctx: &Context, server_type: Option<&str>) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    if let Some(s) = server_type
+        && !crate::modules::server_type::server_types(&config).contains_key(s)
+    {
+        anyhow::bail!("there is no server type `{s}` (see `raptiformica config get server`)");
+    }
+    Ok(())
 }

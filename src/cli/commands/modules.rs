@@ -28,7 +28,7 @@ pub fn install_action(args: crate::cli::args::InstallArgs) -> ModulesAction {
     ModulesAction::Uninstall { name }
 }
 
-fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
+pub(super) fn install(ctx: &Context, source: &str) -> anyhow::Result<()> {
     let source = Source::resolve(source)?;
     let done = crate::cli::runtime::runtime()?.block_on(user_modules::install(ctx, &source))?;
     let i = &done.info;
