@@ -25,7 +25,6 @@ use super::supervise::{self, Supervised};
 use super::{follow, membership, own_entry};
 use crate::config::context::Context;
 use crate::config::{self, Mapping, MutableCache, shared};
-use crate::consensus::SharedStore;
 use crate::consensus::agent::ConsulAgent;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP, Serf};
 use crate::consensus::lock;
@@ -385,15 +384,7 @@ impl Tick {
             }
             self.rec.acting_on(Some(&name));
             mark_acting(&self.api, Some((&name, "evict", &self.me))).await;
-            let result = async {
-                let token = crate::consensus::acl::evict_token(&self.ctx.paths);
-                self.api.force_leave(&name, token.as_deref()).await?;
-                let key = format!("{}/{name}", neighbours::NEIGHBOURS);
-                self.api.delete_tree(&key).await?;
-                config::edit::forget_tree(&self.ctx.paths, &key)?;
-                anyhow::Ok(())
-            }
-            .await;
+            let result = crate::cluster::remove::forget(&self.api, &self.ctx.paths, &name, true).await;
             match result {
                 Ok(()) => {
                     self.failed_since.remove(&name);

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod members;
+pub mod remove;
 pub mod state;
 
 use crate::config::context::Context;

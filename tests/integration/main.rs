@@ -21,6 +21,7 @@ mod mesh;
 mod modules;
 mod original;
 mod package;
+mod remove;
 mod shared_config;
 mod snapshot;
 mod ssh_left;

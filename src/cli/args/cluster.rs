@@ -210,6 +210,16 @@ pub struct AgentArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The node: its id (or the first characters of it), or the host it was slaved at
+    /// (`host` or `host:port`)
+    pub node: String,
+    /// Remove it even though it answers (it keeps running, cut off from the cluster)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct MembersArgs {
     /// Make this node join every known neighbour again (after an overlay outage)
     #[arg(short, long)]

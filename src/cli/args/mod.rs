@@ -182,6 +182,20 @@ pub enum Command {
   raptiformica ssh NODE -- raptiformica clean   # a node back to fresh; then: raptiformica slave HOST")]
     Clean(CleanArgs),
 
+    /// Remove a machine that no longer answers from the cluster, from any workstation or node
+    ///
+    /// The member is forced out (the others see it `left`; a server leaves raft), its neighbour
+    /// entry leaves the shared config, so no node dials it or links with it any more, and an
+    /// instance this machine started for it is cleaned up (another machine's is left to its
+    /// holder: `prune` there). From a workstation it runs on a node that answers, over SSH.
+    /// Refused for a machine that answers unless --force, while the cluster has no leader, and
+    /// where a voting server's removal would leave fewer alive servers than a quorum with no
+    /// client to promote.
+    #[command(
+        after_help = "Examples:\n  raptiformica remove 192.0.2.10            # the machine slaved at that address\n  raptiformica remove 3f2a --force          # by id, though it still answers"
+    )]
+    Remove(RemoveArgs),
+
     /// Make this machine (not in the cluster yet) join it through a member
     ///
     /// Connects to the member HOST over SSH (your key or ssh-agent; its host key is pinned on

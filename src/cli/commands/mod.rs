@@ -16,6 +16,7 @@ pub mod members;
 pub mod mesh;
 pub mod modules;
 pub mod package;
+pub mod remove;
 pub mod slave;
 pub mod snapshot;
 pub mod spawn;
