@@ -58,8 +58,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // A mutable_config.json the original wrote is migrated once, before anything reads it (on
     // a node in a cluster the cache is consul's KV's copy: nothing of the original's is there).
-    if !matches!(cli.command, Command::Keeper | Command::Completions { .. })
-        && !config::shared::consul_configured(&ctx.paths)
+    if !matches!(
+        cli.command,
+        Command::Keeper | Command::Unpack { .. } | Command::Completions { .. }
+    ) && !config::shared::consul_configured(&ctx.paths)
     {
         match config::original::migrate_cache(&ctx.paths) {
             Ok(Some(notice)) => tracing::warn!("{notice}"),
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let wants_config = !matches!(
         cli.command,
         Command::Keeper
+            | Command::Unpack { .. }
             | Command::Completions { .. }
             | Command::Clean(_)
             | Command::Agent(_)
@@ -121,6 +124,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => commands::inject::run(&ctx, args),
         Command::Agent(args) => commands::agent::run(&ctx, args),
         Command::Keeper => agent::keeper::run(&ctx.paths),
+        Command::Unpack { root } => {
+            let n = crate::provision::bundle::unpack(std::io::stdin().lock(), &root)?;
+            eprintln!("unpacked {n} file(s)");
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "raptiformica", &mut std::io::stdout());
             Ok(())

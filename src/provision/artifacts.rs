@@ -16,6 +16,57 @@ pub const BINARIES: [&str; 3] = ["consul", "yggdrasil", "yggdrasilctl"];
 /// The checksum file, in `sha256sum` format.
 pub const SUMS: &str = "SHA256SUMS";
 
+/// The folder of the artifacts dir that holds their packed set (see [`packed_set`]).
+pub const PACKED: &str = "packed";
+/// The zstd level and window of the packed set: 77 MB of binaries in about 17 MB, packed once
+/// in about 25 s on two cores (gzip made 24 MB).
+const PACKED_LEVEL: i32 = 19;
+const PACKED_WINDOW_LOG: u32 = 27;
+
+/// The binaries of `dir` as one zstd-compressed tar, made once per set of sums and kept as
+/// `dir/packed/<digest>.tar.zst` (its name is the digest of `SHA256SUMS`); a node that received
+/// it keeps it and sends the same file on. None when `dir` has no sums.
+pub fn packed_set(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Ok(sums) = std::fs::read(dir.join(SUMS)) else {
+        return Ok(None);
+    };
+    let packed = dir.join(PACKED);
+    let path = packed.join(format!("{}.tar.zst", &crate::sys::digest::sha256_hex(&sums)[..16]));
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    std::fs::create_dir_all(&packed).with_context(|| format!("cannot create `{}`", packed.display()))?;
+    let lock = std::fs::File::create(packed.join(".lock"))?;
+    lock.lock()?;
+    if path.is_file() {
+        return Ok(Some(path)); // packed by another process meanwhile
+    }
+    let mut tmp = tempfile::Builder::new().prefix(".packing.").tempfile_in(&packed)?;
+    {
+        let mut zst = zstd::stream::Encoder::new(tmp.as_file_mut(), PACKED_LEVEL)?;
+        zst.long_distance_matching(true)?;
+        zst.window_log(PACKED_WINDOW_LOG)?;
+        zst.multithread(2)?;
+        let mut archive = tar::Builder::new(zst);
+        archive.follow_symlinks(true);
+        for b in BINARIES {
+            archive
+                .append_path_with_name(dir.join(b), b)
+                .with_context(|| format!("cannot pack `{}`", dir.join(b).display()))?;
+        }
+        archive.into_inner()?.finish()?;
+    }
+    tmp.persist(&path)
+        .with_context(|| format!("cannot keep `{}`", path.display()))?;
+    // Older sets (of binaries since replaced) go.
+    for e in std::fs::read_dir(&packed)?.flatten() {
+        if e.path() != path && e.path().extension().is_some_and(|x| x == "zst") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(Some(path))
+}
+
 /// The artifacts dir of this host.
 pub fn dir(ctx: &Context) -> PathBuf {
     ctx.paths.artifacts_dir.clone()

@@ -6,7 +6,7 @@ pub mod advertise;
 pub mod artifacts;
 pub mod assimilate;
 pub mod bootstrap;
-mod bundle;
+pub mod bundle;
 pub mod join;
 pub mod slave;
 pub mod upload;

@@ -144,20 +144,62 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
     if !fixed.is_empty() {
         let dir = ctx.paths.cache_dir.join("var").join("uploads");
         let name = provisioned_digest(fixed.iter().map(|u| (u.sum.as_str(), u.remote.as_str())));
-        let file = crate::sys::process::blocking(|| {
-            let entries: Vec<bundle::Entry> = fixed
-                .iter()
-                .map(|u| bundle::Entry {
-                    local: &u.local,
-                    remote: &u.remote,
+        // This binary first, in what the target's own `tar` unpacks; it unpacks the rest.
+        let me = format!("{REMOTE_CACHE}/artifacts/raptiformica");
+        let (boot, rest): (Vec<&&Upload>, Vec<&&Upload>) = fixed.iter().partition(|u| u.remote == me);
+        let art = artifacts::dir(ctx);
+        let (packs, rest) = crate::sys::process::blocking(|| -> anyhow::Result<_> {
+            let boot = (!boot.is_empty())
+                .then(|| {
+                    let entries = entries(&boot);
+                    bundle::packed(&dir, &format!("{name}.boot"), &entries, bundle::Codec::Gzip)
                 })
-                .collect();
-            bundle::packed(&dir, &name, &entries)
+                .transpose()?;
+            // The artifacts go as their packed set, when there is one.
+            let is_artifact = |u: &Upload| {
+                artifacts::BINARIES
+                    .iter()
+                    .any(|b| u.remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
+            };
+            let set = if rest.iter().any(|u| is_artifact(u)) {
+                artifacts::packed_set(&art)?
+            } else {
+                None
+            };
+            let set_remote = set
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| bundle::packed_set_remote(&n.to_string_lossy()));
+            let mut list = entries(&rest);
+            if let (Some(set), Some(set_remote)) = (&set, &set_remote) {
+                list.retain(|e| {
+                    !artifacts::BINARIES
+                        .iter()
+                        .any(|b| e.remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
+                });
+                list.push(bundle::Entry {
+                    local: set,
+                    remote: set_remote,
+                });
+            }
+            let rest = (!list.is_empty())
+                .then(|| bundle::packed(&dir, &name, &list, bundle::Codec::Zstd))
+                .transpose()?;
+            Ok((boot, rest))
         })?;
-        sent += file.metadata().map(|m| m.len()).unwrap_or(0);
-        let out = remote.sh("tar -x -z -f - -C / --no-same-owner", Some(file)).await?;
-        if !out.success() {
-            bail!("unpacking on the target failed: {}", out.stderr.trim());
+        if let Some(file) = packs {
+            sent += file.metadata().map(|m| m.len()).unwrap_or(0);
+            let out = remote.sh("tar -x -z -f - -C / --no-same-owner", Some(file)).await?;
+            if !out.success() {
+                bail!("unpacking this binary on the target failed: {}", out.stderr.trim());
+            }
+        }
+        if let Some(file) = rest {
+            sent += file.metadata().map(|m| m.len()).unwrap_or(0);
+            let out = remote.sh(&format!("{me} unpack"), Some(file)).await?;
+            if !out.success() {
+                bail!("unpacking on the target failed: {}", out.stderr.trim());
+            }
         }
     }
     if !varying.is_empty() {
@@ -233,6 +275,17 @@ fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> St
 
 /// Whether the file at `remote` differs from one upload to the next (the config snapshot,
 /// the ACL token) rather than with what the machine runs.
+/// The bundle entries of `uploads`.
+fn entries<'a>(uploads: &[&&'a Upload]) -> Vec<bundle::Entry<'a>> {
+    uploads
+        .iter()
+        .map(|u| bundle::Entry {
+            local: &u.local,
+            remote: &u.remote,
+        })
+        .collect()
+}
+
 fn varies(remote: &str) -> bool {
     remote.ends_with(".incoming") || remote.ends_with(crate::consensus::acl::TOKEN_FILE)
 }

@@ -350,6 +350,15 @@ pub enum Command {
     #[command(hide = true)]
     Keeper,
 
+    /// Unpack a bundle slaving sends (a zstd-compressed tar on stdin) on a node (run by the
+    /// slaver; not for direct use)
+    #[command(hide = true)]
+    Unpack {
+        /// Where `/` of the bundle's paths is
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+
     /// Print shell completions, e.g. `raptiformica completions bash > /etc/bash_completion.d/raptiformica`
     #[command(
         after_help = "Examples:\n  raptiformica completions bash > /etc/bash_completion.d/raptiformica\n  raptiformica completions zsh > ~/.zfunc/_raptiformica"
