@@ -18,15 +18,19 @@ pub const SUMS: &str = "SHA256SUMS";
 
 /// The folder of the artifacts dir that holds their packed set (see [`packed_set`]).
 pub const PACKED: &str = "packed";
-/// The zstd level and window of the packed set: 77 MB of binaries in about 17 MB, packed once
-/// in about 25 s on two cores (gzip made 24 MB).
+/// The zstd level and window of the packed set a workstation makes: 77 MB of binaries in about
+/// 17 MB, packed once in about 30 s on two cores (gzip made 24 MB).
 const PACKED_LEVEL: i32 = 19;
 const PACKED_WINDOW_LOG: u32 = 27;
+/// The level of a set a node makes (one spawning machines with its engine, which shares no
+/// artifacts with it): 22 MB in about a second, not half a minute of a node's CPU.
+const PACKED_LEVEL_FAST: i32 = 3;
 
 /// The binaries of `dir` as one zstd-compressed tar, made once per set of sums and kept as
 /// `dir/packed/<digest>.tar.zst` (its name is the digest of `SHA256SUMS`); a node that received
-/// it keeps it and sends the same file on. None when `dir` has no sums.
-pub fn packed_set(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+/// it keeps it and sends the same file on. `best`: at the level that sends the fewest bytes (a
+/// workstation's uploads), else at a fast one (a node's). None when `dir` has no sums.
+pub fn packed_set(dir: &Path, best: bool) -> anyhow::Result<Option<PathBuf>> {
     let Ok(sums) = std::fs::read(dir.join(SUMS)) else {
         return Ok(None);
     };
@@ -43,9 +47,12 @@ pub fn packed_set(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     }
     let mut tmp = tempfile::Builder::new().prefix(".packing.").tempfile_in(&packed)?;
     {
-        let mut zst = zstd::stream::Encoder::new(tmp.as_file_mut(), PACKED_LEVEL)?;
-        zst.long_distance_matching(true)?;
-        zst.window_log(PACKED_WINDOW_LOG)?;
+        let mut zst =
+            zstd::stream::Encoder::new(tmp.as_file_mut(), if best { PACKED_LEVEL } else { PACKED_LEVEL_FAST })?;
+        if best {
+            zst.long_distance_matching(true)?;
+            zst.window_log(PACKED_WINDOW_LOG)?;
+        }
         zst.multithread(2)?;
         let mut archive = tar::Builder::new(zst);
         archive.follow_symlinks(true);

@@ -286,9 +286,9 @@ mod tests {
             std::fs::set_permissions(art.join(b), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         crate::provision::artifacts::write_sums(&art).unwrap();
-        let set = crate::provision::artifacts::packed_set(&art).unwrap().unwrap();
+        let set = crate::provision::artifacts::packed_set(&art, true).unwrap().unwrap();
         assert_eq!(
-            crate::provision::artifacts::packed_set(&art).unwrap().unwrap(),
+            crate::provision::artifacts::packed_set(&art, false).unwrap().unwrap(),
             set,
             "packed once"
         );

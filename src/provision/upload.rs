@@ -162,7 +162,8 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
                     .any(|b| u.remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
             };
             let set = if rest.iter().any(|u| is_artifact(u)) {
-                artifacts::packed_set(&art)?
+                // On a node, fast: it spawns next to itself, and its CPU serves the cluster.
+                artifacts::packed_set(&art, !crate::config::shared::consul_configured(&ctx.paths))?
             } else {
                 None
             };
