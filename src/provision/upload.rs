@@ -136,8 +136,8 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
         .filter_map(|u| std::fs::metadata(&u.local).ok())
         .map(|m| m.len())
         .sum();
-    // What every new machine lacks alike (this binary, the artifacts, the modules) goes in one
-    // compressed archive, packed once for all of them (see `bundle`); this machine's config
+    // What every new machine lacks alike (this binary, the artifacts, the modules) goes in two
+    // compressed archives, packed once for all of them (see `bundle`); this machine's config
     // snapshot and the token (small, and different each time) go as they are.
     let (varying, fixed): (Vec<&Upload>, Vec<&Upload>) = needed.iter().partition(|u| varies(&u.remote));
     let mut sent = 0u64;
@@ -146,49 +146,8 @@ pub(super) async fn upload(ctx: &Context, remote: &Remote) -> anyhow::Result<(St
         let name = provisioned_digest(fixed.iter().map(|u| (u.sum.as_str(), u.remote.as_str())));
         // This binary first, in what the target's own `tar` unpacks; it unpacks the rest.
         let me = format!("{REMOTE_CACHE}/artifacts/raptiformica");
-        let (boot, rest): (Vec<&&Upload>, Vec<&&Upload>) = fixed.iter().partition(|u| u.remote == me);
-        let art = artifacts::dir(ctx);
-        let (packs, rest) = crate::sys::process::blocking(|| -> anyhow::Result<_> {
-            let boot = (!boot.is_empty())
-                .then(|| {
-                    let entries = entries(&boot);
-                    bundle::packed(&dir, &format!("{name}.boot"), &entries, bundle::Codec::Gzip)
-                })
-                .transpose()?;
-            // The artifacts go as their packed set, when there is one.
-            let is_artifact = |u: &Upload| {
-                artifacts::BINARIES
-                    .iter()
-                    .any(|b| u.remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
-            };
-            let set = if rest.iter().any(|u| is_artifact(u)) {
-                // On a node, fast: it spawns next to itself, and its CPU serves the cluster.
-                artifacts::packed_set(&art, !crate::config::shared::consul_configured(&ctx.paths))?
-            } else {
-                None
-            };
-            let set_remote = set
-                .as_ref()
-                .and_then(|p| p.file_name())
-                .map(|n| bundle::packed_set_remote(&n.to_string_lossy()));
-            let mut list = entries(&rest);
-            if let (Some(set), Some(set_remote)) = (&set, &set_remote) {
-                list.retain(|e| {
-                    !artifacts::BINARIES
-                        .iter()
-                        .any(|b| e.remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
-                });
-                list.push(bundle::Entry {
-                    local: set,
-                    remote: set_remote,
-                });
-            }
-            let rest = (!list.is_empty())
-                .then(|| bundle::packed(&dir, &name, &list, bundle::Codec::Zstd))
-                .transpose()?;
-            Ok((boot, rest))
-        })?;
-        if let Some(file) = packs {
+        let (boot, rest) = crate::sys::process::blocking(|| pack(ctx, &dir, &name, &fixed, &me))?;
+        if let Some(file) = boot {
             sent += file.metadata().map(|m| m.len()).unwrap_or(0);
             let out = remote.sh("tar -x -z -f - -C / --no-same-owner", Some(file)).await?;
             if !out.success() {
@@ -274,10 +233,52 @@ fn provisioned_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> St
     sha256_hex(lines.concat().as_bytes())
 }
 
-/// Whether the file at `remote` differs from one upload to the next (the config snapshot,
-/// the ACL token) rather than with what the machine runs.
+/// The bundles of `fixed` in `dir` (see [`bundle`]), named after `name`: this binary (`me` on
+/// the target) alone as gzip, then the rest as zstd, the artifacts as their packed set.
+fn pack(
+    ctx: &Context,
+    dir: &Path,
+    name: &str,
+    fixed: &[&Upload],
+    me: &str,
+) -> anyhow::Result<(Option<std::fs::File>, Option<std::fs::File>)> {
+    let (boot, rest): (Vec<&Upload>, Vec<&Upload>) = fixed.iter().partition(|u| u.remote == me);
+    let boot = (!boot.is_empty())
+        .then(|| bundle::packed(dir, &format!("{name}.boot"), &entries(&boot), bundle::Codec::Gzip))
+        .transpose()?;
+    let is_artifact = |remote: &str| {
+        artifacts::BINARIES
+            .iter()
+            .any(|b| remote == format!("{REMOTE_CACHE}/artifacts/{b}"))
+    };
+    // On a node, fast: it spawns next to itself, and its CPU serves the cluster.
+    let set = match rest.iter().any(|u| is_artifact(&u.remote)) {
+        true => artifacts::packed_set(
+            &artifacts::dir(ctx),
+            !crate::config::shared::consul_configured(&ctx.paths),
+        )?,
+        false => None,
+    };
+    let set_remote = set
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| bundle::packed_set_remote(&n.to_string_lossy()));
+    let mut list = entries(&rest);
+    if let (Some(set), Some(set_remote)) = (&set, &set_remote) {
+        list.retain(|e| !is_artifact(e.remote));
+        list.push(bundle::Entry {
+            local: set,
+            remote: set_remote,
+        });
+    }
+    let rest = (!list.is_empty())
+        .then(|| bundle::packed(dir, name, &list, bundle::Codec::Zstd))
+        .transpose()?;
+    Ok((boot, rest))
+}
+
 /// The bundle entries of `uploads`.
-fn entries<'a>(uploads: &[&&'a Upload]) -> Vec<bundle::Entry<'a>> {
+fn entries<'a>(uploads: &[&'a Upload]) -> Vec<bundle::Entry<'a>> {
     uploads
         .iter()
         .map(|u| bundle::Entry {
@@ -287,6 +288,8 @@ fn entries<'a>(uploads: &[&&'a Upload]) -> Vec<bundle::Entry<'a>> {
         .collect()
 }
 
+/// Whether the file at `remote` differs from one upload to the next (the config snapshot,
+/// the ACL token) rather than with what the machine runs.
 fn varies(remote: &str) -> bool {
     remote.ends_with(".incoming") || remote.ends_with(crate::consensus::acl::TOKEN_FILE)
 }
