@@ -86,6 +86,15 @@ pub fn check_label(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A login name (`ssh_user`): 1 to 32 letters, digits, `_`, `-`, `.`, not starting with `-`.
+pub fn check_user(text: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.is_empty() || text.len() > 32 || text.starts_with('-') || !text.chars().all(plain) {
+        return Err(format!("`{}` is not a user name", text.escape_debug()));
+    }
+    Ok(())
+}
+
 /// A value's check: why it is refused, if it is.
 type Check = fn(&Value) -> Result<(), String>;
 
@@ -98,6 +107,7 @@ fn check_for(key: &str) -> Option<Check> {
             "host" => Some(|v| check_host(&text_of(v))),
             "ssh_port" | "yggdrasil_port" => Some(|v| parse_port(v).map(drop)),
             "ssh_via" => Some(|v| check_via(&text_of(v))),
+            "ssh_user" => Some(|v| check_user(&text_of(v))),
             "compute_type" | "instance" | "held_by" => Some(|v| check_label(&text_of(v))),
             _ => None,
         };

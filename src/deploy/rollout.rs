@@ -104,6 +104,7 @@ pub async fn rollout(
                     host_key: None,
                     skip_if_healthy: true,
                     machine: None,
+                    login: crate::remote::ssh::Login::recorded(e.user.as_deref()),
                 };
                 let t = Instant::now();
                 let result = match slave::slave(ctx, config, identity, progress, &e.dst, e.port, &opts).await {

@@ -41,6 +41,9 @@ pub struct Neighbour {
     pub id: String,
     pub host: Option<String>,
     pub ssh_port: u16,
+    /// Who logs in there (`ssh_user`; None: root): a user other than root runs what needs
+    /// root through sudo.
+    pub ssh_user: Option<String>,
     pub ssh_host_key: Option<String>,
     pub overlay_public_key: Option<String>,
     pub overlay_address: Option<Ipv6Addr>,
@@ -115,6 +118,7 @@ impl Neighbour {
             id: id.to_string(),
             host: None,
             ssh_port: 22,
+            ssh_user: None,
             ssh_host_key: None,
             overlay_public_key: None,
             overlay_address: None,
@@ -169,7 +173,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        if matches!(field, "host" | "ssh_port" | "ssh_via")
+        if matches!(field, "host" | "ssh_port" | "ssh_via" | "ssh_user")
             && let Err(why) = known::check(k, v)
         {
             known::warn_once(format!("neighbour {id} is ignored: {why}"));
@@ -192,6 +196,7 @@ pub fn all(mapping: &Mapping) -> Vec<Neighbour> {
             "host" => n.host = Some(text),
             "ssh_port" => n.ssh_port = text.parse().unwrap_or(22),
             "ssh_host_key" => n.ssh_host_key = Some(text),
+            "ssh_user" => n.ssh_user = Some(text),
             "yggdrasil_public_key" => n.overlay_public_key = Some(text),
             "yggdrasil_address" => n.overlay_address = text.parse().ok(),
             "yggdrasil_port" => n.overlay_port = text.parse().ok(),

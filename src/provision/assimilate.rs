@@ -125,6 +125,12 @@ pub(super) async fn assimilate(
             // Which server type it is: events can be meant for one (`event fire --server-type`).
             mapping.insert(neighbours::key(&id, "server_type"), Value::from(server));
         }
+        let user = neighbours::key(&id, "ssh_user");
+        if remote.login.is_root() {
+            mapping.remove(&user);
+        } else {
+            mapping.insert(user, Value::from(remote.login.user.clone()));
+        }
         let via = neighbours::key(&id, "ssh_via");
         if remote.via.is_empty() {
             mapping.remove(&via);
@@ -248,7 +254,15 @@ async fn remesh_one(
         return Ok(mesh_summary(&out.stdout));
     }
     let host = n.host.clone().expect("filtered");
-    let other = Remote::connect_known(identity, &host, n.ssh_port, n.ssh_host_key.as_deref(), &n.ssh_via).await?;
+    let other = Remote::connect_known(
+        identity,
+        &crate::remote::ssh::Login::recorded(n.ssh_user.as_deref()),
+        &host,
+        n.ssh_port,
+        n.ssh_host_key.as_deref(),
+        &n.ssh_via,
+    )
+    .await?;
     let result = mesh_on(&other, bytes, after_mesh).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))

@@ -46,6 +46,9 @@ pub struct SlaveOptions {
     pub after_assimilate: bool,
     /// Fire the `after_mesh` hooks on the nodes meshed (`--no-after-mesh` says no).
     pub after_mesh: bool,
+    /// Who to log in as (`slave user@host --sudo`): recorded in its neighbour entry
+    /// (`ssh_user`), so that every later contact logs in the same way.
+    pub login: crate::remote::ssh::Login,
 }
 
 impl SlaveOptions {
@@ -63,6 +66,7 @@ impl SlaveOptions {
             machine: None,
             after_assimilate: true,
             after_mesh: true,
+            login: Default::default(),
         }
     }
 }
@@ -111,7 +115,7 @@ pub async fn slave(
     if let Some(key) = &opts.host_key {
         identity.pin(host, port, key)?;
     }
-    let remote = Remote::connect_patiently(identity, host, port, &opts.via, opts.patience)
+    let remote = Remote::connect_patiently(identity, &opts.login, host, port, &opts.via, opts.patience)
         .await
         .with_context(|| format!("slaving {who} failed at step `connect`"))?;
     step.done("host key pinned");

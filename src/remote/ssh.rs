@@ -1,8 +1,8 @@
 //! SSH to machines: the identity, pinned host keys, and a multiplexed session per host.
 //!
 //! Every contact goes through the `openssh` crate (one ControlMaster per host) with our own
-//! ssh config file, `<cache-dir>/ssh_config`: root login, our key, no agent forwarding, no
-//! passwords, and host keys pinned in `<cache-dir>/known_hosts` (`accept-new`: the first
+//! ssh config file, `<cache-dir>/ssh_config`: root login (or a user who runs what needs root
+//! through `sudo -n`, see [`Login`]), our key, no agent forwarding, no passwords, and host keys pinned in `<cache-dir>/known_hosts` (`accept-new`: the first
 //! contact records the key, every later contact must match it, and a changed key is a hard
 //! error). Host keys are never ignored.
 
@@ -18,6 +18,64 @@ use crate::sys::process::Shell;
 
 /// How long to wait for the TCP connection and the SSH handshake of one attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a contact logs in as: root, or a user who runs what needs root through `sudo`
+/// (NOPASSWD: a password is never asked or passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub sudo: bool,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        Login {
+            user: "root".into(),
+            sudo: false,
+        }
+    }
+}
+
+impl Login {
+    /// `user@host` as (the login, the host); a bare host is root's. `sudo`: the user runs what
+    /// needs root through sudo (root never does).
+    pub fn split(target: &str, sudo: bool) -> anyhow::Result<(Login, String)> {
+        let Some((user, host)) = target.rsplit_once('@') else {
+            return Ok((Login::default(), target.to_string()));
+        };
+        if user.is_empty()
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || user.starts_with('-')
+        {
+            bail!("`{user}` in `{target}` is no user name (letters, digits, `_`, `-`, `.`)");
+        }
+        Ok((
+            Login {
+                user: user.to_string(),
+                sudo: sudo && user != "root",
+            },
+            host.to_string(),
+        ))
+    }
+
+    /// The login a neighbour entry records (`ssh_user`; root when it records none): a user
+    /// other than root goes through sudo.
+    pub fn recorded(user: Option<&str>) -> Login {
+        match user {
+            Some(u) if u != "root" => Login {
+                user: u.to_string(),
+                sudo: true,
+            },
+            _ => Login::default(),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.user == "root"
+    }
+}
 
 /// This host's SSH identity and pins, all in the cache dir.
 #[derive(Debug, Clone)]
@@ -166,6 +224,8 @@ impl Identity {
 pub struct Remote {
     pub host: String,
     pub port: u16,
+    /// Who it logged in as.
+    pub login: Login,
     /// The jump hosts it was reached through, outermost first (`host:port` each, see [`hop`]).
     pub via: Vec<String>,
     session: Session,
@@ -195,13 +255,42 @@ impl Remote {
     /// Connects to `root@host:port` through the jump hosts `via` (outermost first, each
     /// `host:port`): ssh's ProxyJump, with our ssh config, key and pins for every hop.
     pub async fn connect_via(identity: &Identity, host: &str, port: u16, via: &[String]) -> anyhow::Result<Self> {
+        Self::connect_as(identity, &Login::default(), host, port, via).await
+    }
+
+    /// [`Remote::connect_via`] as `login`: a sudo user is checked at once (`sudo -n true`), so
+    /// that one without sudo, or whose sudo wants a password, is told before anything runs.
+    pub async fn connect_as(
+        identity: &Identity,
+        login: &Login,
+        host: &str,
+        port: u16,
+        via: &[String],
+    ) -> anyhow::Result<Self> {
+        let remote = Self::open(identity, login, host, port, via).await?;
+        if login.sudo {
+            let out = remote.sh("true", None).await?;
+            if !out.success() {
+                let user = &login.user;
+                bail!(
+                    "{user}@{host}:{port} cannot run commands as root with sudo: {}\nhint: give {user} sudo \
+                     without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}), or slave \
+                     as root",
+                    out.stderr.trim()
+                );
+            }
+        }
+        Ok(remote)
+    }
+
+    async fn open(identity: &Identity, login: &Login, host: &str, port: u16, via: &[String]) -> anyhow::Result<Self> {
         let mut builder = SessionBuilder::default();
         builder
             .config_file(&identity.config)
             .known_hosts_check(KnownHosts::Add)
             .user_known_hosts_file(&identity.known_hosts)
             .keyfile(&identity.key)
-            .user("root".into())
+            .user(login.user.clone())
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
             .control_directory(super::masters::control_dir());
@@ -212,6 +301,7 @@ impl Remote {
             Ok(session) => Ok(Self {
                 host: host.into(),
                 port,
+                login: login.clone(),
                 via: via.to_vec(),
                 session,
             }),
@@ -253,6 +343,7 @@ impl Remote {
                 Ok(()) => Ok(Self {
                     host: host.into(),
                     port,
+                    login: Login::default(),
                     via: Vec::new(),
                     session,
                 }),
@@ -286,9 +377,11 @@ impl Remote {
     }
 
     /// Connects to a known node, checking the host key the cluster recorded for it (pinned
-    /// first), not trusting whatever key answers; through its recorded jump hosts, if any.
+    /// first), not trusting whatever key answers; through its recorded jump hosts, if any, and
+    /// as the login it records (`Login::recorded`).
     pub async fn connect_known(
         identity: &Identity,
+        login: &Login,
         host: &str,
         port: u16,
         host_key: Option<&str>,
@@ -297,12 +390,13 @@ impl Remote {
         if let Some(key) = host_key {
             identity.pin_recorded(host, port, key)?;
         }
-        Self::connect_via(identity, host, port, via).await
+        Self::open(identity, login, host, port, via).await
     }
 
     /// Connects, retrying for up to `patience` (a machine that is still booting).
     pub async fn connect_patiently(
         identity: &Identity,
+        login: &Login,
         host: &str,
         port: u16,
         via: &[String],
@@ -310,10 +404,14 @@ impl Remote {
     ) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            match Self::connect_via(identity, host, port, via).await {
+            match Self::connect_as(identity, login, host, port, via).await {
                 Ok(r) => return Ok(r),
-                // A wrong host key will not fix itself: fail at once.
-                Err(e) if tokio::time::Instant::now() >= deadline || format!("{e:#}").contains("host key") => {
+                // A wrong host key or a user without sudo will not fix itself: fail at once.
+                Err(e)
+                    if tokio::time::Instant::now() >= deadline
+                        || format!("{e:#}").contains("host key")
+                        || format!("{e:#}").contains("with sudo") =>
+                {
                     return Err(e);
                 }
                 Err(e) => {
@@ -343,7 +441,14 @@ impl Remote {
 
     /// Runs a shell script on the machine (with `sh -c`), stdin from `input` if given.
     pub async fn sh(&self, script: &str, input: Option<std::fs::File>) -> anyhow::Result<RemoteOutput> {
-        let mut cmd = self.session.command("sh");
+        // A sudo user runs it as root (-n: never a password prompt; -H: root's home).
+        let mut cmd = if self.login.sudo {
+            let mut c = self.session.command("sudo");
+            c.args(["-n", "-H", "sh"]);
+            c
+        } else {
+            self.session.command("sh")
+        };
         cmd.arg("-c").arg(script);
         if let Some(file) = input {
             cmd.stdin(openssh::Stdio::from(std::os::fd::OwnedFd::from(file)));
@@ -594,6 +699,24 @@ fn with_lock<T>(known_hosts: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> an
 #[allow(clippy::disallowed_methods)] // tests run ssh and sh directly
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_is_root_or_a_user_through_sudo() {
+        assert_eq!(
+            Login::split("192.0.2.1", true).unwrap(),
+            (Login::default(), "192.0.2.1".to_string())
+        );
+        let (ops, host) = Login::split("ops@192.0.2.1", true).unwrap();
+        assert_eq!((ops.user.as_str(), ops.sudo, host.as_str()), ("ops", true, "192.0.2.1"));
+        assert!(!Login::split("root@h", true).unwrap().0.sudo, "root needs no sudo");
+        assert!(!Login::split("ops@h", false).unwrap().0.sudo);
+        for bad in ["@h", "-oProxyCommand=x@h", "a b@h", "o;p@h"] {
+            assert!(Login::split(bad, true).is_err(), "{bad}");
+        }
+        assert_eq!(Login::recorded(None), Login::default());
+        assert_eq!(Login::recorded(Some("root")), Login::default());
+        assert!(Login::recorded(Some("ops")).sudo);
+    }
 
     fn identity(dir: &Path) -> Identity {
         Identity {

@@ -26,6 +26,7 @@ mod shared_config;
 mod snapshot;
 mod ssh_left;
 mod state;
+mod sudo;
 mod trust;
 mod ui;
 mod vagrant;

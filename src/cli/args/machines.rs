@@ -171,8 +171,13 @@ pub struct StepFlags {
 
 #[derive(Debug, Args)]
 pub struct SlaveArgs {
-    /// Address or name of the machine
+    /// Address or name of the machine (`user@host` with --sudo)
     pub host: String,
+
+    /// Log in as the user HOST names (`user@host`) and run what needs root through sudo
+    /// (without a password: `user ALL=(ALL) NOPASSWD:ALL`); root login may stay disabled there
+    #[arg(long)]
+    pub sudo: bool,
 
     /// Its SSH port
     #[arg(short, long, default_value_t = 22)]

@@ -13,7 +13,15 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.json);
     slave::prepare(ctx, &progress)?;
     let identity = Identity::ensure(ctx)?;
+    let (login, host) = crate::remote::ssh::Login::split(&args.host, args.sudo)?;
+    anyhow::ensure!(
+        login.is_root() || args.sudo,
+        "`{}` logs in as {}: add --sudo to run what needs root through sudo there (raptiformica runs as root on a node)",
+        args.host,
+        login.user
+    );
     let opts = SlaveOptions {
+        login,
         via: args.via.iter().map(|h| jump(h)).collect::<anyhow::Result<_>>()?,
         host_key: args.host_key,
         skip_if_healthy: false,
@@ -26,7 +34,7 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         machine: None,
     };
     crate::cli::runtime::runtime()?.block_on(slave::slave(
-        ctx, &config, &identity, &progress, &args.host, args.port, &opts,
+        ctx, &config, &identity, &progress, &host, args.port, &opts,
     ))?;
     Ok(())
 }

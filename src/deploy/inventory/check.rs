@@ -103,6 +103,7 @@ pub(super) fn check_entry(i: usize, item: &Value, problems: &mut Problems) -> (E
         dst: String::new(),
         port: DEFAULT_PORT,
         via: None,
+        user: None,
     };
     let Value::Object(fields) = item else {
         problems.entry(
@@ -179,11 +180,19 @@ pub(super) fn check_entry(i: usize, item: &Value, problems: &mut Problems) -> (E
             None
         }
     };
+    match fields.get("user") {
+        None => {}
+        Some(Value::String(u)) if crate::config::known::check_user(u).is_ok() => entry.user = Some(u.clone()),
+        Some(other) => problems.entry(
+            i,
+            format!("{name}: \"user\" must be a user name (letters, digits, _ - .) who may sudo there, found {other}"),
+        ),
+    }
     unknown_fields(i, &name, fields, problems);
     (entry, via)
 }
 
-/// One line per field that is not `dst`, `port` or `via`, with a guess at the intended one.
+/// One line per field that is not `dst`, `port`, `via` or `user`, with a guess at the intended one.
 pub(super) fn unknown_fields(i: usize, name: &str, fields: &Map<String, Value>, problems: &mut Problems) {
     for key in fields.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
         let guess = guess_field(key)
@@ -192,7 +201,7 @@ pub(super) fn unknown_fields(i: usize, name: &str, fields: &Map<String, Value>, 
         problems.entry(
             i,
             format!(
-                "{name}: unknown field \"{}\"; {guess}the fields are \"dst\", \"port\" and \"via\"",
+                "{name}: unknown field \"{}\"; {guess}the fields are \"dst\", \"port\", \"via\" and \"user\"",
                 key.escape_debug()
             ),
         );
@@ -253,6 +262,7 @@ pub(super) fn guess_field(key: &str) -> Option<&'static str> {
         "host" | "hostname" | "address" | "addr" | "ip" => Some("dst"),
         "ssh_port" | "sshport" => Some("port"),
         "jump" | "jumphost" | "jump_host" | "proxy" | "bastion" => Some("via"),
+        "username" | "login" | "ssh_user" => Some("user"),
         _ => None,
     })
 }

@@ -25,7 +25,7 @@ use resolve::*;
 pub const DEFAULT_PORT: u16 = 22;
 
 /// The fields an entry may have.
-const FIELDS: [&str; 3] = ["dst", "port", "via"];
+const FIELDS: [&str; 4] = ["dst", "port", "via", "user"];
 
 /// One host to slave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub struct Entry {
     pub port: u16,
     /// The index (into [`Inventory::entries`]) of the entry to jump through, if any.
     pub via: Option<usize>,
+    /// Who logs in there (`user`; None: root): a user other than root runs what needs root
+    /// through sudo, as `slave user@host --sudo`.
+    pub user: Option<String>,
 }
 
 impl fmt::Display for Entry {
@@ -317,7 +320,32 @@ mod tests {
             dst: dst.into(),
             port,
             via,
+            user: None,
         }
+    }
+
+    #[test]
+    fn a_user_logs_in_through_sudo_and_a_bad_one_is_named() {
+        let inv = Inventory::parse(
+            r#"[{"dst": "a", "user": "ops"}, {"dst": "b"}]"#,
+            Format::Json,
+            Path::new("i.json"),
+        )
+        .unwrap();
+        assert_eq!(inv.entries[0].user.as_deref(), Some("ops"));
+        assert_eq!(inv.entries[1].user, None);
+        let e = Inventory::parse(r#"[{"dst": "a", "user": "-o x"}]"#, Format::Json, Path::new("i.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry 1 (a): \"user\" must be a user name"), "{e}");
+        let e = Inventory::parse(
+            r#"[{"dst": "a", "username": "ops"}]"#,
+            Format::Json,
+            Path::new("i.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did you mean \"user\""), "{e}");
     }
 
     #[test]
@@ -421,7 +449,7 @@ mod tests {
         let p = problem(json(r#"[{"dst":"a"},{"dst":"b","vai":"a"}]"#));
         assert_eq!(
             p,
-            r#"entry 2 (b): unknown field "vai"; did you mean "via"? the fields are "dst", "port" and "via""#
+            r#"entry 2 (b): unknown field "vai"; did you mean "via"? the fields are "dst", "port", "via" and "user""#
         );
         assert!(problem(json(r#"[{"dst":"a","host":"b"}]"#)).contains(r#"did you mean "dst"?"#));
         let p = problem(json(r#"[{"dst":"a","colour":"red"}]"#));

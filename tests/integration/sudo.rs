@@ -1,0 +1,61 @@
+//! `slave user@host --sudo`: a machine that refuses root logins is slaved as a sudo user and
+//! becomes an alive member; its entry records the user, so later contacts log in the same way;
+//! a user without sudo is told so, naming the user and the host (on the real Docker engine;
+//! fails in CI without one, skips elsewhere).
+
+use std::time::Duration;
+
+use crate::cluster::{Plain, count, ip_on, sh, wait_until};
+use crate::docker::DockerTest;
+use crate::harness::text;
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs a Docker engine; none answered when the tests were built")]
+fn a_machine_without_root_login_is_slaved_as_a_sudo_user() {
+    let Some(env) = DockerTest::start() else {
+        return;
+    };
+    env.ok(&["spawn", "--compute-type", "docker", "--count", "2"]);
+    let mut plain = Plain::default();
+    let p = plain.run(&env, "raptiformica");
+    // sudo from Debian's mirror (the one the image was built from), a sudo user and one
+    // without sudo, both with our key; root may no longer log in.
+    let setup = sh(
+        &p,
+        "(timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq sudo) \
+         >/tmp/apt.log 2>&1 || { tail -n 5 /tmp/apt.log; exit 1; }; \
+         for u in ops nosudo; do useradd -m -s /bin/sh $u && mkdir -p /home/$u/.ssh && \
+           cp /root/.ssh/authorized_keys /home/$u/.ssh/ && chown -R $u /home/$u/.ssh && chmod 700 /home/$u/.ssh; done && \
+         echo 'ops ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops && \
+         rm /root/.ssh/authorized_keys && echo 'PermitRootLogin no' >>/etc/ssh/sshd_config && \
+         kill -HUP $(pidof sshd | tr ' ' '\\n' | sort -n | head -n 1) && echo set-up",
+    );
+    assert!(setup.ends_with("set-up"), "the test's set-up failed: {setup}");
+    let ip = ip_on(&p, "raptiformica");
+
+    let err = env.fails(&["slave", &format!("ops@{ip}")]);
+    assert!(err.contains("--sudo"), "{err}");
+    let err = env.fails(&["slave", &format!("nosudo@{ip}"), "--sudo"]);
+    assert!(err.contains(&format!("nosudo@{ip}")) && err.contains("sudo"), "{err}");
+    let err = env.fails(&["slave", &ip]);
+    assert!(err.contains("refused"), "root got in: {err}");
+
+    env.ok(&["slave", &format!("ops@{ip}"), "--sudo"]);
+    assert!(
+        wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some(),
+        "{:?}",
+        crate::cluster::members(&env)
+    );
+    // What runs as root there runs as root; the entry records the user for later contacts.
+    assert_eq!(sh(&p, "stat -c %U /root/.raptiformica.d/mesh/consul.json"), "root");
+    let m = env.mapping();
+    let users: Vec<&str> = m
+        .iter()
+        .filter(|(k, _)| k.ends_with("/ssh_user"))
+        .filter_map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(users, ["ops"], "{m:?}");
+    // Slaving it again works the same way (root still cannot log in).
+    let out = env.run(&["slave", &format!("ops@{ip}"), "--sudo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
