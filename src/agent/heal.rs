@@ -8,7 +8,10 @@
 //! that survivor (it has a leader again, itself) is the one.
 //!
 //! A spawn that fails is cleaned up by the spawner and not tried again before a back-off (30 s,
-//! doubling up to 10 min); after a replacement the new servers get time to start voting.
+//! doubling up to 10 min); after a replacement the new servers get time to start voting. Every
+//! replacement is marked in the KV (`raptiformica-agent/replaced`: by whom, when), and no other
+//! agent replaces again for [`REPLACE_PATIENCE`] after it: a new machine may take a while to
+//! show among another node's members, and one loss gets one replacement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +25,16 @@ use super::settings::Settings;
 use super::status::Recorder;
 use crate::compute::spawner;
 use crate::config::context::Context;
+use crate::consensus::SharedStore as _;
 use crate::consensus::api::{AgentMember, ConsulApi, LOCAL_HTTP};
 use crate::consensus::lock;
 use crate::consensus::members::mark_acting;
 
 const EVERY: Duration = Duration::from_secs(5);
+/// Where the last replacement is marked (outside the shared config).
+const REPLACED_KEY: &str = "raptiformica-agent/replaced";
+/// How long after a replacement no other one is made.
+pub const REPLACE_PATIENCE: Duration = Duration::from_secs(120);
 /// How long the agent settings (a full config load) are kept while nothing is short.
 const SETTINGS_EVERY: Duration = Duration::from_secs(60);
 /// How long the answer to "has this node an engine?" is kept.
@@ -155,6 +163,10 @@ async fn needed(
     settings: &Settings,
     short_for: Duration,
 ) -> Option<(Vec<String>, usize)> {
+    if let Some((by, ago)) = replaced_lately(api).await {
+        tracing::debug!("{by} replaced lost servers {}s ago: waiting", ago.as_secs());
+        return None;
+    }
     let voters = voters(api).await;
     let promoted = promotions(api).await.unwrap_or_default();
     let seen = rules::seen(members, failed_since, voters.as_deref(), &Default::default(), &promoted);
@@ -211,7 +223,11 @@ async fn replace(
             "replace",
             format!("{what}: spawning {count} ({}) from this node", ty.name()),
         );
-        let results = spawner::spawn_from_node(ctx, config, &ty, count, "replacement", me).await?;
+        mark_replaced(api, me).await;
+        let results = spawner::spawn_from_node(ctx, config, &ty, count, "replacement", me).await;
+        // From the end of the spawn, whatever came of it.
+        mark_replaced(api, me).await;
+        let results = results?;
         let failed: Vec<String> = results
             .iter()
             .filter_map(|r| r.as_ref().err())
@@ -232,6 +248,31 @@ async fn replace(
     rec.acting_on(None);
     held.release(api).await;
     result.map(|()| true)
+}
+
+/// Marks a replacement by `me`, now (see [`REPLACED_KEY`]).
+async fn mark_replaced(api: &ConsulApi, me: &str) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let value = serde_json::json!({"by": me, "at": at});
+    if let Err(e) = api
+        .set_many(&crate::config::Mapping::from([(REPLACED_KEY.to_string(), value)]))
+        .await
+    {
+        tracing::debug!("cannot mark the replacement: {e:#}");
+    }
+}
+
+/// Who replaced lost servers, and how long ago, if that was less than [`REPLACE_PATIENCE`] ago.
+async fn replaced_lately(api: &ConsulApi) -> Option<(String, Duration)> {
+    let (raw, _) = api.get_raw(REPLACED_KEY).await.ok()??;
+    let v = crate::consensus::api::decode(&raw);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = Duration::from_secs(now.saturating_sub(v["at"].as_u64()?));
+    (ago < REPLACE_PATIENCE).then(|| (v["by"].as_str().unwrap_or("another node").to_string(), ago))
 }
 
 /// Whether this node's own engine says every `lost` server's machine is gone: each has a

@@ -404,5 +404,9 @@ fn a_node_whose_engine_is_gone_leaves_the_spawning_to_another_and_one_node_spawn
         sh(&survivor, "raptiformica agent --status 2>&1")
     );
     env.ok(&["destroy"]);
-    assert!(labelled(&of_cluster).is_empty(), "destroy left machines of the cluster");
+    let left: Vec<String> = labelled(&of_cluster)
+        .iter()
+        .map(|m| text(&docker(&["inspect", "-f", "{{.Name}} {{.Created}} {{.Config.Labels}}", m]).stdout))
+        .collect();
+    assert!(left.is_empty(), "destroy left machines of the cluster: {left:?}");
 }
