@@ -1,12 +1,15 @@
-//! Reaching other machines: SSH identity, pinned host keys and sessions ([`ssh`]), a quick TCP
+//! Reaching other machines: SSH identity and sessions ([`ssh`]) as root or a sudo user
+//! ([`login`]), the pinned host keys ([`pins`]), a quick TCP
 //! probe ([`reach`]), the end of every SSH master this process starts ([`masters`]), what a target lacks ([`files`]), the conventions of a node's paths
 //! ([`on_node`]), running a command on a known node ([`nodes`]) and the cluster's consul
 //! through a tunnel ([`cluster_link`]).
 
 pub mod cluster_link;
 pub mod files;
+pub mod login;
 pub mod masters;
 pub mod nodes;
 pub mod on_node;
+pub mod pins;
 pub mod reach;
 pub mod ssh;

@@ -1,0 +1,62 @@
+//! Who a contact with a machine logs in as: root, or a user who runs what needs root through
+//! `sudo -n` (`slave user@host --sudo`, recorded in the node's entry as `ssh_user`).
+
+use anyhow::bail;
+
+/// Who a contact logs in as: root, or a user who runs what needs root through `sudo`
+/// (NOPASSWD: a password is never asked or passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub sudo: bool,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        Login {
+            user: "root".into(),
+            sudo: false,
+        }
+    }
+}
+
+impl Login {
+    /// `user@host` as (the login, the host); a bare host is root's. `sudo`: the user runs what
+    /// needs root through sudo (root never does).
+    pub fn split(target: &str, sudo: bool) -> anyhow::Result<(Login, String)> {
+        let Some((user, host)) = target.rsplit_once('@') else {
+            return Ok((Login::default(), target.to_string()));
+        };
+        if user.is_empty()
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || user.starts_with('-')
+        {
+            bail!("`{user}` in `{target}` is no user name (letters, digits, `_`, `-`, `.`)");
+        }
+        Ok((
+            Login {
+                user: user.to_string(),
+                sudo: sudo && user != "root",
+            },
+            host.to_string(),
+        ))
+    }
+
+    /// The login a neighbour entry records (`ssh_user`; root when it records none): a user
+    /// other than root goes through sudo.
+    pub fn recorded(user: Option<&str>) -> Login {
+        match user {
+            Some(u) if u != "root" => Login {
+                user: u.to_string(),
+                sudo: true,
+            },
+            _ => Login::default(),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.user == "root"
+    }
+}
