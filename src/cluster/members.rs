@@ -64,15 +64,7 @@ async fn through_a_node(ctx: &Context, quiet: bool) -> anyhow::Result<Vec<Member
         async move {
             let host = n.host.clone().expect("filtered");
             let answer = async {
-                let remote = Remote::connect_known(
-                    identity,
-                    &crate::remote::ssh::Login::recorded(n.ssh_user.as_deref()),
-                    &host,
-                    n.ssh_port,
-                    n.ssh_host_key.as_deref(),
-                    &n.ssh_via,
-                )
-                .await?;
+                let remote = Remote::connect_known(identity, &n).await?;
                 let out = remote
                     .run(
                         "raptiformica members",

@@ -254,15 +254,7 @@ async fn remesh_one(
         return Ok(mesh_summary(&out.stdout));
     }
     let host = n.host.clone().expect("filtered");
-    let other = Remote::connect_known(
-        identity,
-        &crate::remote::ssh::Login::recorded(n.ssh_user.as_deref()),
-        &host,
-        n.ssh_port,
-        n.ssh_host_key.as_deref(),
-        &n.ssh_via,
-    )
-    .await?;
+    let other = Remote::connect_known(identity, n).await?;
     let result = mesh_on(&other, bytes, after_mesh).await;
     other.close().await;
     result.with_context(|| format!("re-meshing {host}:{}", n.ssh_port))

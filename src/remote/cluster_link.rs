@@ -52,15 +52,7 @@ pub async fn connect(identity: &Identity, config: &Config, shun: &HashSet<String
         let links = futures_util::future::join_all(wave.iter().map(|n| async move {
             let host = n.host.clone().expect("filtered");
             let link = async {
-                let remote = Remote::connect_known(
-                    identity,
-                    &crate::remote::ssh::Login::recorded(n.ssh_user.as_deref()),
-                    &host,
-                    n.ssh_port,
-                    n.ssh_host_key.as_deref(),
-                    &n.ssh_via,
-                )
-                .await?;
+                let remote = Remote::connect_known(identity, n).await?;
                 let port = remote.forward_local(SocketAddr::from(([127, 0, 0, 1], 8500))).await?;
                 let api = ConsulApi::new(&format!("http://127.0.0.1:{port}"), timeout)?;
                 let leads = matches!(tokio::time::timeout(PROBE_LIMIT, api.leader()).await, Ok(Ok(Some(_))));

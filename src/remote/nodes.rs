@@ -42,15 +42,7 @@ pub async fn on_a_node_settled(
     {
         let host = n.host.clone().expect("filtered");
         let result = async {
-            let remote = Remote::connect_known(
-                identity,
-                &crate::remote::ssh::Login::recorded(n.ssh_user.as_deref()),
-                &host,
-                n.ssh_port,
-                n.ssh_host_key.as_deref(),
-                &n.ssh_via,
-            )
-            .await?;
+            let remote = Remote::connect_known(identity, &n).await?;
             let out = remote
                 .sh(&crate::remote::on_node::on_node(command), None)
                 .await

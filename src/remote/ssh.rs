@@ -325,18 +325,16 @@ impl Remote {
     /// Connects to a known node, checking the host key the cluster recorded for it (pinned
     /// first), not trusting whatever key answers; through its recorded jump hosts, if any, and
     /// as the login it records (`Login::recorded`).
-    pub async fn connect_known(
-        identity: &Identity,
-        login: &Login,
-        host: &str,
-        port: u16,
-        host_key: Option<&str>,
-        via: &[String],
-    ) -> anyhow::Result<Self> {
-        if let Some(key) = host_key {
-            identity.pin_recorded(host, port, key)?;
+    pub async fn connect_known(identity: &Identity, n: &crate::mesh::neighbours::Neighbour) -> anyhow::Result<Self> {
+        let host = n
+            .host
+            .as_deref()
+            .with_context(|| format!("node {} has no host on record", n.id))?;
+        if let Some(key) = &n.ssh_host_key {
+            identity.pin_recorded(host, n.ssh_port, key)?;
         }
-        Self::open(identity, login, host, port, via).await
+        let login = Login::recorded(n.ssh_user.as_deref());
+        Self::open(identity, &login, host, n.ssh_port, &n.ssh_via).await
     }
 
     /// Connects, retrying for up to `patience` (a machine that is still booting).
