@@ -153,6 +153,7 @@ if ! cid=$(docker create \
         --label "raptiformica.host=$hostname" \
         --label "raptiformica.spawner=$(hostname)" \
         --label "raptiformica.cluster=${RAPTIFORMICA_CLUSTER_ID:-}" \
+        --label "raptiformica.workstation=${RAPTIFORMICA_WORKSTATION:-}" \
         --init \
         --cap-add NET_ADMIN \
         --device /dev/net/tun \

@@ -3,6 +3,7 @@
 //! - [`keeper`], [`service`]: keep the agent itself running on a node (restarted within
 //!   seconds): the keeper, or a systemd unit where systemd runs;
 //! - [`supervise`]: restarts yggdrasil and consul when they exit, with backoff;
+//! - [`access`]: the workstations' keys in the shared config authorized for this node's logins;
 //! - [`membership`]: blocking queries on the members' health drive `cluster_change`;
 //! - [`follow`]: the neighbours in the KV and the members' health drive the overlay links;
 //! - [`node`]: the node's periodic duties (rejoin, eviction, rebuild, role); [`redial`]: how
@@ -18,6 +19,7 @@
 //! - [`status`]: what it did, for `agent --status`; [`single`]: one agent per machine;
 //! - [`wipe`]: `clean` on a node, which stops all of it and removes what slaving installed.
 
+pub mod access;
 pub mod daemons;
 pub mod events;
 pub mod follow;

@@ -82,6 +82,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let (members_tx, members_rx) = watch::channel(None);
     let me = crate::node::mesh::own_id(&mesh::Overlay::identity(&ygg)?);
     duties.spawn(events::follow(ctx.clone(), me.clone(), rec.clone()));
+    duties.spawn(super::access::follow(me.clone(), rec.clone()));
     duties.spawn(super::state::follow(ctx.clone(), me.clone(), rec.clone()));
     duties.spawn(super::report::publish(ygg.clone(), me.clone(), rec.clone()));
     duties.spawn(super::grow::grow(ctx.clone(), me.clone(), rec.clone()));

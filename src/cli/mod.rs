@@ -112,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clean(args) => commands::clean::run(&ctx, args),
         Command::Join(args) => commands::join::run(&ctx, args),
         Command::Remove(args) => commands::remove::run(&ctx, args),
+        Command::Attach(args) => commands::attach::run(&ctx, args),
         Command::Deploy(args) => commands::deploy::run(&ctx, args),
         Command::Modules { action } => commands::modules::run(&ctx, action),
         Command::Install(args) => commands::modules::run(&ctx, commands::modules::install_action(args)),

@@ -2,9 +2,11 @@
 //! own consul agent, elsewhere (the workstation) through a known node over SSH, running the
 //! same command there. The command line prints what these return.
 
+pub mod attach;
 pub mod events;
 pub mod members;
 pub mod remove;
+pub mod shared;
 pub mod state;
 
 use crate::config::context::Context;

@@ -252,7 +252,17 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
         .env("RAPTIFORMICA_NO_PACKAGE", if ctx.no_package { "1" } else { "0" })
         .env("RAPTIFORMICA_WITH_ENGINE", if ctx.with_engine { "1" } else { "0" })
         .env("RAPTIFORMICA_SHARED_ARTIFACTS", shared_artifacts(ctx))
-        .env("RAPTIFORMICA_CLUSTER_ID", ty.cluster.clone().unwrap_or_default()))
+        .env("RAPTIFORMICA_CLUSTER_ID", ty.cluster.clone().unwrap_or_default())
+        .env("RAPTIFORMICA_WORKSTATION", workstation(ctx)))
+}
+
+/// The workstation a machine started here is held by (a back-end labels it with it, see
+/// `remote::workstations`); empty on a node, whose machines its id holds.
+fn workstation(ctx: &Context) -> String {
+    if crate::config::shared::consul_configured(&ctx.paths) {
+        return String::new();
+    }
+    crate::remote::workstations::own_name(&ctx.paths).unwrap_or_default()
 }
 
 /// The artifacts (consul, yggdrasil) a back-end may hand the machines it starts on this host
@@ -285,11 +295,18 @@ pub fn host_gone(ctx: &Context, ty: &ComputeType, host: &str) -> bool {
         .is_ok_and(|out| out.success())
 }
 
+/// What `clean_up_cluster` did: the machines removed, and those kept with their holder.
+#[derive(Debug, Default)]
+pub struct CleanedUp {
+    pub removed: Vec<String>,
+    pub kept: Vec<(String, String)>,
+}
+
 /// Runs the back-end's optional `clean_up_cluster` command of `ty`: it removes every machine
-/// of the cluster it started, whoever asked it to (nodes with an engine included). What it
-/// printed (the machines removed, one a line); None when `ty` has no such command or no
-/// cluster yet.
-pub fn clean_up_cluster(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Option<String>> {
+/// of the cluster it started, whoever asked it to (nodes with an engine included), but those
+/// another workstation holds, unless `force` (`RAPTIFORMICA_FORCE=1`). None when `ty` has no
+/// such command or no cluster yet.
+pub fn clean_up_cluster(ctx: &Context, ty: &ComputeType, force: bool) -> anyhow::Result<Option<CleanedUp>> {
     let (Some(script), Some(cluster)) = (ty.commands.get("clean_up_cluster"), ty.cluster.as_deref()) else {
         return Ok(None);
     };
@@ -298,9 +315,18 @@ pub fn clean_up_cluster(ctx: &Context, ty: &ComputeType) -> anyhow::Result<Optio
         .env("RAPTIFORMICA_COMPUTE_TYPE", &ty.compute)
         .env("RAPTIFORMICA_SERVER_TYPE", &ty.server)
         .env("RAPTIFORMICA_CLUSTER_ID", cluster)
+        .env("RAPTIFORMICA_WORKSTATION", workstation(ctx))
+        .env("RAPTIFORMICA_FORCE", if force { "1" } else { "0" })
         .timeout(START_TIMEOUT)
         .run()?;
-    Ok(Some(out.stdout))
+    let mut done = CleanedUp::default();
+    for line in out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.strip_prefix("kept ").and_then(|rest| rest.split_once(' ')) {
+            Some((id, holder)) => done.kept.push((id.to_string(), holder.to_string())),
+            None => done.removed.push(line.to_string()),
+        }
+    }
+    Ok(Some(done))
 }
 
 /// True when `detect_stale_instance` says the instance is gone (it exits nonzero).

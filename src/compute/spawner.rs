@@ -101,7 +101,7 @@ pub struct Batch<'a> {
     /// How to slave them (None: only start them).
     pub opts: &'a Option<SlaveOptions>,
     /// The node whose agent spawns them (its id, recorded as their holder); None: this
-    /// machine's user (its host name is recorded).
+    /// machine's user (its workstation name is recorded, see `remote::workstations`).
     pub from_node: Option<&'a str>,
 }
 
@@ -121,7 +121,15 @@ pub async fn spawn_many(
         opts,
         from_node,
     } = batch;
-    let held_by = from_node.map_or_else(this_host, str::to_string);
+    // A workstation records its own name (see `remote::workstations`): two workstations,
+    // even on one host, each destroy only their own machines.
+    let held_by = from_node.map_or_else(
+        || {
+            crate::remote::workstations::own_name(&ctx.paths)
+                .unwrap_or_else(|_| crate::remote::workstations::host_name())
+        },
+        str::to_string,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for n in 1..=count {
         let (ctx, config, ty, identity, progress, opts) = (
@@ -270,13 +278,4 @@ pub async fn spawn_from_node(
         from_node: Some(me),
     };
     Ok(spawn_many(&ctx, &config, &identity, &progress, batch).await)
-}
-
-/// This machine's host name (the kernel's), or `unknown`.
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| crate::config::known::check_label(h).is_ok())
-        .unwrap_or_else(|| "unknown".to_string())
 }

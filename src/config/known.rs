@@ -95,6 +95,37 @@ pub fn check_user(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The key types a workstation's key may have (`workstations/<name>/ssh_key`).
+const PUBLIC_KEY_TYPES: [&str; 7] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// An SSH public key as a workstation registers it: `type base64` and nothing else (no
+/// options, no second line), since every node authorizes it for root.
+pub fn check_public_key(text: &str) -> Result<(), String> {
+    let mut words = text.split(' ');
+    let (Some(kind), Some(blob), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!(
+            "`{}` is not `TYPE BASE64` (one public key, no options)",
+            text.escape_debug()
+        ));
+    };
+    if !PUBLIC_KEY_TYPES.contains(&kind) {
+        return Err(format!("`{}` is not an SSH public key type", kind.escape_debug()));
+    }
+    let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    if blob.len() < 16 || blob.len() > 4096 || !blob.chars().all(base64) {
+        return Err("the key is not base64 of 16 to 4096 characters".into());
+    }
+    Ok(())
+}
+
 /// A value's check: why it is refused, if it is.
 type Check = fn(&Value) -> Result<(), String>;
 
@@ -109,6 +140,17 @@ fn check_for(key: &str) -> Option<Check> {
             "ssh_via" => Some(|v| check_via(&text_of(v))),
             "ssh_user" => Some(|v| check_user(&text_of(v))),
             "compute_type" | "instance" | "held_by" => Some(|v| check_label(&text_of(v))),
+            _ => None,
+        };
+    }
+    if let Some(workstation) = rest.strip_prefix("workstations/") {
+        let (name, field) = workstation.split_once('/')?;
+        if check_label(name).is_err() {
+            return Some(|_| Err("a workstation's name is 1 to 128 letters, digits and . _ - : @".into()));
+        }
+        return match field {
+            "ssh_key" => Some(|v| check_public_key(&text_of(v))),
+            "host" => Some(|v| check_label(&text_of(v))),
             _ => None,
         };
     }
@@ -254,6 +296,17 @@ mod tests {
             ("meshnet/neighbours/x/held_by", json!("\u{1b}]0;title\u{7}")),
             ("meshnet/neighbours/x/compute_type", json!("docker headless")),
             ("meshnet/neighbours/x/instance", json!("")),
+            (
+                "workstations/w/ssh_key",
+                json!("command=\"id\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"),
+            ),
+            (
+                "workstations/w/ssh_key",
+                json!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\nssh-rsa AAAAB3NzaC1yc2EAAAA"),
+            ),
+            ("workstations/w/ssh_key", json!("ssh-dss AAAAB3NzaC1kc3MAAACBA")),
+            ("workstations/w/ssh_key", json!("ssh-ed25519 AAAA$(id)AAAAAAAAAAAAAAAA")),
+            ("workstations/w/host", json!("a b")),
         ];
         for (key, value) in bad {
             let err = check(&k(key), &value).unwrap_err();
@@ -268,6 +321,11 @@ mod tests {
             ("agent/ui_listen", json!("127.0.0.1:8420")),
             ("meshnet/neighbours/x/ssh_host_key", json!("ssh-ed25519 AAAA")),
             ("platform/default/hooks/h/x/command", json!("anything; goes")),
+            (
+                "workstations/laptop-1a2b3c/ssh_key",
+                json!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbc+/="),
+            ),
+            ("workstations/laptop-1a2b3c/host", json!("laptop")),
         ] {
             assert_eq!(check(&k(key), &value), Ok(()), "{key}");
         }

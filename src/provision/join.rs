@@ -46,7 +46,13 @@ pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opt
     step.done("answers");
 
     let step = progress.step(&who, "connect");
-    let remote = Remote::connect_as_user(&ctx.paths.cache_dir.join("known_hosts"), host, port).await?;
+    let remote = Remote::connect_as_user(
+        &ctx.paths.cache_dir.join("known_hosts"),
+        &Default::default(),
+        host,
+        port,
+    )
+    .await?;
     step.done("host key pinned");
 
     let result = join_through(ctx, progress, &remote, &who, opts).await;
@@ -54,8 +60,8 @@ pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opt
     result
 }
 
-/// A member that does not answer, with what to check.
-fn unreachable(u: Unreachable) -> anyhow::Error {
+/// A member that does not answer, with what to check (`join`, `attach`).
+pub fn unreachable(u: Unreachable) -> anyhow::Error {
     let hint = match u.why {
         Silence::Refused => "is the member's sshd running, and is the port right (-p)?",
         Silence::Unresolved(_) => "is the member's name right?",

@@ -1,8 +1,9 @@
 //! Reaching other machines: SSH identity and sessions ([`ssh`]) as root or a sudo user
 //! ([`login`]), the pinned host keys ([`pins`]), a quick TCP
 //! probe ([`reach`]), the end of every SSH master this process starts ([`masters`]), what a target lacks ([`files`]), the conventions of a node's paths
-//! ([`on_node`]), running a command on a known node ([`nodes`]) and the cluster's consul
-//! through a tunnel ([`cluster_link`]).
+//! ([`on_node`]), running a command on a known node ([`nodes`]) the cluster's consul
+//! through a tunnel ([`cluster_link`]) and the workstations whose keys every node authorizes
+//! ([`workstations`]).
 
 pub mod cluster_link;
 pub mod files;
@@ -13,3 +14,4 @@ pub mod on_node;
 pub mod pins;
 pub mod reach;
 pub mod ssh;
+pub mod workstations;

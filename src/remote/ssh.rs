@@ -94,15 +94,16 @@ impl Identity {
         })
     }
 
-    /// The `ssh` command line that reaches `host` as we do (for `ssh --info-only`).
-    pub fn command_line(&self, host: &str, port: u16) -> Vec<String> {
+    /// The `ssh` command line that reaches `host` as we do, logged in as `login` (for `ssh
+    /// --info-only`).
+    pub fn command_line(&self, login: &Login, host: &str, port: u16) -> Vec<String> {
         vec![
             "ssh".into(),
             "-F".into(),
             self.config.display().to_string(),
             "-p".into(),
             port.to_string(),
-            format!("root@{host}"),
+            format!("{}@{host}", login.user),
         ]
     }
 
@@ -213,20 +214,28 @@ impl Remote {
         port: u16,
         via: &[String],
     ) -> anyhow::Result<Self> {
-        let remote = Self::open(identity, login, host, port, via).await?;
-        if login.sudo {
-            let out = remote.sh("true", None).await?;
-            if !out.success() {
-                let user = &login.user;
-                bail!(
-                    "{user}@{host}:{port} cannot run commands as root with sudo: {}\nhint: give {user} sudo \
-                     without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}), or slave \
-                     as root",
-                    out.stderr.trim()
-                );
-            }
+        Self::open(identity, login, host, port, via).await?.check_sudo().await
+    }
+
+    /// For a sudo login: whether sudo runs a command as root without a password (`sudo -n`),
+    /// else an error naming the user and the host, with the sudoers line to add (the session
+    /// is closed then).
+    async fn check_sudo(self) -> anyhow::Result<Self> {
+        if !self.login.sudo {
+            return Ok(self);
         }
-        Ok(remote)
+        let out = self.sh("true", None).await?;
+        if out.success() {
+            return Ok(self);
+        }
+        let (user, host, port) = (self.login.user.clone(), self.host.clone(), self.port);
+        self.close().await;
+        bail!(
+            "{user}@{host}:{port} cannot run commands as root with sudo: {}\nhint: give {user} sudo \
+             without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}), or log in as \
+             root",
+            out.stderr.trim()
+        )
     }
 
     async fn open(identity: &Identity, login: &Login, host: &str, port: u16, via: &[String]) -> anyhow::Result<Self> {
@@ -268,38 +277,39 @@ impl Remote {
         }
     }
 
-    /// Connects to `root@host:port` as the user would with plain `ssh`: the user's own ssh
-    /// config, keys and agent (not our instance key), the host key pinned in our
-    /// `known_hosts` on first contact and checked on every later one (`join`, from a machine
-    /// that is not a node yet). ssh records a new host key before the login, so it works on a
-    /// copy of the pins, and a new pin is kept only once the login succeeded: a failed contact
-    /// leaves `known_hosts` as it was.
-    pub async fn connect_as_user(known_hosts: &Path, host: &str, port: u16) -> anyhow::Result<Self> {
+    /// Connects to `root@host:port` (or as `login`) as the user would with plain `ssh`: the
+    /// user's own ssh config, keys and agent (not our instance key), the host key pinned in our
+    /// `known_hosts` on first contact and checked on every later one (`join` and `attach`, from
+    /// a machine that is not a node). ssh records a new host key before the login, so it works
+    /// on a copy of the pins, and a new pin is kept only once the login succeeded: a failed
+    /// contact leaves `known_hosts` as it was. A sudo login is checked as in [`Remote::connect_as`].
+    pub async fn connect_as_user(known_hosts: &Path, login: &Login, host: &str, port: u16) -> anyhow::Result<Self> {
         let trial = trial_pins(known_hosts)?;
         let mut builder = SessionBuilder::default();
         builder
             .known_hosts_check(KnownHosts::Add)
             .user_known_hosts_file(trial.path())
-            .user("root".into())
+            .user(login.user.clone())
             .port(port)
             .connect_timeout(CONNECT_TIMEOUT)
             .control_directory(super::masters::control_dir());
-        match super::masters::launch(builder, host).await {
+        let remote = match super::masters::launch(builder, host).await {
             Ok(session) => match keep_new_pins(trial.path(), known_hosts) {
-                Ok(()) => Ok(Self {
+                Ok(()) => Self {
                     host: host.into(),
                     port,
-                    login: Login::default(),
+                    login: login.clone(),
                     via: Vec::new(),
                     session,
-                }),
+                },
                 Err(e) => {
                     let _ = session.close().await;
-                    Err(e)
+                    return Err(e);
                 }
             },
             Err(e) => {
                 let cause = format!("{e:#}");
+                let user = &login.user;
                 let what = if cause.contains("IDENTIFICATION HAS CHANGED")
                     || cause.contains("Host key verification failed")
                 {
@@ -308,18 +318,24 @@ impl Remote {
                         known_hosts.display()
                     )
                 } else if cause.contains("Permission denied") {
+                    let home = if login.is_root() {
+                        "/root".to_string()
+                    } else {
+                        format!("~{user}")
+                    };
                     format!(
-                        "root@{host}:{port} refused your keys\nhint: `ssh root@{host} -p {port}` must work with your \
-                         keys or ssh-agent (authorize your public key in its /root/.ssh/authorized_keys)"
+                        "{user}@{host}:{port} refused your keys\nhint: `ssh {user}@{host} -p {port}` must work with your \
+                         keys or ssh-agent (authorize your public key in its {home}/.ssh/authorized_keys)"
                     )
                 } else if let Some(problem) = probe_tcp(host, port).await {
                     format!("cannot reach {host}:{port}: {problem}\nhint: check the address and the port")
                 } else {
                     format!("ssh to {host}:{port} failed")
                 };
-                Err(anyhow::anyhow!("{what}\ncause: {}", cause.trim()))
+                return Err(anyhow::anyhow!("{what}\ncause: {}", cause.trim()));
             }
-        }
+        };
+        remote.check_sudo().await
     }
 
     /// Connects to a known node, checking the host key the cluster recorded for it (pinned

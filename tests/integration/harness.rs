@@ -54,6 +54,8 @@ impl TestEnv {
                 cmd.env_remove(k);
             }
         }
+        // No ssh-agent of whoever runs the tests: a test that needs one starts its own.
+        cmd.env_remove("SSH_AUTH_SOCK");
         cmd.env("HOME", self.dir.path().join("home"))
             // A packaged image the user (or an acceptance check) made is not ours to start
             // from: the tests see only the packages they make themselves.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod agent;
+mod attach;
 mod cli;
 mod cluster;
 mod compute;

@@ -220,6 +220,23 @@ pub struct RemoveArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// A member of the cluster (`user@host` with --sudo)
+    pub host: String,
+    /// The member's SSH port
+    #[arg(short, long, default_value_t = 22)]
+    pub port: u16,
+    /// Log in as the user HOST names (`user@host`) and run what needs root through sudo
+    /// (without a password: `user ALL=(ALL) NOPASSWD:ALL`)
+    #[arg(long)]
+    pub sudo: bool,
+    /// The member's host key (`ssh-ed25519 AAAA...`), read there by someone you trust: pinned
+    /// before the first contact instead of trusted on first use
+    #[arg(long, value_name = "KEY")]
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct MembersArgs {
     /// Make this node join every known neighbour again (after an overlay outage)
     #[arg(short, long)]

@@ -27,6 +27,12 @@ pub struct DestroyArgs {
     /// config keeps their keys (`modules uninstall` takes them out)
     #[arg(long, visible_alias = "modules")]
     pub purge_modules: bool,
+
+    /// Also the machines of the cluster this workstation does not hold, on this machine's
+    /// engines: those another workstation started, and (from an attached workstation) those
+    /// the nodes spawned
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

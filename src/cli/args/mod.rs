@@ -144,12 +144,16 @@ pub enum Command {
 
     /// Remove every instance this host started
     ///
-    /// Runs each instance's `clean_up_instance_command`, then removes its directory.
-    /// --purge-artifacts and --purge-modules (the original's flags) then remove the downloaded
-    /// artifacts and the installed user modules too, as `clean --artifacts --modules` does.
+    /// Runs each instance's `clean_up_instance_command`, then removes its directory; then,
+    /// on the workstation that built the cluster, the machines its nodes spawned on this
+    /// host's engines. Machines another workstation holds (see `attach`) are kept unless
+    /// --force. --purge-artifacts and --purge-modules (the original's flags) then remove the
+    /// downloaded artifacts and the installed user modules too, as `clean --artifacts
+    /// --modules` does.
     #[command(after_help = "Examples:
   raptiformica destroy
-  raptiformica destroy --purge-artifacts --purge-modules   # and this host's downloads and modules")]
+  raptiformica destroy --purge-artifacts --purge-modules   # and this host's downloads and modules
+  raptiformica destroy --force                # and the cluster's machines other workstations hold here")]
     Destroy(DestroyArgs),
 
     /// Remove the instances that are gone (their `detect_stale_instance` fails)
@@ -195,6 +199,21 @@ pub enum Command {
         after_help = "Examples:\n  raptiformica remove 192.0.2.10            # the machine slaved at that address\n  raptiformica remove 3f2a --force          # by id, though it still answers"
     )]
     Remove(RemoveArgs),
+
+    /// Drive a cluster from this machine too (a second workstation), through one member
+    ///
+    /// Connects to the member HOST over SSH with your own key (ssh-agent, or ~/.ssh/id_*; its
+    /// host key is pinned on first contact, or checked against --host-key), registers this
+    /// cache dir as a workstation of the cluster (its key, which every node's agent authorizes,
+    /// also on nodes that join later) and takes the cluster's shared config (its data, never
+    /// its commands) and token. Then `members`, `config`, `spawn` (on this machine's engine),
+    /// `ssh`, `ui` and `destroy` work from here; each workstation's machines record it as
+    /// their holder, and `destroy` removes only this one's. `config unset
+    /// raptiformica/workstations/NAME` revokes a workstation's key on every node.
+    #[command(
+        after_help = "Examples:\n  raptiformica attach 192.0.2.10             # as root, with your key or ssh-agent\n  raptiformica attach ops@192.0.2.10 --sudo -p 2222\n  raptiformica --cache-dir ~/.second attach 192.0.2.10 --host-key 'ssh-ed25519 AAAA...'"
+    )]
+    Attach(AttachArgs),
 
     /// Make this machine (not in the cluster yet) join it through a member
     ///

@@ -23,19 +23,26 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
             };
             check_known_setting(&key, &value)?;
             let written = crate::cli::runtime::runtime()?
-                .block_on(edit::set(&ctx.paths, &key, value))
+                .block_on(edit::set(&ctx.paths, &key, value.clone()))
                 .with_context(|| format!("failed to set `{key}`"))?;
             if written == crate::config::shared::Written::CacheOnly {
                 eprintln!("consul did not answer: `{key}` is set in the cache and goes to the cluster later");
+            }
+            if written == crate::config::shared::Written::Local {
+                let set = crate::config::Mapping::from([(key.clone(), value)]);
+                to_the_cluster(ctx, &key, &set, &[])?;
             }
             Ok(())
         }
         Some(ConfigAction::Unset { key }) => {
             let key = normalize(&key)?;
-            match crate::cli::runtime::runtime()?
+            let unset = crate::cli::runtime::runtime()?
                 .block_on(edit::unset(&ctx.paths, &key))
-                .with_context(|| format!("failed to unset `{key}`"))?
-            {
+                .with_context(|| format!("failed to unset `{key}`"))?;
+            if !crate::config::shared::consul_configured(&ctx.paths) {
+                to_the_cluster(ctx, &key, &crate::config::Mapping::new(), std::slice::from_ref(&key))?;
+            }
+            match unset {
                 edit::Unset::Removed(n) => eprintln!("removed {n} key(s)"),
                 edit::Unset::FellBack(keys) => {
                     for k in keys {
@@ -156,4 +163,24 @@ fn check_known_setting(key: &str, value: &Value) -> anyhow::Result<()> {
         crate::mesh::plan::SERVERS_KEY => crate::mesh::plan::servers(&one).map(|_| ()),
         _ => Ok(()),
     }
+}
+
+/// On a workstation that knows nodes, `config set`/`unset` makes the same change on one node,
+/// which shares it through consul's KV (the cache alone reached new machines only). A secret
+/// is not sent: it would be on a command line there.
+fn to_the_cluster(ctx: &Context, key: &str, set: &crate::config::Mapping, removed: &[String]) -> anyhow::Result<()> {
+    if crate::sys::mapping::is_secret(key) {
+        eprintln!(
+            "`{key}` is a secret: it is set here and goes to machines slaved from here; to change it in the cluster, \
+             set it on a node (`raptiformica ssh NODE -- raptiformica config set ...`)"
+        );
+        return Ok(());
+    }
+    let pushed = crate::cli::runtime::runtime()?
+        .block_on(crate::cluster::shared::push(ctx, set, removed))
+        .with_context(|| format!("`{key}` is changed here, but not in the cluster yet; run the command again"))?;
+    if let Some(node) = pushed {
+        eprintln!("the cluster has the change (through node `{node}`)");
+    }
+    Ok(())
 }

@@ -14,12 +14,20 @@ pub fn destroy(ctx: &Context, args: crate::cli::args::DestroyArgs) -> anyhow::Re
     if args.purge_artifacts {
         super::clean::refuse_own_binary(&ctx.paths.artifacts_dir)?;
     }
-    let removed = remove(ctx, false);
+    let removed = remove_held(ctx, false, args.force);
     super::clean::purge(ctx, args.purge_artifacts, args.purge_modules)?;
     removed
 }
 
+/// `prune`: the instances whose machine is gone.
 pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
+    remove_held(ctx, stale_only, false)
+}
+
+/// Removes this workstation's instances (`stale_only`: those that are gone); `destroy` then
+/// the machines of the cluster the nodes spawned on this host's engines, never those another
+/// workstation holds unless `force`.
+fn remove_held(ctx: &Context, stale_only: bool, force: bool) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let instances = Instance::list(&ctx.paths.machines_dir());
     let mut failures = 0;
@@ -82,7 +90,14 @@ pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
     }
     // The machines of the cluster that nodes spawned with their engines (the workstation has no
     // instance directory of those): each back-end that can removes them by the cluster's label.
-    if !stale_only && !crate::config::shared::consul_configured(&ctx.paths) {
+    let attached = crate::cluster::attach::record(ctx).is_some();
+    if !stale_only && attached && !force {
+        eprintln!(
+            "the machines the cluster's nodes spawned are left to the workstation that built it (this one attached; \
+             `destroy --force` removes them too)"
+        );
+    }
+    if !stale_only && (!attached || force) && !crate::config::shared::consul_configured(&ctx.paths) {
         let mut done = std::collections::BTreeSet::new();
         for ty in compute::compute_types(&config) {
             let Some(script) = ty.commands.get("clean_up_cluster") else {
@@ -91,16 +106,25 @@ pub fn remove(ctx: &Context, stale_only: bool) -> anyhow::Result<()> {
             if !done.insert(script.clone()) {
                 continue;
             }
-            match compute::clean_up_cluster(ctx, &ty) {
-                Ok(Some(out)) if !out.trim().is_empty() => {
-                    let n = out.lines().filter(|l| !l.trim().is_empty()).count();
+            match compute::clean_up_cluster(ctx, &ty, force) {
+                Ok(Some(done)) => {
+                    let n = done.removed.len();
                     removed += n;
-                    eprintln!(
-                        "removed {n} more machine(s) of the cluster that its nodes spawned ({})",
-                        ty.compute
-                    );
+                    if n > 0 {
+                        eprintln!("removed {n} more machine(s) of the cluster ({})", ty.compute);
+                    }
+                    if !done.kept.is_empty() {
+                        let holders: std::collections::BTreeSet<&str> =
+                            done.kept.iter().map(|(_, by)| by.as_str()).collect();
+                        eprintln!(
+                            "kept {} machine(s) other workstations hold ({}; {}): `destroy --force` removes them too",
+                            done.kept.len(),
+                            holders.into_iter().collect::<Vec<_>>().join(", "),
+                            ty.compute
+                        );
+                    }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
                     failures += 1;
                     eprintln!("cannot remove the machines nodes spawned ({}): {e:#}", ty.compute);

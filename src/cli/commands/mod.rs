@@ -3,6 +3,7 @@
 pub mod advertise;
 pub mod agent;
 pub mod artifacts;
+pub mod attach;
 pub mod available;
 pub mod clean;
 pub mod config;

@@ -6,9 +6,7 @@ use super::{print_json, print_table};
 use crate::cli::args::ModulesAction;
 use crate::config::context::Context;
 use crate::config::{Mapping, shared};
-use crate::mesh::neighbours;
 use crate::modules::install::{self as user_modules, Source};
-use crate::remote::ssh::Identity;
 
 pub fn run(ctx: &Context, action: ModulesAction) -> anyhow::Result<()> {
     match action {
@@ -77,23 +75,12 @@ fn report_written(written: &shared::Written, keys: usize) {
 /// On a machine that is not a node but knows nodes (the host that spawned them), makes the
 /// same change on one node, which shares it with the rest through consul's KV.
 fn push_to_cluster(ctx: &Context, written: &shared::Written, set: &Mapping, removed: &[String]) -> anyhow::Result<()> {
-    if *written != shared::Written::Local || (set.is_empty() && removed.is_empty()) {
+    if *written != shared::Written::Local {
         return Ok(());
     }
-    let config = ctx.config()?;
-    if !neighbours::all(&config.mapping).iter().any(|n| n.host.is_some()) {
-        return Ok(());
+    if let Some(node) = crate::cli::runtime::runtime()?.block_on(crate::cluster::shared::push(ctx, set, removed))? {
+        eprintln!("the cluster has the change (through node `{node}`)");
     }
-    let identity = Identity::ensure(ctx)?;
-    let script = user_modules::cluster_script(set, removed);
-    let (node, _) = crate::cli::runtime::runtime()?.block_on(crate::remote::nodes::on_a_node(
-        ctx,
-        &identity,
-        "update the shared config",
-        &script,
-        &[],
-    ))?;
-    eprintln!("the cluster has the change (through node `{node}`)");
     Ok(())
 }
 

@@ -6,20 +6,34 @@ use crate::cli::args::SshArgs;
 use crate::compute::Instance;
 use crate::config::context::Context;
 use crate::mesh::neighbours::{self, Neighbour};
-use crate::remote::ssh::Identity;
+use crate::remote::ssh::{Identity, Login};
 use crate::sys::process;
 
 pub fn run(ctx: &Context, args: SshArgs) -> anyhow::Result<()> {
-    let (host, port) = target(ctx, args.machine.as_deref())?;
+    let (host, port, node) = target(ctx, args.machine.as_deref())?;
     crate::config::known::check_host(&host).map_err(|e| anyhow::anyhow!("cannot reach that machine: {e}"))?;
     let identity = Identity::ensure(ctx)?;
-    let mut argv = identity.command_line(&host, port);
+    // A known node: the host key the cluster recorded for it (no trust on first use), and the
+    // login it was slaved with (a sudo user runs the command through sudo).
+    let login = match &node {
+        Some(n) => {
+            if let Some(key) = &n.ssh_host_key {
+                identity.pin_recorded(&host, port, key)?;
+            }
+            Login::recorded(n.ssh_user.as_deref())
+        }
+        None => Login::default(),
+    };
+    let mut argv = identity.command_line(&login, &host, port);
     if args.info_only {
         println!("{}", shell_line(&argv)?);
         return Ok(());
     }
     if !args.command.is_empty() {
         argv.push("--".into());
+        if login.sudo {
+            argv.extend(["sudo".to_string(), "-n".into(), "-H".into()]);
+        }
         argv.extend(args.command);
     }
     let status = process::run_interactive(&argv).context("cannot run `ssh`")?;
@@ -38,14 +52,15 @@ fn shell_line(argv: &[String]) -> anyhow::Result<String> {
 
 /// The machine to reach: an instance (by id prefix or host), a known node (by id prefix or
 /// host), the first instance, or something that looks like a host.
-fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16)> {
+/// The machine's host and port, and its neighbour entry when it is a known node.
+fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16, Option<Neighbour>)> {
     let instances: Vec<Instance> = Instance::list(&ctx.paths.machines_dir())
         .into_iter()
         .filter(|i| i.host.is_some())
         .collect();
     let Some(m) = machine else {
         return match instances.first() {
-            Some(i) => Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22))),
+            Some(i) => Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22), None)),
             None => bail!("no machine to reach: this host started none (`raptiformica spawn`); name a host instead"),
         };
     };
@@ -53,7 +68,7 @@ fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16)>
         .iter()
         .find(|i| i.id.starts_with(m) || i.host.as_deref() == Some(m))
     {
-        return Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22)));
+        return Ok((i.host.clone().expect("filtered"), i.port.unwrap_or(22), None));
     }
     let nodes: Vec<Neighbour> = match ctx.config() {
         Ok(config) => neighbours::all(&config.mapping)
@@ -69,10 +84,10 @@ fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16)>
         .iter()
         .find(|n| n.id.starts_with(m) || n.host.as_deref() == Some(m))
     {
-        return Ok((n.host.clone().expect("filtered"), n.ssh_port));
+        return Ok((n.host.clone().expect("filtered"), n.ssh_port, Some(n.clone())));
     }
     if looks_like_host(m) {
-        return Ok((m.to_string(), 22));
+        return Ok((m.to_string(), 22, None));
     }
     let known: Vec<String> = instances
         .iter()

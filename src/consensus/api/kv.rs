@@ -264,6 +264,24 @@ impl ConsulApi {
         Ok((tree, next))
     }
 
+    /// As [`ConsulApi::watch_tree`], where a subtree with no key is an empty one (a blocking
+    /// query on it waits for its first key).
+    pub async fn watch_subtree(&self, key: &str, index: u64, wait: Duration) -> anyhow::Result<(Mapping, u64)> {
+        let below = format!("{key}/");
+        let path = format!(
+            "{}?recurse&stale&index={index}&wait={}s",
+            encode_path(&below),
+            wait.as_secs()
+        );
+        let (raw, next): (Vec<RawPair>, u64) = self.kv_pairs(&path).await?;
+        let tree = decoded(raw)?
+            .into_iter()
+            .filter(|p| p.key.starts_with(&below))
+            .filter_map(|p| Some((p.key, p.value?)))
+            .collect();
+        Ok((tree, next))
+    }
+
     /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
     pub async fn read_tree(&self, key: &str) -> anyhow::Result<Mapping> {
         let below = format!("{key}/");
