@@ -14,6 +14,7 @@
 //! - [`roles`]: who votes, and promoting a client to server;
 //! - [`rules`], [`settings`]: what the agent enforces (`min_servers`) and its config keys;
 //! - [`workstation`]: the agent on the host that spawned the cluster (replaces lost machines);
+//!   [`renumber`]: it finds its machines again after the network was renumbered;
 //! - [`state`]: applying the state machines' logs, each entry once ([`in_flight`]: the apply
 //!   under way, for a restart);
 //! - [`status`]: what it did, for `agent --status`; [`single`]: one agent per machine;
@@ -33,6 +34,7 @@ pub mod own_entry;
 pub mod pace;
 pub mod recover;
 pub mod redial;
+pub mod renumber;
 pub mod report;
 pub mod roles;
 pub mod rules;

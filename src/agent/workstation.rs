@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_secs(3);
 const COOLDOWN: Duration = Duration::from_secs(10);
 /// Ticks without a leader through one node before another node is asked.
 const ISLAND_TICKS: u32 = 3;
+/// How often the back-ends are asked where the machines are while no node answers.
+const RENUMBER_EVERY: Duration = Duration::from_secs(20);
 /// How long a survivor gets to rebuild consensus before it is asked again.
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -45,6 +47,7 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
     let mut cooldown_until: Option<Instant> = None;
     let mut asked_recovery: Option<Instant> = None;
     let mut broken: Option<String> = None;
+    let mut renumbered_at: Option<Instant> = None;
     loop {
         let config = {
             let ctx = ctx.clone();
@@ -74,6 +77,15 @@ pub async fn run(ctx: Context, rec: Recorder) -> anyhow::Result<()> {
             }
         }
         let Some(l) = &link else {
+            // No node answers where it was: maybe the network was renumbered.
+            if renumbered_at.is_none_or(|t| t.elapsed() >= RENUMBER_EVERY) {
+                renumbered_at = Some(Instant::now());
+                match super::renumber::find_again(&ctx, &identity, &rec).await {
+                    Ok(moved) if !moved.is_empty() => continue,
+                    Ok(_) => {}
+                    Err(e) => rec.event("error", format!("finding the machines again: {e:#}")),
+                }
+            }
             tokio::time::sleep(TICK * 3).await;
             continue;
         };

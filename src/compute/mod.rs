@@ -205,14 +205,7 @@ fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance, note: Option<L
         })));
     }
     starting.run()?;
-    let host = run("get_hostname", SHORT_TIMEOUT)?;
-    let host = host.lines().last().unwrap_or_default().trim().to_string();
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        bail!(
-            "`get_hostname` of `{}` printed no usable host (got {host:?})",
-            ty.name()
-        );
-    }
+    let host = current_host(ctx, ty, instance)?;
     let port = run("get_port", SHORT_TIMEOUT)?;
     let port: u16 = port
         .lines()
@@ -229,6 +222,22 @@ fn start_in(ctx: &Context, ty: &ComputeType, instance: &Instance, note: Option<L
     started.port = Some(port);
     started.save()?;
     Ok(started)
+}
+
+/// Where the instance is now, as its back-end says (`get_hostname`): the address it was
+/// started at, or a new one after the network was renumbered.
+pub fn current_host(ctx: &Context, ty: &ComputeType, instance: &Instance) -> anyhow::Result<String> {
+    let out = instance_shell(ctx, ty, instance, "get_hostname")?
+        .timeout(SHORT_TIMEOUT)
+        .run()?;
+    let host = out.stdout.lines().last().unwrap_or_default().trim().to_string();
+    if host.is_empty() || crate::config::known::check_host(&host).is_err() {
+        bail!(
+            "`get_hostname` of `{}` printed no usable host (got {host:?})",
+            ty.name()
+        );
+    }
+    Ok(host)
 }
 
 /// The message of a back-end's progress line (`raptiformica[vagrant]: building the box`).

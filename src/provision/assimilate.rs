@@ -270,7 +270,7 @@ fn mesh_args(after_mesh: bool) -> &'static str {
 }
 
 /// Runs `raptiformica mesh` on a node with the neighbour list on stdin; returns its last line.
-async fn mesh_on(remote: &Remote, payload: &[u8], after_mesh: bool) -> anyhow::Result<String> {
+pub async fn mesh_on(remote: &Remote, payload: &[u8], after_mesh: bool) -> anyhow::Result<String> {
     let mut file = tempfile::tempfile()?;
     std::io::Write::write_all(&mut file, payload)?;
     std::io::Seek::rewind(&mut file)?;

@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end cluster tests: docker, the nodes a test started, members.
 
-use std::process::Output;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,6 +22,30 @@ pub fn sh(id: &str, script: &str) -> String {
     text(&docker(&["exec", id, "sh", "-c", script]).stdout)
         .trim()
         .to_string()
+}
+
+/// `raptiformica agent` on the host, killed when dropped.
+pub struct HostAgent(Child);
+
+impl HostAgent {
+    pub fn start(env: &TestEnv) -> Self {
+        let log = std::fs::File::create(env.cache().join("host-agent.log")).unwrap();
+        let child = env
+            .cmd()
+            .arg("agent")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the agent starts");
+        HostAgent(child)
+    }
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The base image the docker back-end runs (sshd, no raptiformica).

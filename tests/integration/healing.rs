@@ -4,12 +4,11 @@
 //! survivor with the KV intact; in a 5-node cluster a lost server is replaced by promoting a
 //! client and a lost client is evicted. Fails in CI (CI=true) when the engine is missing; skips elsewhere.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{count, docker, members, running_nodes, sh, wait_until};
+use crate::cluster::{HostAgent, count, docker, members, running_nodes, sh, wait_until};
 use crate::docker::DockerTest;
 use crate::harness::{TestEnv, text};
 
@@ -17,30 +16,6 @@ fn on(id: &str, args: &[&str]) -> String {
     let mut all = vec!["exec", id, "raptiformica"];
     all.extend_from_slice(args);
     text(&docker(&all).stdout).trim().to_string()
-}
-
-/// `raptiformica agent` on the host, killed when dropped.
-struct HostAgent(Child);
-
-impl HostAgent {
-    fn start(env: &TestEnv) -> Self {
-        let log = std::fs::File::create(env.cache().join("host-agent.log")).unwrap();
-        let child = env
-            .cmd()
-            .arg("agent")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the agent starts");
-        HostAgent(child)
-    }
-}
-
-impl Drop for HostAgent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Spawns three nodes, waits until they are alive, writes `test/keep` on the first; returns

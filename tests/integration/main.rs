@@ -23,6 +23,7 @@ mod modules;
 mod original;
 mod package;
 mod remove;
+mod renumber;
 mod shared_config;
 mod snapshot;
 mod ssh_left;
