@@ -2,8 +2,10 @@
 # Bytes this workstation sends to a new machine from nothing while slaving it (goal: at most
 # 25 MB), counted by iptables on the way out to a plain container (the base image, sshd and our
 # key only), and the time slaving took. Twice: with a fresh cache (the artifacts' packed set is
-# made first, once) and again to a second plain machine (the set and the bundle reused).
-# Prints the figures; asserts nothing. Leaves nothing running.
+# made first, once) and again to a second plain machine (the set and the bundle reused); then
+# with a member serving (`slave --from-member`, one spawned node the member): what this
+# workstation still sends, and the time. Prints the figures; asserts nothing. Leaves nothing
+# running.
 # Usage: bench/upload.sh   (as root: iptables)
 . "$(dirname "$0")/lib.sh"
 sh compute/docker/ensure_image.sh >/dev/null
@@ -24,10 +26,12 @@ one() {
   iptables -N bench_up 2>/dev/null || iptables -F bench_up
   iptables -I OUTPUT 1 -d "$ip" -j bench_up
   t=$(now)
-  $bin slave "$ip" --no-assimilate >"$cache/slave.log" 2>&1 || { echo "slave failed: $(tail -n 2 "$cache/slave.log")"; return; }
+  $bin slave "$ip" $2 >"$cache/slave.log" 2>&1 || { echo "slave failed: $(tail -n 2 "$cache/slave.log")"; return; }
   bytes=$(iptables -nvxL OUTPUT | awk -v ip="$ip" '$3=="bench_up" && $9==ip {print $2; exit}')
   iptables -D OUTPUT -d "$ip" -j bench_up
-  echo "$1: $(awk "BEGIN{printf \"%.1f\", $bytes/1048576}") MiB sent to a fresh machine, slaved in $(since "$t") s (goal 25 MB)"
+  echo "$1: $(awk "BEGIN{printf \"%.1f MiB (%d KiB)\", $bytes/1048576, $bytes/1024}") sent to a fresh machine, slaved in $(since "$t") s (goal 25 MB; 0 with a member serving)"
 }
-one "first machine (the packed set made)"
-one "second machine (reused)"
+one "first machine (the packed set made)" --no-assimilate
+one "second machine (reused)" --no-assimilate
+$bin spawn --compute-type docker >/dev/null 2>&1 || { echo "spawn of the member failed"; exit 1; }
+one "a member serving (slave --from-member)" --from-member

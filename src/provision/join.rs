@@ -101,10 +101,17 @@ async fn join_through(
     if let Some(s) = &opts.server_type {
         command.push_str(&format!(" --server-type {}", quote(s)));
     }
+    slave_on_member(ctx, remote, &command).await?;
+    step.done("");
+    Ok(())
+}
+
+/// Runs `command` (a `raptiformica slave ...` line) on the member; its output shows under -v.
+pub(super) async fn slave_on_member(ctx: &Context, remote: &Remote, command: &str) -> anyhow::Result<()> {
     let out = remote
         .run_limited(
             "`raptiformica slave` on the member",
-            &on_node(&command),
+            &on_node(command),
             None,
             SLAVE_TIMEOUT,
         )
@@ -114,26 +121,33 @@ async fn join_through(
             eprintln!("  | {line}");
         }
     }
-    step.done("");
     Ok(())
 }
 
 /// Reads the member's raptiformica key (made there if missing) and the address the member
 /// sees this machine at; changes nothing here.
 async fn exchange(remote: &Remote) -> anyhow::Result<(String, String)> {
-    let out = remote
-        .run(
-            "reading the member's key",
-            &on_node(
-                r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
-                k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
-                [ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
-                echo "key $(cat "$k.pub")"
-                echo "from ${SSH_CONNECTION%% *}""#,
-            ),
-        )
-        .await?;
+    let script = format!("{MEMBER_KEY}\necho \"from ${{SSH_CONNECTION%% *}}\"");
+    let out = remote.run("reading the member's key", &on_node(&script)).await?;
     parse_exchange(&out.stdout)
+}
+
+/// Prints `key <the member's raptiformica public key>`, made there if missing.
+const MEMBER_KEY: &str = r#"command -v raptiformica >/dev/null || { echo "raptiformica is not installed on this machine: is it a cluster member?" >&2; exit 3; }
+k="$RAPTIFORMICA_CACHE_DIR/id_ed25519"
+[ -f "$k" ] || { mkdir -p "$RAPTIFORMICA_CACHE_DIR" && ssh-keygen -q -t ed25519 -N '' -C raptiformica -f "$k"; } >&2
+echo "key $(cat "$k.pub")""#;
+
+/// The member's raptiformica public key (`type base64`), made there if missing (`slave
+/// --from-member`).
+pub async fn member_key(remote: &Remote) -> anyhow::Result<String> {
+    let out = remote.run("reading the member's key", &on_node(MEMBER_KEY)).await?;
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .map(crate::sys::digest::host_key_fields)
+        .filter(|k| k.starts_with("ssh-"))
+        .context("the member printed no public key")
 }
 
 /// This machine's host key (`type base64`), as its sshd presents it.

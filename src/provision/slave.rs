@@ -187,9 +187,23 @@ pub async fn inject(
     host: &str,
     port: u16,
 ) -> anyhow::Result<String> {
+    let login = crate::remote::ssh::Login::default();
+    inject_as(ctx, identity, progress, (host, port, &login), None, true).await
+}
+
+/// [`inject`] as `login`, recording it as of `server` type (a machine a member just uploaded
+/// to and provisioned, `slave --from-member`), firing the `after_mesh` hooks if `after_mesh`.
+pub async fn inject_as(
+    ctx: &Context,
+    identity: &Identity,
+    progress: &Progress,
+    (host, port, login): (&str, u16, &crate::remote::ssh::Login),
+    server: Option<&str>,
+    after_mesh: bool,
+) -> anyhow::Result<String> {
     let who = format!("{host}:{port}");
     let step = progress.step(&who, "connect");
-    let remote = Remote::connect(identity, host, port).await?;
+    let remote = Remote::connect_as(identity, login, host, port, &[]).await?;
     step.done("");
     let result = async {
         let out = remote.sh(&on_node("raptiformica --version"), None).await?;
@@ -197,7 +211,7 @@ pub async fn inject(
             bail!("raptiformica is not installed on {who}: slave it instead (`raptiformica slave {host} -p {port}`)");
         }
         let step = progress.step(&who, "assimilate and mesh");
-        let summary = assimilate(ctx, identity, &remote, None, None, true).await?;
+        let summary = assimilate(ctx, identity, &remote, server, None, after_mesh).await?;
         step.done(&summary);
         Ok(summary)
     }

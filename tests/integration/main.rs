@@ -14,6 +14,7 @@ mod deploy;
 mod docker;
 mod engine;
 mod events;
+mod from_member;
 mod healing;
 mod history;
 mod house;

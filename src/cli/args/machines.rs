@@ -203,6 +203,11 @@ pub struct SlaveArgs {
     #[arg(long, value_name = "KEY")]
     pub host_key: Option<String>,
 
+    /// A member of the cluster uploads and slaves it (its key is authorized there from here):
+    /// the 22 MB a new machine takes come from the member, not over this host's uplink
+    #[arg(long)]
+    pub from_member: bool,
+
     #[command(flatten)]
     pub steps: StepFlags,
 }

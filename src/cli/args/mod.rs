@@ -97,7 +97,7 @@ pub enum Command {
     /// fires the `after_slave` hooks, then registers the node as a neighbour. Only what changed
     /// is uploaded: slaving the same machine again is safe and fast.
     #[command(
-        after_help = "Examples:\n  raptiformica slave 192.0.2.10              # as root on port 22; the host key is pinned\n  raptiformica slave 192.0.2.10 -p 2222 --server-type headless --no-after-mesh"
+        after_help = "Examples:\n  raptiformica slave 192.0.2.10              # as root on port 22; the host key is pinned\n  raptiformica slave 192.0.2.10 -p 2222 --server-type headless --no-after-mesh\n  raptiformica slave ops@192.0.2.10 --sudo --from-member   # a member uploads: this host sends next to nothing"
     )]
     Slave(SlaveArgs),
 

@@ -11,7 +11,10 @@ use crate::sys::progress::Progress;
 pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let progress = Progress::new(ctx.json);
-    slave::prepare(ctx, &progress)?;
+    // From a member, the member's artifacts, token and gossip key serve: nothing to make here.
+    if !args.from_member {
+        slave::prepare(ctx, &progress)?;
+    }
     let identity = Identity::ensure(ctx)?;
     let (login, host) = crate::remote::ssh::Login::split(&args.host, args.sudo)?;
     anyhow::ensure!(
@@ -33,6 +36,13 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         patience: Duration::ZERO,
         machine: None,
     };
+    if args.from_member {
+        let member = crate::cli::runtime::runtime()?.block_on(crate::provision::relay::slave_from_member(
+            ctx, &identity, &progress, &host, args.port, &opts,
+        ))?;
+        eprintln!("slaved {host}:{} from node {member}", args.port);
+        return Ok(());
+    }
     crate::cli::runtime::runtime()?.block_on(slave::slave(
         ctx, &config, &identity, &progress, &host, args.port, &opts,
     ))?;

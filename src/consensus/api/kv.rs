@@ -70,6 +70,15 @@ fn decoded(raw: Vec<RawPair>) -> anyhow::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The keys of `raw` below `below` (`key/`) with their values.
+fn subtree(raw: Vec<RawPair>, below: &str) -> anyhow::Result<Mapping> {
+    Ok(decoded(raw)?
+        .into_iter()
+        .filter(|p| p.key.starts_with(below))
+        .filter_map(|p| Some((p.key, p.value?)))
+        .collect())
+}
+
 /// One path segment, percent-encoded (everything but unreserved characters).
 pub fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
@@ -256,12 +265,7 @@ impl ConsulApi {
     pub async fn watch_tree(&self, key: &str, index: u64, wait: Duration) -> anyhow::Result<(Mapping, u64)> {
         let below = format!("{key}/");
         let (raw, next): (Vec<RawPair>, u64) = self.blocking(&format!("kv/{below}?recurse&stale"), index, wait).await?;
-        let tree = decoded(raw)?
-            .into_iter()
-            .filter(|p| p.key.starts_with(&below))
-            .filter_map(|p| Some((p.key, p.value?)))
-            .collect();
-        Ok((tree, next))
+        Ok((subtree(raw, &below)?, next))
     }
 
     /// As [`ConsulApi::watch_tree`], where a subtree with no key is an empty one (a blocking
@@ -274,12 +278,7 @@ impl ConsulApi {
             wait.as_secs()
         );
         let (raw, next): (Vec<RawPair>, u64) = self.kv_pairs(&path).await?;
-        let tree = decoded(raw)?
-            .into_iter()
-            .filter(|p| p.key.starts_with(&below))
-            .filter_map(|p| Some((p.key, p.value?)))
-            .collect();
-        Ok((tree, next))
+        Ok((subtree(raw, &below)?, next))
     }
 
     /// `key` and the keys below `key/` with their values (a subtree, not a string prefix).
