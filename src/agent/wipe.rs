@@ -4,7 +4,8 @@
 //! the agent (or its systemd unit), then consul, which leaves the cluster first (the others
 //! see it `left`, not `failed`, and a server leaves raft, so the quorum shrinks with it
 //! instead of waiting for it), then yggdrasil; then what slaving installed: the module
-//! folders under `/usr/etc/raptiformica`, the links in `/usr/local/bin`, and the cache dir
+//! folders under `/usr/etc/raptiformica`, the links in `/usr/local/bin`, a sudo user's drop-in
+//! `/etc/sudoers.d/raptiformica-<user>` (`slave --ask-sudo-password`), and the cache dir
 //! with the node's state (overlay keys, consul's data, the cached config, the token, the
 //! artifacts). `slave` from a workstation brings the machine back as a new node of the same
 //! id (the id comes from its SSH host key, which stays).
@@ -71,6 +72,11 @@ pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
     if !links.is_empty() {
         done.push(format!("removed the links {} in {REMOTE_BIN}", links.join(", ")));
     }
+    // A sudo user's passwordless sudo that `slave --ask-sudo-password` gave it.
+    for dropin in sudo_drop_ins(Path::new("/etc/sudoers.d")) {
+        std::fs::remove_file(&dropin).map_err(|e| anyhow::anyhow!("cannot remove `{}`: {e}", dropin.display()))?;
+        done.push(format!("removed {}", dropin.display()));
+    }
     if remove_dir(&paths.cache_dir)? {
         done.push(format!(
             "removed {} (the node's keys, consul's data, the cached config, the artifacts)",
@@ -78,6 +84,18 @@ pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
         ));
     }
     Ok(done)
+}
+
+/// The sudoers drop-ins of ours in `dir` (see `remote::sudo`).
+fn sudo_drop_ins(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("raptiformica-"))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Removes the links in `bin` that slaving made, those that lead into `cache`.

@@ -105,6 +105,7 @@ pub async fn rollout(
                     skip_if_healthy: true,
                     machine: None,
                     login: crate::remote::ssh::Login::recorded(e.user.as_deref()),
+                    sudo_password: None,
                 };
                 let t = Instant::now();
                 let result = match slave::slave(ctx, config, identity, progress, &e.dst, e.port, &opts).await {

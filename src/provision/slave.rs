@@ -49,6 +49,9 @@ pub struct SlaveOptions {
     /// Who to log in as (`slave user@host --sudo`): recorded in its neighbour entry
     /// (`ssh_user`), so that every later contact logs in the same way.
     pub login: crate::remote::ssh::Login,
+    /// The sudo password of a user whose sudo wants one (`--ask-sudo-password`): used once, to
+    /// give the user sudo without a password there (see `remote::sudo`).
+    pub sudo_password: Option<crate::remote::sudo::SudoPassword>,
 }
 
 impl SlaveOptions {
@@ -67,6 +70,7 @@ impl SlaveOptions {
             after_assimilate: true,
             after_mesh: true,
             login: Default::default(),
+            sudo_password: None,
         }
     }
 }
@@ -115,9 +119,20 @@ pub async fn slave(
     if let Some(key) = &opts.host_key {
         identity.pin(host, port, key)?;
     }
-    let remote = Remote::connect_patiently(identity, &opts.login, host, port, &opts.via, opts.patience)
-        .await
-        .with_context(|| format!("slaving {who} failed at step `connect`"))?;
+    let remote = match &opts.sudo_password {
+        Some(password) => {
+            crate::remote::sudo::connect_granting(
+                identity,
+                &opts.login,
+                (host, port, &opts.via),
+                opts.patience,
+                password,
+            )
+            .await
+        }
+        None => Remote::connect_patiently(identity, &opts.login, host, port, &opts.via, opts.patience).await,
+    }
+    .with_context(|| format!("slaving {who} failed at step `connect`"))?;
     step.done("host key pinned");
 
     let result = async {

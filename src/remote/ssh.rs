@@ -214,28 +214,7 @@ impl Remote {
         port: u16,
         via: &[String],
     ) -> anyhow::Result<Self> {
-        Self::open(identity, login, host, port, via).await?.check_sudo().await
-    }
-
-    /// For a sudo login: whether sudo runs a command as root without a password (`sudo -n`),
-    /// else an error naming the user and the host, with the sudoers line to add (the session
-    /// is closed then).
-    async fn check_sudo(self) -> anyhow::Result<Self> {
-        if !self.login.sudo {
-            return Ok(self);
-        }
-        let out = self.sh("true", None).await?;
-        if out.success() {
-            return Ok(self);
-        }
-        let (user, host, port) = (self.login.user.clone(), self.host.clone(), self.port);
-        self.close().await;
-        bail!(
-            "{user}@{host}:{port} cannot run commands as root with sudo: {}\nhint: give {user} sudo \
-             without a password (a line `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}), or log in as \
-             root",
-            out.stderr.trim()
-        )
+        super::sudo::check(Self::open(identity, login, host, port, via).await?).await
     }
 
     async fn open(identity: &Identity, login: &Login, host: &str, port: u16, via: &[String]) -> anyhow::Result<Self> {
@@ -335,7 +314,7 @@ impl Remote {
                 return Err(anyhow::anyhow!("{what}\ncause: {}", cause.trim()));
             }
         };
-        remote.check_sudo().await
+        super::sudo::check(remote).await
     }
 
     /// Connects to a known node, checking the host key the cluster recorded for it (pinned
@@ -419,6 +398,34 @@ impl Remote {
             .output()
             .await
             .with_context(|| format!("ssh to {}:{} broke while running a command", self.host, self.port))?;
+        Ok(RemoteOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs `script` as root through sudo with `password` on sudo's stdin (`sudo -S`, no
+    /// prompt): never on a command line, in the environment or in a log.
+    pub async fn sudo_with_password(
+        &self,
+        password: &super::sudo::SudoPassword,
+        script: &str,
+    ) -> anyhow::Result<RemoteOutput> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut cmd = self.session.command("sudo");
+        cmd.args(["-S", "-p", "", "-H", "sh", "-c"])
+            .arg(script)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let broke = || format!("ssh to {}:{} broke while running sudo", self.host, self.port);
+        let mut child = cmd.spawn().await.with_context(broke)?;
+        if let Some(mut stdin) = child.stdin().take() {
+            stdin.write_all(password.line().as_bytes()).await.with_context(broke)?;
+            stdin.shutdown().await.with_context(broke)?;
+        }
+        let out = child.wait_with_output().await.with_context(broke)?;
         Ok(RemoteOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -58,4 +58,61 @@ fn a_machine_without_root_login_is_slaved_as_a_sudo_user() {
     // Slaving it again works the same way (root still cannot log in).
     let out = env.run(&["slave", &format!("ops@{ip}"), "--sudo"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A user whose sudo wants a password: told to give it; a wrong one is refused; the right
+    // one, asked once (here on stdin), gives it sudo without a password there, which later
+    // contacts use. The password is nowhere in this host's files.
+    let password = "pw-7f3a9c-secret";
+    let setup = sh(
+        &p,
+        &format!(
+            "useradd -m -s /bin/sh pw && echo 'pw:{password}' | chpasswd && mkdir -p /home/pw/.ssh && \
+             cp /home/ops/.ssh/authorized_keys /home/pw/.ssh/ && chown -R pw /home/pw/.ssh && chmod 700 /home/pw/.ssh && \
+             echo 'pw ALL=(ALL) ALL' >/etc/sudoers.d/pw && chmod 440 /etc/sudoers.d/pw && echo set-up"
+        ),
+    );
+    assert!(setup.ends_with("set-up"), "the test's set-up failed: {setup}");
+    let err = env.fails(&["slave", &format!("pw@{ip}"), "--sudo"]);
+    assert!(err.contains("--ask-sudo-password"), "{err}");
+    let with_stdin = |line: &str| {
+        let file = env.write("password.txt", &format!("{line}\n"));
+        let mut cmd = env.cmd();
+        cmd.args(["slave", &format!("pw@{ip}"), "--sudo", "--ask-sudo-password"])
+            .stdin(std::fs::File::open(&file).unwrap());
+        // Not `bounded`: it gives the command no stdin.
+        let out = cmd.output().expect("the binary runs");
+        std::fs::remove_file(&file).unwrap();
+        out
+    };
+    let out = with_stdin("not-the-password");
+    assert!(!out.status.success(), "a wrong password was taken");
+    assert!(
+        text(&out.stderr).contains("did not take the password"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = with_stdin(password);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        sh(&p, "cat /etc/sudoers.d/raptiformica-pw"),
+        "pw ALL=(ALL) NOPASSWD:ALL"
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 3).is_some(),
+        "{:?}",
+        crate::cluster::members(&env)
+    );
+    let leaked = std::process::Command::new("grep")
+        .args(["-rIl", password])
+        .arg(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&leaked.stdout).trim().is_empty(),
+        "the password is in {}",
+        text(&leaked.stdout)
+    );
+    // Later contacts log in as pw with sudo -n.
+    let out = env.run(&["slave", &format!("pw@{ip}"), "--sudo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

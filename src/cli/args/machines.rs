@@ -185,6 +185,12 @@ pub struct SlaveArgs {
     #[arg(long)]
     pub sudo: bool,
 
+    /// The user's sudo wants a password: ask it once (on the terminal, else one line on stdin;
+    /// never on a command line or in a log) and give the user sudo without a password on that
+    /// machine (`/etc/sudoers.d/raptiformica-USER`), which later contacts use
+    #[arg(long)]
+    pub ask_sudo_password: bool,
+
     /// Its SSH port
     #[arg(short, long, default_value_t = 22)]
     pub port: u16,

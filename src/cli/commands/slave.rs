@@ -23,6 +23,15 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         args.host,
         login.user
     );
+    anyhow::ensure!(
+        !args.ask_sudo_password || login.sudo,
+        "--ask-sudo-password is for a sudo user: `slave USER@{host} --sudo --ask-sudo-password`"
+    );
+    let sudo_password = if args.ask_sudo_password {
+        Some(crate::remote::sudo::SudoPassword::ask(&login.user, &host)?)
+    } else {
+        None
+    };
     let opts = SlaveOptions {
         login,
         via: args.via.iter().map(|h| jump(h)).collect::<anyhow::Result<_>>()?,
@@ -35,6 +44,7 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         after_mesh: !args.steps.no_after_mesh,
         patience: Duration::ZERO,
         machine: None,
+        sudo_password,
     };
     if args.from_member {
         let member = crate::cli::runtime::runtime()?.block_on(crate::provision::relay::slave_from_member(
