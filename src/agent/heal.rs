@@ -252,10 +252,7 @@ async fn replace(
 
 /// Marks a replacement by `me`, now (see [`REPLACED_KEY`]).
 async fn mark_replaced(api: &ConsulApi, me: &str) {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let value = serde_json::json!({"by": me, "at": at});
+    let value = serde_json::json!({"by": me, "at": crate::sys::clock::unix_now()});
     if let Err(e) = api
         .set_many(&crate::config::Mapping::from([(REPLACED_KEY.to_string(), value)]))
         .await
@@ -268,10 +265,7 @@ async fn mark_replaced(api: &ConsulApi, me: &str) {
 async fn replaced_lately(api: &ConsulApi) -> Option<(String, Duration)> {
     let (raw, _) = api.get_raw(REPLACED_KEY).await.ok()??;
     let v = crate::consensus::api::decode(&raw);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let ago = Duration::from_secs(now.saturating_sub(v["at"].as_u64()?));
+    let ago = Duration::from_secs(crate::sys::clock::unix_now().saturating_sub(v["at"].as_u64()?));
     (ago < REPLACE_PATIENCE).then(|| (v["by"].as_str().unwrap_or("another node").to_string(), ago))
 }
 

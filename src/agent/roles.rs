@@ -1,7 +1,9 @@
 //! Consul roles as the rules act on them: which servers vote, and promoting a client.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::sys::clock::unix_now;
 
 use serde_json::Value;
 
@@ -49,13 +51,6 @@ fn promotions_in(mapping: &Mapping, now: u64) -> HashMap<String, Duration> {
             Some((n.id, Duration::from_secs(now.saturating_sub(at))))
         })
         .collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A client recorded as server in the shared config (promoted by an agent) re-renders its

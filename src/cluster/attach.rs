@@ -160,9 +160,7 @@ async fn attach_through(
     let step = progress.step(who, "register this workstation's key");
     let name = workstations::own_name(&ctx.paths)?;
     let key = public_key(identity)?;
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let at = crate::sys::clock::unix_now();
     let mut entry = Mapping::new();
     entry.insert(workstations::key(&name, "ssh_key"), Value::from(key.clone()));
     entry.insert(workstations::key(&name, "host"), Value::from(workstations::host_name()));

@@ -27,13 +27,8 @@ impl Login {
         let Some((user, host)) = target.rsplit_once('@') else {
             return Ok((Login::default(), target.to_string()));
         };
-        if user.is_empty()
-            || !user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            || user.starts_with('-')
-        {
-            bail!("`{user}` in `{target}` is no user name (letters, digits, `_`, `-`, `.`)");
+        if crate::config::known::check_user(user).is_err() {
+            bail!("`{user}` in `{target}` is no user name (1 to 32 letters, digits, `_`, `-`, `.`)");
         }
         Ok((
             Login {

@@ -2,8 +2,9 @@
 //! Processes ([`process`], the only place that starts them; [`daemon`], detached daemons and
 //! the render-compare-write-start step), files replaced whole ([`fs_atomic`]), where things
 //! live ([`paths`]), the flat config mapping and its key rules ([`mapping`]), progress lines,
-//! node ids and shell quoting.
+//! node ids, shell quoting and unix time ([`clock`]).
 
+pub mod clock;
 pub mod daemon;
 pub mod digest;
 pub mod exit;

@@ -170,6 +170,17 @@ fn a_second_workstation_attaches_drives_the_cluster_and_keeps_to_its_own_machine
     );
     assert!(held.contains(&format!("\"{}\"", name.trim())), "{held}");
 
+    // The first workstation revokes the second's key (an entry it never took): gone everywhere.
+    let stderr = text(
+        &env.run(&["config", "unset", &format!("raptiformica/workstations/{}", name.trim())])
+            .stderr,
+    );
+    assert!(stderr.contains("the cluster has the change"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(30), || !nodes.iter().any(authorized)).is_some(),
+        "a revoked key is still authorized on a node"
+    );
+
     // The first workstation's destroy keeps the second's machine; the second's removes it.
     let out = env.run(&["destroy"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -36,6 +36,21 @@ pub fn run(ctx: &Context, args: ConfigArgs) -> anyhow::Result<()> {
         }
         Some(ConfigAction::Unset { key }) => {
             let key = normalize(&key)?;
+            // A key of the cluster this workstation never took (another workstation's entry,
+            // say): unset in the cluster only.
+            if !crate::config::shared::consul_configured(&ctx.paths)
+                && crate::config::mapping::subtree(&ctx.config()?.mapping, &key)
+                    .next()
+                    .is_none()
+                && let Some(node) = crate::cli::runtime::runtime()?.block_on(crate::cluster::shared::push(
+                    ctx,
+                    &crate::config::Mapping::new(),
+                    std::slice::from_ref(&key),
+                ))?
+            {
+                eprintln!("`{key}` is not set here; the cluster has the change (through node `{node}`)");
+                return Ok(());
+            }
             let unset = crate::cli::runtime::runtime()?
                 .block_on(edit::unset(&ctx.paths, &key))
                 .with_context(|| format!("failed to unset `{key}`"))?;

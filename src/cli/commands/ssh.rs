@@ -51,8 +51,8 @@ fn shell_line(argv: &[String]) -> anyhow::Result<String> {
 }
 
 /// The machine to reach: an instance (by id prefix or host), a known node (by id prefix or
-/// host), the first instance, or something that looks like a host.
-/// The machine's host and port, and its neighbour entry when it is a known node.
+/// host), the first instance, or something that looks like a host; its host and port, and its
+/// neighbour entry when it is a known node.
 fn target(ctx: &Context, machine: Option<&str>) -> anyhow::Result<(String, u16, Option<Neighbour>)> {
     let instances: Vec<Instance> = Instance::list(&ctx.paths.machines_dir())
         .into_iter()
