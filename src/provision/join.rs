@@ -37,6 +37,11 @@ const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
 
 pub struct JoinOptions {
     pub server_type: Option<String>,
+    /// Who to reach the member as (`join user@host --sudo`: a sudo user there).
+    pub login: crate::remote::login::Login,
+    /// The user the member logs in as here, with sudo without a password (`--user`), for a
+    /// machine that refuses root logins; None: root.
+    pub user: Option<String>,
 }
 
 pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opts: &JoinOptions) -> anyhow::Result<()> {
@@ -46,13 +51,7 @@ pub async fn join(ctx: &Context, progress: &Progress, host: &str, port: u16, opt
     step.done("answers");
 
     let step = progress.step(&who, "connect");
-    let remote = Remote::connect_as_user(
-        &ctx.paths.cache_dir.join("known_hosts"),
-        &Default::default(),
-        host,
-        port,
-    )
-    .await?;
+    let remote = Remote::connect_as_user(&ctx.paths.cache_dir.join("known_hosts"), &opts.login, host, port).await?;
     step.done("host key pinned");
 
     let result = join_through(ctx, progress, &remote, &who, opts).await;
@@ -82,20 +81,32 @@ async fn join_through(
 ) -> anyhow::Result<()> {
     let step = progress.step(who, "exchange keys");
     let (member_key, me) = exchange(remote).await?;
+    // Through sudo the member's SSH_CONNECTION is gone: the address this machine leaves from.
+    let me = match me {
+        Some(me) => me,
+        None => source_address(&remote.host, remote.port)
+            .context("cannot tell the address the member reaches this machine at")?,
+    };
     step.done(&format!("the member reaches this machine at {me}"));
+    if let Some(user) = &opts.user {
+        crate::sys::process::blocking(|| user_can_sudo(user))?;
+    }
 
     let step = progress.step("local", "sshd");
     let how = crate::sys::process::blocking(ensure_sshd)?;
     step.done(&how);
     let host_key = own_host_key()?;
     let step = progress.step("local", "authorize the member's key");
-    crate::sys::process::blocking(|| authorize(&member_key))?;
-    step.done("");
+    crate::sys::process::blocking(|| authorize(&member_key, opts.user.as_deref()))?;
+    step.done(opts.user.as_deref().unwrap_or("root"));
 
     let step = progress.step(who, &format!("slave {me} from the member"));
+    let target = match &opts.user {
+        Some(u) => format!("{u}@{me} --sudo"),
+        None => me.clone(),
+    };
     let mut command = format!(
-        "raptiformica slave {} --port {SSHD_PORT} --host-key {}",
-        quote(&me),
+        "raptiformica slave {target} --port {SSHD_PORT} --host-key {}",
         quote(&host_key)
     );
     if let Some(s) = &opts.server_type {
@@ -126,7 +137,7 @@ pub(super) async fn slave_on_member(ctx: &Context, remote: &Remote, command: &st
 
 /// Reads the member's raptiformica key (made there if missing) and the address the member
 /// sees this machine at; changes nothing here.
-async fn exchange(remote: &Remote) -> anyhow::Result<(String, String)> {
+async fn exchange(remote: &Remote) -> anyhow::Result<(String, Option<String>)> {
     let script = format!("{MEMBER_KEY}\necho \"from ${{SSH_CONNECTION%% *}}\"");
     let out = remote.run("reading the member's key", &on_node(&script)).await?;
     parse_exchange(&out.stdout)
@@ -157,8 +168,9 @@ fn own_host_key() -> anyhow::Result<String> {
     Ok(crate::sys::digest::host_key_fields(&host_key))
 }
 
-/// The member's public key and the address it sees this machine at, from the exchange script.
-fn parse_exchange(stdout: &str) -> anyhow::Result<(String, String)> {
+/// The member's public key and the address it sees this machine at (None when it cannot
+/// tell: no SSH_CONNECTION under sudo), from the exchange script.
+fn parse_exchange(stdout: &str) -> anyhow::Result<(String, Option<String>)> {
     let key = stdout
         .lines()
         .find_map(|l| l.strip_prefix("key "))
@@ -170,14 +182,52 @@ fn parse_exchange(stdout: &str) -> anyhow::Result<(String, String)> {
         .find_map(|l| l.strip_prefix("from "))
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .context("the member does not say where this machine connects from (no SSH_CONNECTION)")?;
-    Ok((key.to_string(), me.to_string()))
+        .map(str::to_string);
+    Ok((key.to_string(), me))
 }
 
-/// Authorizes `key` for root here (once).
-fn authorize(key: &str) -> anyhow::Result<()> {
-    let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
-    authorize_in(&home.join(".ssh"), key)
+/// The address this machine reaches `host:port` from (a TCP connection's local end).
+fn source_address(host: &str, port: u16) -> Option<String> {
+    use std::net::ToSocketAddrs as _;
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, REACH_TIMEOUT).ok()?;
+    Some(stream.local_addr().ok()?.ip().to_string())
+}
+
+/// Whether `user` may run commands as root with sudo without a password here (what the member
+/// runs as that user needs root); an error saying what to add.
+fn user_can_sudo(user: &str) -> anyhow::Result<()> {
+    crate::config::known::check_user(user).map_err(anyhow::Error::msg)?;
+    if crate::remote::workstations::authorized_keys_of(user).is_none() {
+        bail!("there is no user `{user}` on this machine; nothing was changed here");
+    }
+    let sudo = crate::sys::process::Shell::new("the user's sudo", "runuser -u \"$U\" -- sudo -n true")
+        .env("U", user)
+        .output()?;
+    if !sudo.success() {
+        bail!(
+            "{user} cannot run commands as root with sudo without a password here\nhint: a line `{user} ALL=(ALL) \
+             NOPASSWD:ALL` in /etc/sudoers.d/{user}; nothing was changed on this machine"
+        );
+    }
+    Ok(())
+}
+
+/// Authorizes `key` here (once) for root, or for `user` (checked by [`user_can_sudo`]).
+fn authorize(key: &str, user: Option<&str>) -> anyhow::Result<()> {
+    let Some(user) = user else {
+        let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
+        return authorize_in(&home.join(".ssh"), key);
+    };
+    let (file, uid, gid) = crate::remote::workstations::authorized_keys_of(user)
+        .with_context(|| format!("there is no user `{user}` on this machine"))?;
+    let dir = file.parent().context("authorized_keys has no folder")?;
+    authorize_in(dir, key)?;
+    for path in [dir, file.as_path()] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown `{}`", path.display()))?;
+    }
+    Ok(())
 }
 
 fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
@@ -258,10 +308,10 @@ mod tests {
     fn the_exchange_gives_the_key_and_the_address() {
         let (k, me) = parse_exchange("noise\nkey ssh-ed25519 AAAA raptiformica\nfrom 172.18.0.5\n").unwrap();
         assert_eq!(
-            (k.as_str(), me.as_str()),
-            ("ssh-ed25519 AAAA raptiformica", "172.18.0.5")
+            (k.as_str(), me.as_deref()),
+            ("ssh-ed25519 AAAA raptiformica", Some("172.18.0.5"))
         );
-        assert!(parse_exchange("key ssh-ed25519 AAAA\nfrom \n").is_err());
+        assert_eq!(parse_exchange("key ssh-ed25519 AAAA\nfrom \n").unwrap().1, None);
         assert!(parse_exchange("from 1.2.3.4\n").is_err());
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::cluster::{Plain, count, ip_on, sh, wait_until};
+use crate::cluster::{Plain, count, docker, ip_on, sh, wait_until};
 use crate::docker::DockerTest;
 use crate::harness::text;
 
@@ -115,4 +115,56 @@ fn a_machine_without_root_login_is_slaved_as_a_sudo_user() {
     // Later contacts log in as pw with sudo -n.
     let out = env.run(&["slave", &format!("pw@{ip}"), "--sudo"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // join with sudo users on both sides: a new machine that refuses root logins asks the
+    // member (reached as pw, through sudo) to slave it as its own sudo user.
+    let q = plain.run(&env, "raptiformica");
+    let setup = sh(
+        &q,
+        "(timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq sudo) \
+         >/tmp/apt.log 2>&1 || { tail -n 5 /tmp/apt.log; exit 1; }; \
+         useradd -m -s /bin/sh ops && echo 'ops ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops && \
+         rm -f /root/.ssh/authorized_keys && echo 'PermitRootLogin no' >>/etc/ssh/sshd_config && \
+         kill -HUP $(pidof sshd | tr ' ' '\\n' | sort -n | head -n 1) && \
+         ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 && echo set-up",
+    );
+    assert!(setup.ends_with("set-up"), "the test's set-up failed: {setup}");
+    let to = format!("{q}:/usr/local/bin/raptiformica");
+    assert!(
+        docker(&["cp", crate::harness::bin().to_str().unwrap(), &to])
+            .status
+            .success()
+    );
+    let q_key = sh(&q, "cat /root/.ssh/id_ed25519.pub");
+    assert_eq!(
+        sh(
+            &p,
+            &format!("echo '{q_key}' >> /home/pw/.ssh/authorized_keys && echo ok")
+        ),
+        "ok"
+    );
+    let out = docker(&[
+        "exec",
+        &q,
+        "raptiformica",
+        "join",
+        &format!("pw@{ip}"),
+        "--sudo",
+        "--user",
+        "ops",
+    ]);
+    assert!(out.status.success(), "join failed: {}", text(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(90), || count(&env, "alive", None) == 4).is_some(),
+        "{:?}",
+        crate::cluster::members(&env)
+    );
+    let entries = sh(
+        &p,
+        "raptiformica --json config get raptiformica/meshnet/neighbours 2>/dev/null",
+    );
+    assert!(
+        entries.contains("\"ops\""),
+        "the joined machine's login is not recorded: {entries}"
+    );
 }

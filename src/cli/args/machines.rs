@@ -37,8 +37,18 @@ pub struct DestroyArgs {
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// Address or name of a cluster member
+    /// Address or name of a cluster member (`user@host` with --sudo)
     pub host: String,
+
+    /// Reach the member as the user HOST names (`user@host`), who runs what needs root there
+    /// through sudo (without a password)
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// The member logs in here as this user (who must have sudo without a password), not as
+    /// root: for a machine that refuses root logins
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 
     /// The member's SSH port
     #[arg(short, long, default_value_t = 22)]

@@ -222,7 +222,7 @@ pub enum Command {
     /// running) and hands it this machine's host key, then has the member slave this machine.
     /// No copy of the cluster's config is needed beforehand.
     #[command(
-        after_help = "Examples:\n  raptiformica join 192.0.2.10                # on the new machine: a member slaves it\n  raptiformica join 192.0.2.10 -p 2222 --server-type headless"
+        after_help = "Examples:\n  raptiformica join 192.0.2.10                # on the new machine: a member slaves it\n  raptiformica join 192.0.2.10 -p 2222 --server-type headless\n  raptiformica join ops@192.0.2.10 --sudo --user ops    # sudo users on both sides, no root login"
     )]
     Join(JoinArgs),
 

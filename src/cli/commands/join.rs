@@ -7,10 +7,19 @@ use crate::sys::progress::Progress;
 
 pub fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.json);
+    let (login, host) = crate::remote::login::Login::split(&args.host, args.sudo)?;
+    anyhow::ensure!(
+        login.is_root() || args.sudo,
+        "`{}` logs in as {}: add --sudo to run what needs root through sudo on the member",
+        args.host,
+        login.user
+    );
     let opts = JoinOptions {
         server_type: args.server_type,
+        login,
+        user: args.user,
     };
-    crate::cli::runtime::runtime()?.block_on(join(ctx, &progress, &args.host, args.port, &opts))?;
-    eprintln!("joined the cluster through {}", args.host);
+    crate::cli::runtime::runtime()?.block_on(join(ctx, &progress, &host, args.port, &opts))?;
+    eprintln!("joined the cluster through {host}");
     Ok(())
 }
