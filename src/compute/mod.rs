@@ -266,9 +266,11 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
 }
 
 /// The workstation a machine started here is held by (a back-end labels it with it, see
-/// `remote::workstations`); empty on a node, whose machines its id holds.
+/// `remote::workstations`); empty on a node (it has an overlay identity, also before consul
+/// runs: a lone node with an engine grows to three), whose machines its id holds.
 fn workstation(ctx: &Context) -> String {
-    if crate::config::shared::consul_configured(&ctx.paths) {
+    let mesh = crate::config::shared::mesh_dir(&ctx.paths);
+    if mesh.join("yggdrasil.conf").is_file() || mesh.join("consul.json").is_file() {
         return String::new();
     }
     crate::remote::workstations::own_name(&ctx.paths).unwrap_or_default()

@@ -72,8 +72,8 @@ pub struct Machine {
     pub compute_type: String,
     /// The instance's id (its directory's name in the spawner's cache).
     pub instance: String,
-    /// Whose engine started it: the spawning node's id, or the host name of the machine a
-    /// user ran `spawn` on.
+    /// Whose engine started it: the spawning node's id, or the name of the workstation (a
+    /// cache dir on the machine a user ran `spawn` on, see `remote::workstations`).
     pub held_by: String,
 }
 

@@ -92,8 +92,8 @@ fn one_machine_with_the_engine_grows_the_cluster_to_three_by_itself() {
     );
     assert_eq!(alive_on(&first), 3);
     // Every machine on record: which back-end instance, whose engine holds it (the node's
-    // id, a member's name; the workstation's host name for the one spawned here).
-    let workstation = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // id, a member's name; the workstation's name, per cache dir, for the one spawned here).
+    let workstation = std::fs::read_to_string(env.cache().join("workstation")).unwrap_or_default();
     let holders = || {
         let m: Vec<Value> =
             serde_json::from_str(&sh(&first, "raptiformica --json members 2>/dev/null")).unwrap_or_default();
