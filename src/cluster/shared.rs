@@ -9,9 +9,15 @@ use crate::remote::ssh::Identity;
 
 /// Makes the change (`set`, and `removed` with what lies below each) on a known node that
 /// answers. The node's id; None when this machine drives no cluster (it holds no cluster
-/// token, made when it first slaved a machine or taken by `attach`, or knows no node).
+/// token, made when it first slaved a machine or taken by `attach`, or knows no node) or is a
+/// node itself.
 pub async fn push(ctx: &Context, set: &Mapping, removed: &[String]) -> anyhow::Result<Option<String>> {
-    if (set.is_empty() && removed.is_empty()) || crate::consensus::acl::read_token(&ctx.paths).is_none() {
+    // A node (it has an overlay identity, also before its consul runs) shares a change
+    // through its own consul, never over SSH.
+    let node = crate::config::shared::mesh_dir(&ctx.paths)
+        .join("yggdrasil.conf")
+        .is_file();
+    if node || (set.is_empty() && removed.is_empty()) || crate::consensus::acl::read_token(&ctx.paths).is_none() {
         return Ok(None);
     }
     let config = ctx.config()?;
