@@ -39,6 +39,20 @@ impl Login {
         ))
     }
 
+    /// [`Login::split`], where a user other than root must come with `sudo` (what runs there
+    /// needs root); the error names the target and says to add --sudo (`where_`: "there", "on
+    /// the member").
+    pub fn split_for_root(target: &str, sudo: bool, where_: &str) -> anyhow::Result<(Login, String)> {
+        let (login, host) = Self::split(target, sudo)?;
+        if !login.is_root() && !sudo {
+            bail!(
+                "`{target}` logs in as {}: add --sudo to run what needs root through sudo {where_}",
+                login.user
+            );
+        }
+        Ok((login, host))
+    }
+
     /// The login a neighbour entry records (`ssh_user`; root when it records none): a user
     /// other than root goes through sudo.
     pub fn recorded(user: Option<&str>) -> Login {

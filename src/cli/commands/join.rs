@@ -7,13 +7,7 @@ use crate::sys::progress::Progress;
 
 pub fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.json);
-    let (login, host) = crate::remote::login::Login::split(&args.host, args.sudo)?;
-    anyhow::ensure!(
-        login.is_root() || args.sudo,
-        "`{}` logs in as {}: add --sudo to run what needs root through sudo on the member",
-        args.host,
-        login.user
-    );
+    let (login, host) = crate::remote::login::Login::split_for_root(&args.host, args.sudo, "on the member")?;
     let opts = JoinOptions {
         server_type: args.server_type,
         login,

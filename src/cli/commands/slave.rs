@@ -16,13 +16,11 @@ pub fn run(ctx: &Context, args: SlaveArgs) -> anyhow::Result<()> {
         slave::prepare(ctx, &progress)?;
     }
     let identity = Identity::ensure(ctx)?;
-    let (login, host) = crate::remote::ssh::Login::split(&args.host, args.sudo)?;
-    anyhow::ensure!(
-        login.is_root() || args.sudo,
-        "`{}` logs in as {}: add --sudo to run what needs root through sudo there (raptiformica runs as root on a node)",
-        args.host,
-        login.user
-    );
+    let (login, host) = crate::remote::ssh::Login::split_for_root(
+        &args.host,
+        args.sudo,
+        "there (raptiformica runs as root on a node)",
+    )?;
     anyhow::ensure!(
         !args.ask_sudo_password || login.sudo,
         "--ask-sudo-password is for a sudo user: `slave USER@{host} --sudo --ask-sudo-password`"
