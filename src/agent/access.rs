@@ -15,6 +15,9 @@ use crate::remote::workstations::{self, WORKSTATIONS};
 /// How long to wait after a failed query (consul not up yet, no leader).
 const RETRY: Duration = Duration::from_secs(5);
 
+/// The workstations' keys (name, key) and the node's own login they were last written for.
+type Applied = (Vec<(String, String)>, Option<String>);
+
 /// Keeps the workstations' keys authorized here while the agent runs.
 pub async fn follow(me: String, rec: Recorder) {
     let api = match ConsulApi::new(LOCAL_HTTP, blocking_timeout(WATCH_WAIT)) {
@@ -22,27 +25,31 @@ pub async fn follow(me: String, rec: Recorder) {
         Err(e) => return tracing::warn!("the workstations' keys are not followed: {e:#}"),
     };
     let mut index = 0;
-    let mut applied: Option<Vec<(String, String)>> = None;
+    let mut applied: Option<Applied> = None;
     loop {
         match api.watch_subtree(WORKSTATIONS, index, WATCH_WAIT).await {
             Ok((tree, next)) => {
                 // An index that went back (a rebuilt store) starts the watch over.
                 index = if next < index { 0 } else { next };
                 let keys = workstations::keys(&tree);
-                if applied.as_ref() != Some(&keys) {
-                    let user = api
-                        .get_value(&neighbours::key(&me, "ssh_user"))
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.as_str().map(str::to_string));
-                    match authorize(&keys, user.as_deref()) {
+                // Read again at every answer (a change, or the wait's end): a node slaved
+                // again as another user gets the keys for that user too.
+                let user = api
+                    .get_value(&neighbours::key(&me, "ssh_user"))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.as_str().map(str::to_string));
+                let wanted = (keys, user);
+                if applied.as_ref() != Some(&wanted) {
+                    let (keys, user) = &wanted;
+                    match authorize(keys, user.as_deref()) {
                         Ok(changed) => {
                             if changed {
                                 let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
                                 rec.event("access", format!("workstations' keys authorized: {}", names.join(", ")));
                             }
-                            applied = Some(keys);
+                            applied = Some(wanted);
                         }
                         Err(e) => {
                             tracing::warn!("cannot authorize the workstations' keys: {e:#}");

@@ -62,7 +62,7 @@ pub enum Mode {
 
 impl Mode {
     pub fn of(paths: &Paths) -> Self {
-        if shared::mesh_dir(paths).join("yggdrasil.conf").is_file() {
+        if shared::is_node(paths) {
             Mode::Node
         } else {
             Mode::Workstation

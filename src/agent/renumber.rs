@@ -117,12 +117,7 @@ fn node_at<'a>(known: &'a [Neighbour], host: &str, port: u16) -> Option<&'a Neig
 
 /// Every neighbour key of `mapping`: what a node re-meshed with learns.
 fn neighbour_list(mapping: &Mapping) -> Mapping {
-    let below = format!("{}/", neighbours::NEIGHBOURS);
-    mapping
-        .range(below.clone()..)
-        .take_while(|(k, _)| k.starts_with(&below))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    crate::sys::mapping::tree(mapping, neighbours::NEIGHBOURS)
 }
 
 #[cfg(test)]

@@ -24,12 +24,6 @@ use crate::sys::paths::INSTALL_PREFIX;
 /// How long consul may take to leave before it is stopped anyway.
 const LEAVE_WAIT: Duration = Duration::from_secs(20);
 
-/// Whether this machine is a node: `mesh` rendered its overlay or consul here.
-pub fn is_node(ctx: &Context) -> bool {
-    let dir = mesh_dir(&ctx.paths);
-    dir.join("yggdrasil.conf").is_file() || dir.join("consul.json").is_file()
-}
-
 /// Stops the node's daemons and removes what slaving installed; says what it did, a line each.
 pub async fn wipe(ctx: &Context) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();

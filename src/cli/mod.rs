@@ -125,11 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => commands::inject::run(&ctx, args),
         Command::Agent(args) => commands::agent::run(&ctx, args),
         Command::Keeper => agent::keeper::run(&ctx.paths),
-        Command::Unpack { root } => {
-            let n = crate::provision::bundle::unpack(std::io::stdin().lock(), &root)?;
-            eprintln!("unpacked {n} file(s)");
-            Ok(())
-        }
+        Command::Unpack { root } => commands::unpack::run(&root),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "raptiformica", &mut std::io::stdout());
             Ok(())

@@ -26,19 +26,20 @@ pub struct Forwarded {
 /// Runs `command` (a `raptiformica ...` line, its words quoted) on the first known node that
 /// answers.
 pub async fn through_a_node(ctx: &Context, what: &str, command: &str) -> anyhow::Result<Forwarded> {
-    through_a_node_settled(ctx, what, command, &[]).await
+    through_a_node_settled(ctx, what, command, &[], &[]).await
 }
 
 /// As [`through_a_node`], where the `settled` exit codes are an answer, not a failure to try
-/// on the next node.
+/// on the next node, and the nodes in `skip` are not asked (a node being removed).
 pub async fn through_a_node_settled(
     ctx: &Context,
     what: &str,
     command: &str,
+    skip: &[String],
     settled: &[i32],
 ) -> anyhow::Result<Forwarded> {
     let identity = Identity::ensure(ctx)?;
-    let (node, out) = crate::remote::nodes::on_a_node_settled(ctx, &identity, what, command, &[], settled).await?;
+    let (node, out) = crate::remote::nodes::on_a_node_settled(ctx, &identity, what, command, skip, settled).await?;
     Ok(Forwarded {
         node,
         stdout: out.stdout,

@@ -198,7 +198,7 @@ pub async fn forget(api: &ConsulApi, paths: &Paths, id: &str, member: bool) -> a
     crate::config::edit::forget_tree(paths, &key)
 }
 
-/// The removal run on a node that answers, the removed one dialed last.
+/// The removal run on a node that answers, never the removed one.
 async fn through_a_node(ctx: &Context, known: &[Neighbour], name: &str, force: bool) -> anyhow::Result<Removed> {
     // Resolved here when this machine knows it, so the node it names is not dialed first.
     let id = resolve(known, &[], name).unwrap_or_else(|_| name.to_string());
@@ -207,9 +207,8 @@ async fn through_a_node(ctx: &Context, known: &[Neighbour], name: &str, force: b
         crate::sys::quote::quote(&id),
         if force { " --force" } else { "" }
     );
-    let identity = crate::remote::ssh::Identity::ensure(ctx)?;
-    let (node, out) =
-        crate::remote::nodes::on_a_node_settled(ctx, &identity, "remove a node", &command, &[id], &[1]).await?;
+    let out = super::through_a_node_settled(ctx, "remove a node", &command, &[id], &[1]).await?;
+    let node = out.node;
     if out.code != Some(0) {
         let why = out.stderr.trim().trim_start_matches("error: ");
         bail!("node {node} refused: {why}");

@@ -14,10 +14,10 @@ use crate::remote::ssh::Identity;
 pub async fn push(ctx: &Context, set: &Mapping, removed: &[String]) -> anyhow::Result<Option<String>> {
     // A node (it has an overlay identity, also before its consul runs) shares a change
     // through its own consul, never over SSH.
-    let node = crate::config::shared::mesh_dir(&ctx.paths)
-        .join("yggdrasil.conf")
-        .is_file();
-    if node || (set.is_empty() && removed.is_empty()) || crate::consensus::acl::read_token(&ctx.paths).is_none() {
+    if crate::config::shared::is_node(&ctx.paths)
+        || (set.is_empty() && removed.is_empty())
+        || crate::consensus::acl::read_token(&ctx.paths).is_none()
+    {
         return Ok(None);
     }
     let config = ctx.config()?;

@@ -76,7 +76,7 @@ pub async fn append(
         if let Some(w) = wait {
             command.push_str(&format!(" --wait --timeout {}", w.as_secs()));
         }
-        let out = through_a_node_settled(ctx, "append to the log", &command, &[NOT_YET_APPLIED]).await?;
+        let out = through_a_node_settled(ctx, "append to the log", &command, &[], &[NOT_YET_APPLIED]).await?;
         if out.code == Some(NOT_YET_APPLIED) {
             // The node printed the index; its error says what is left.
             print!("{}", out.stdout);

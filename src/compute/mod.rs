@@ -269,8 +269,7 @@ pub fn instance_shell(ctx: &Context, ty: &ComputeType, instance: &Instance, step
 /// `remote::workstations`); empty on a node (it has an overlay identity, also before consul
 /// runs: a lone node with an engine grows to three), whose machines its id holds.
 fn workstation(ctx: &Context) -> String {
-    let mesh = crate::config::shared::mesh_dir(&ctx.paths);
-    if mesh.join("yggdrasil.conf").is_file() || mesh.join("consul.json").is_file() {
+    if crate::config::shared::is_node(&ctx.paths) {
         return String::new();
     }
     crate::remote::workstations::own_name(&ctx.paths).unwrap_or_default()

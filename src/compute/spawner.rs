@@ -219,10 +219,7 @@ pub fn choose(
 /// with the engine a node may hold. Elsewhere the config as it is.
 pub fn spawning_config(ctx: &Context) -> anyhow::Result<Config> {
     let mut config = ctx.config()?;
-    let meshed = crate::config::shared::mesh_dir(&ctx.paths)
-        .join("yggdrasil.conf")
-        .is_file();
-    if meshed || crate::config::shared::consul_configured(&ctx.paths) {
+    if crate::config::shared::is_node(&ctx.paths) {
         let (modules, _) = crate::config::load_modules(&ctx.paths);
         let set_aside = crate::config::trust::own_compute(&mut config, &modules);
         if set_aside > 0 {

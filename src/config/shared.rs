@@ -42,6 +42,13 @@ pub fn mesh_dir(paths: &Paths) -> PathBuf {
     paths.cache_dir.join("mesh")
 }
 
+/// Whether this machine is a node: `mesh` rendered its overlay (or consul) here, also before
+/// its consul runs (a lone node, a cluster of two). A workstation has neither.
+pub fn is_node(paths: &Paths) -> bool {
+    let dir = mesh_dir(paths);
+    dir.join("yggdrasil.conf").is_file() || dir.join("consul.json").is_file()
+}
+
 /// Whether this machine runs (or is meant to run) a consul agent.
 pub fn consul_configured(paths: &Paths) -> bool {
     mesh_dir(paths).join("consul.json").is_file()

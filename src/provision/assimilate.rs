@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::config::context::Context;
-use crate::config::{Config, Mapping};
 use crate::mesh::{OverlayIdentity, neighbours};
 use crate::remote::on_node::{REMOTE_CACHE, on_node};
 use crate::remote::ssh::{Identity, Remote, RemoteOutput};
@@ -138,13 +138,7 @@ pub(super) async fn assimilate(
             mapping.insert(via, Value::from(remote.via.join(",")));
         }
         // What every node must learn: the whole neighbour list.
-        let below = format!("{}/", neighbours::NEIGHBOURS);
-        let payload: Mapping = mapping
-            .iter()
-            .filter(|(k, _)| k.starts_with(&below))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(payload)
+        Ok(crate::sys::mapping::tree(mapping, neighbours::NEIGHBOURS))
     })?;
     let bytes = serde_json::to_vec(&payload)?;
     let others: Vec<neighbours::Neighbour> = neighbours::all(&payload)
@@ -179,12 +173,7 @@ pub(super) async fn assimilate(
         ));
     }
     // Only the new node's entry: the cluster knows the rest better than this machine's cache.
-    let own_prefix = format!("{}/{id}/", neighbours::NEIGHBOURS);
-    let entry: Mapping = payload
-        .iter()
-        .filter(|(k, _)| k.starts_with(&own_prefix))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let entry = crate::sys::mapping::tree(&payload, &format!("{}/{id}", neighbours::NEIGHBOURS));
     let entry = serde_json::to_vec(&entry)?;
     let tell_one = async {
         let mut errors = Vec::new();
@@ -222,10 +211,7 @@ pub(super) async fn assimilate(
 /// it spawns): it is among the known nodes to re-mesh, and it re-meshes itself here, not over
 /// SSH (no node is authorized to log in to itself).
 fn local_node_id(ctx: &Context) -> Option<String> {
-    if !crate::config::shared::mesh_dir(&ctx.paths)
-        .join("yggdrasil.conf")
-        .is_file()
-    {
+    if !crate::config::shared::is_node(&ctx.paths) {
         return None;
     }
     let key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub").ok()?;

@@ -13,7 +13,6 @@
 //! 5. the member slaves this machine, pinning the host key this machine read from its own
 //!    sshd (`slave --host-key`): pinned both ways, nothing trusted on first use.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -215,40 +214,33 @@ fn user_can_sudo(user: &str) -> anyhow::Result<()> {
 
 /// Authorizes `key` here (once) for root, or for `user` (checked by [`user_can_sudo`]).
 fn authorize(key: &str, user: Option<&str>) -> anyhow::Result<()> {
-    let Some(user) = user else {
-        let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
-        return authorize_in(&home.join(".ssh"), key);
+    let (file, owner) = match user {
+        None => {
+            let home = std::env::var_os("HOME").map_or_else(|| "/root".into(), std::path::PathBuf::from);
+            (home.join(".ssh/authorized_keys"), None)
+        }
+        Some(user) => {
+            let (file, uid, gid) = crate::remote::workstations::authorized_keys_of(user)
+                .with_context(|| format!("there is no user `{user}` on this machine"))?;
+            (file, Some((uid, gid)))
+        }
     };
-    let (file, uid, gid) = crate::remote::workstations::authorized_keys_of(user)
-        .with_context(|| format!("there is no user `{user}` on this machine"))?;
-    let dir = file.parent().context("authorized_keys has no folder")?;
-    authorize_in(dir, key)?;
-    for path in [dir, file.as_path()] {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .with_context(|| format!("cannot chown `{}`", path.display()))?;
-    }
-    Ok(())
+    authorize_in(&file, owner, key)
 }
 
-fn authorize_in(dir: &Path, key: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let file = dir.join("authorized_keys");
-    let existing = std::fs::read_to_string(&file).unwrap_or_default();
+/// Adds `key` to the `authorized_keys` `file` unless it is there (see
+/// [`crate::remote::workstations::write_authorized_keys`] for `owner`).
+fn authorize_in(file: &std::path::Path, owner: Option<(u32, u32)>, key: &str) -> anyhow::Result<()> {
+    let mut text = std::fs::read_to_string(file).unwrap_or_default();
     let blob = key.split_whitespace().nth(1).unwrap_or(key);
-    if !existing.lines().any(|l| l.split_whitespace().any(|w| w == blob)) {
-        let mut text = existing;
+    if !text.lines().any(|l| l.split_whitespace().any(|w| w == blob)) {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(key);
         text.push('\n');
-        crate::sys::fs_atomic::write_atomic(&file, text.as_bytes())
-            .with_context(|| format!("cannot write `{}`", file.display()))?;
     }
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    crate::remote::workstations::write_authorized_keys(file, owner, &text)
 }
 
 /// Whether an sshd, or the ssh-keygen that comes before it, runs here.
@@ -320,9 +312,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join(".ssh");
-        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
-        authorize_in(&dir, "ssh-ed25519 AAAA member").unwrap();
-        authorize_in(&dir, "ssh-ed25519 BBBB other").unwrap();
+        let file = dir.join("authorized_keys");
+        authorize_in(&file, None, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&file, None, "ssh-ed25519 AAAA member").unwrap();
+        authorize_in(&file, None, "ssh-ed25519 BBBB other").unwrap();
         let text = std::fs::read_to_string(dir.join("authorized_keys")).unwrap();
         assert_eq!(text, "ssh-ed25519 AAAA member\nssh-ed25519 BBBB other\n");
         let mode = std::fs::metadata(dir.join("authorized_keys"))
@@ -330,5 +323,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

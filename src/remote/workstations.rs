@@ -126,7 +126,6 @@ pub fn authorized_keys_of(user: &str) -> Option<(PathBuf, u32, u32)> {
 /// `.ssh`), replacing the file whole; nothing is written when the block is as it should be.
 /// Returns whether it changed.
 pub fn apply(file: &Path, uid: u32, gid: u32, keys: &[(String, String)]) -> anyhow::Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
     let existing = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -139,17 +138,29 @@ pub fn apply(file: &Path, uid: u32, gid: u32, keys: &[(String, String)]) -> anyh
     if next == existing {
         return Ok(false);
     }
-    let dir = file.parent().context("authorized_keys has no folder")?;
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-    }
-    crate::sys::fs_atomic::write_atomic(file, next.as_bytes())
-        .with_context(|| format!("cannot write `{}`", file.display()))?;
-    std::os::unix::fs::chown(file, Some(uid), Some(gid))
-        .with_context(|| format!("cannot chown `{}`", file.display()))?;
+    write_authorized_keys(file, Some((uid, gid)), &next)?;
     Ok(true)
+}
+
+/// Writes `text` as the `authorized_keys` `file`, replacing it whole: its folder made when
+/// missing, the folder 0700 and the file 0600 (as sshd wants them), both owned by `owner`
+/// (uid, gid) when given, else by whoever runs this.
+pub fn write_authorized_keys(file: &Path, owner: Option<(u32, u32)>, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = file.parent().context("authorized_keys has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make `{}` private", dir.display()))?;
+    crate::sys::fs_atomic::write_atomic(file, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", file.display()))?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        for path in [dir, file] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("cannot chown `{}`", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,3 +86,23 @@ fn advertise_records_the_address_in_the_file_and_the_node_s_entry() {
     assert_eq!(m[&port_key], "2222");
     assert!(env.fails(&["advertise", "not a host"]).contains("not a host name"));
 }
+
+#[test]
+fn a_user_other_than_root_without_sudo_is_refused_before_anything_is_made() {
+    let env = TestEnv::new();
+    for args in [
+        &["slave", "deploy@192.0.2.7"][..],
+        &["join", "deploy@192.0.2.7"],
+        &["attach", "deploy@192.0.2.7"],
+    ] {
+        let err = env.fails(args);
+        assert!(
+            err.contains("`deploy@192.0.2.7` logs in as deploy: add --sudo"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !env.cache().join("workstation").exists(),
+        "attach named no workstation before its check"
+    );
+}

@@ -8,7 +8,7 @@ use crate::remote::login::Login;
 use crate::sys::progress::Progress;
 
 pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
-    let (login, host) = Login::split(&args.host, args.sudo)?;
+    let (login, host) = Login::split_for_root(&args.host, args.sudo, "on the member")?;
     crate::config::known::check_host(&host).map_err(|e| anyhow::anyhow!("{e}"))?;
     let progress = Progress::new(ctx.json);
     let attached = runtime()?.block_on(attach::attach(

@@ -12,7 +12,7 @@ use crate::config::MutableCache;
 use crate::config::context::Context;
 
 pub fn run(ctx: &Context, args: CleanArgs) -> anyhow::Result<()> {
-    if wipe::is_node(ctx) {
+    if crate::config::shared::is_node(&ctx.paths) {
         // On a node: back to a machine that was never slaved (the original's `clean`).
         for line in crate::cli::runtime::runtime()?.block_on(wipe::wipe(ctx))? {
             eprintln!("{line}");

@@ -24,5 +24,6 @@ pub mod spawn;
 pub mod ssh;
 pub mod state;
 pub mod ui;
+pub mod unpack;
 
 pub use super::output::{print_json, print_table};
