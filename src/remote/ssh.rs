@@ -55,7 +55,10 @@ impl Identity {
         set_mode(&key, 0o600)?;
         let mut public = std::fs::read_to_string(key.with_extension("pub"))
             .with_context(|| format!("cannot read `{}.pub`", key.display()))?;
-        if let Ok(out) = Shell::new("ssh-agent keys", "ssh-add -L").output()
+        // An agent's keys, when one runs (no shell and ssh-add otherwise: every command to a
+        // node comes here first).
+        if std::env::var_os("SSH_AUTH_SOCK").is_some()
+            && let Ok(out) = Shell::new("ssh-agent keys", "ssh-add -L").output()
             && out.success()
         {
             public.push_str(&out.stdout);
@@ -514,7 +517,9 @@ impl Remote {
 
     /// Closes the master connection.
     pub async fn close(self) {
-        let _ = self.session.close().await;
+        if self.session.close().await.is_ok() {
+            super::masters::closed();
+        }
     }
 }
 
