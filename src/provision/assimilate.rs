@@ -177,7 +177,7 @@ pub(super) async fn assimilate(
     let entry = serde_json::to_vec(&entry)?;
     let tell_one = async {
         let mut errors = Vec::new();
-        for n in &others {
+        for n in tell_order(&others, &id) {
             match remesh_one(ctx, identity, n, &entry, here.as_deref(), after_mesh).await {
                 Ok(lines) if lines.contains("shared config: in consul's KV") => {
                     return Ok(n.id.clone());
@@ -205,6 +205,29 @@ pub(super) async fn assimilate(
             ))
         }
     }
+}
+
+/// The members a new node's entry is handed to, in the order tried: the clients from the new
+/// node's place in the ring of ids on, the servers (the overlay's hubs, the busiest nodes)
+/// last. So a batch of new nodes spreads over the members: in id order every new node told the
+/// member with the lowest id, whose ten `mesh` runs took turns under its cache lock while the
+/// hubs waited for the entries to dial the new nodes (a batch 90->100: 15 to 92 s each).
+fn tell_order<'a>(others: &'a [neighbours::Neighbour], id: &str) -> Vec<&'a neighbours::Neighbour> {
+    let mut clients: Vec<&neighbours::Neighbour> = others
+        .iter()
+        .filter(|n| n.consul_role != Some(neighbours::Role::Server))
+        .collect();
+    let mut servers: Vec<&neighbours::Neighbour> = others
+        .iter()
+        .filter(|n| n.consul_role == Some(neighbours::Role::Server))
+        .collect();
+    for group in [&mut clients, &mut servers] {
+        group.sort_by(|a, b| a.id.cmp(&b.id));
+        let after = group.partition_point(|n| n.id.as_str() < id);
+        group.rotate_left(after);
+    }
+    clients.extend(servers);
+    clients
 }
 
 /// This machine's node id when it is a node itself (a node with an engine slaves the machines
@@ -279,4 +302,32 @@ fn mesh_summary(stdout: &str) -> String {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::neighbours::{Neighbour, Role};
+
+    #[test]
+    fn new_nodes_tell_different_members_and_the_hubs_last() {
+        let node = |id: &str, server: bool| Neighbour {
+            consul_role: Some(if server { Role::Server } else { Role::Client }),
+            ..Neighbour::unknown(id)
+        };
+        let others = vec![
+            node("10", true),
+            node("20", false),
+            node("30", false),
+            node("40", true),
+            node("50", false),
+            node("60", true),
+        ];
+        let order = |id: &str| -> Vec<String> { tell_order(&others, id).iter().map(|n| n.id.clone()).collect() };
+        assert_eq!(order("25"), ["30", "50", "20", "40", "60", "10"]);
+        assert_eq!(order("55"), ["20", "30", "50", "60", "10", "40"]);
+        assert_eq!(order("05"), ["20", "30", "50", "10", "40", "60"]);
+        // Every member is still tried, each once.
+        assert_eq!(order("35").len(), others.len());
+    }
 }
