@@ -324,6 +324,6 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(mode & 0o777, 0o700, "a folder made here is private");
     }
 }

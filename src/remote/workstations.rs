@@ -142,23 +142,26 @@ pub fn apply(file: &Path, uid: u32, gid: u32, keys: &[(String, String)]) -> anyh
     Ok(true)
 }
 
-/// Writes `text` as the `authorized_keys` `file`, replacing it whole: its folder made when
-/// missing, the folder 0700 and the file 0600 (as sshd wants them), both owned by `owner`
-/// (uid, gid) when given, else by whoever runs this.
+/// Writes `text` as the `authorized_keys` `file`, replacing it whole (0600, as sshd wants it),
+/// owned by `owner` (uid, gid) when given, else by whoever runs this. Its folder is made (0700,
+/// the same owner) when missing; one that exists is the user's and left as it is, and nothing
+/// here follows a link a user could have put in its place (this runs as root).
 pub fn write_authorized_keys(file: &Path, owner: Option<(u32, u32)>, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{PermissionsExt, lchown};
     let dir = file.parent().context("authorized_keys has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make `{}` private", dir.display()))?;
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = owner {
+            lchown(dir, Some(uid), Some(gid)).with_context(|| format!("cannot chown `{}`", dir.display()))?;
+        }
+    }
+    // Written whole and renamed into place: the file is ours, whatever stood at its path.
     crate::sys::fs_atomic::write_atomic(file, text.as_bytes())
         .with_context(|| format!("cannot write `{}`", file.display()))?;
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
     if let Some((uid, gid)) = owner {
-        for path in [dir, file] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .with_context(|| format!("cannot chown `{}`", path.display()))?;
-        }
+        lchown(file, Some(uid), Some(gid)).with_context(|| format!("cannot chown `{}`", file.display()))?;
     }
     Ok(())
 }
