@@ -250,14 +250,6 @@ pub async fn mesh(ctx: &Context, opts: &MeshOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Whether `e` comes from a request to consul that timed out (not one it answered or refused).
-fn timed_out(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<reqwest::Error>()
-            .is_some_and(reqwest::Error::is_timeout)
-    })
-}
-
 /// Waits for a leader, then seeds the KV (when empty) or pushes `updates` and caches the KV.
 async fn sync_kv(
     ctx: &Context,
@@ -303,7 +295,7 @@ async fn sync_kv(
                 // time out: the servers are busy with a batch of new nodes. It has joined;
                 // its own entry waits in the cache and its agent pushes it (at 90->100 nodes
                 // this failed a spawn). A refused token stays an error.
-                if others.len() >= crate::mesh::plan::QUORUM && timed_out(&e) {
+                if others.len() >= crate::mesh::plan::QUORUM && crate::consensus::api::timed_out(&e) {
                     tracing::warn!("consul's KV answers slowly ({e:#}); the node's entry waits in the cache");
                     config::edit::set_many(&ctx.paths, updates).await?;
                     return Ok(KvSync::Pending);
@@ -432,35 +424,6 @@ fn join_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_consul_that_does_not_answer_in_time_is_slow_one_that_refuses_is_not() {
-        // An agent that takes the connection and never answers.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let api = ConsulApi::new(
-            &format!("http://{}", silent.local_addr().unwrap()),
-            Duration::from_millis(200),
-        )
-        .unwrap();
-        let e = api.is_seeded().await.unwrap_err();
-        assert!(timed_out(&e), "{e:#}");
-        // An agent that answers 403 (a token it does not know).
-        let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = refusing.local_addr().unwrap();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let (mut s, _) = refusing.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            let body = "ACL not found";
-            let reply = format!("HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-            s.write_all(reply.as_bytes()).await.unwrap();
-        });
-        let api = ConsulApi::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
-        let e = api.is_seeded().await.unwrap_err();
-        assert!(!timed_out(&e), "{e:#}");
-        assert!(format!("{e:#}").contains("ACL not found"), "{e:#}");
-    }
 
     #[test]
     fn a_node_joins_through_the_servers_and_its_ring_peers_past_a_small_cluster() {

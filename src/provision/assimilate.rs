@@ -213,14 +213,9 @@ pub(super) async fn assimilate(
 /// member with the lowest id, whose ten `mesh` runs took turns under its cache lock while the
 /// hubs waited for the entries to dial the new nodes (a batch 90->100: 15 to 92 s each).
 fn tell_order<'a>(others: &'a [neighbours::Neighbour], id: &str) -> Vec<&'a neighbours::Neighbour> {
-    let mut clients: Vec<&neighbours::Neighbour> = others
+    let (mut servers, mut clients): (Vec<_>, Vec<_>) = others
         .iter()
-        .filter(|n| n.consul_role != Some(neighbours::Role::Server))
-        .collect();
-    let mut servers: Vec<&neighbours::Neighbour> = others
-        .iter()
-        .filter(|n| n.consul_role == Some(neighbours::Role::Server))
-        .collect();
+        .partition(|n| n.consul_role == Some(neighbours::Role::Server));
     for group in [&mut clients, &mut servers] {
         group.sort_by(|a, b| a.id.cmp(&b.id));
         let after = group.partition_point(|n| n.id.as_str() < id);

@@ -56,6 +56,15 @@ pub(crate) fn current_token() -> Option<&'static str> {
     TOKEN.get().map(String::as_str)
 }
 
+/// Whether `e` comes from a request to consul that timed out (not one it answered or refused):
+/// a busy agent or busy servers, which a caller may wait out.
+pub fn timed_out(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+    })
+}
+
 /// A client of one consul agent's HTTP API.
 pub struct ConsulApi {
     http: reqwest::Client,
@@ -191,5 +200,34 @@ mod tests {
         assert!(err.contains("cannot reach consul"), "{err}");
         assert!(api.leader().await.is_err());
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_consul_that_does_not_answer_in_time_is_slow_one_that_refuses_is_not() {
+        // An agent that takes the connection and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = ConsulApi::new(
+            &format!("http://{}", silent.local_addr().unwrap()),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let e = api.is_seeded().await.unwrap_err();
+        assert!(timed_out(&e), "{e:#}");
+        // An agent that answers 403 (a token it does not know).
+        let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = refusing.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut s, _) = refusing.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let body = "ACL not found";
+            let reply = format!("HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let api = ConsulApi::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+        let e = api.is_seeded().await.unwrap_err();
+        assert!(!timed_out(&e), "{e:#}");
+        assert!(format!("{e:#}").contains("ACL not found"), "{e:#}");
     }
 }
