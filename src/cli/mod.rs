@@ -76,7 +76,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // changes pushed, the KV read and cached. Loading the config afterwards reads files only.
     // A change of the shared config goes to consul itself (`config set`/`unset`), and so does
     // an append to a state machine's log (it checks the one key it needs): syncing the cache
-    // first would only cost time.
+    // first would only cost time. `members` asks the local agent and reads only the neighbours,
+    // which the node's agent keeps cached as the KV changes (at 100 nodes the whole KV read and
+    // the cache written again took 25-87 ms of its 40-110 ms on a node).
     let wants_config = !matches!(
         cli.command,
         Command::Keeper
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Completions { .. }
             | Command::Clean(_)
             | Command::Agent(_)
+            | Command::Members(_)
             | Command::State {
                 action: args::StateAction::Append { .. }
             }

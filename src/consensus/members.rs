@@ -123,10 +123,12 @@ pub async fn mark_acting(api: &ConsulApi, acting: Option<(&str, &str, &str)>) {
 }
 
 /// The members the local agent sees, sorted by node name. The raft column stays empty while
-/// there is no leader.
+/// its servers know no leader. Raft and the acting mark are read `stale`: without a leader a
+/// consistent read waits 7 s for one, and an island's view is wanted at once (a poll watching
+/// lost servers would see them alive for those seconds).
 pub async fn local(api: &ConsulApi) -> anyhow::Result<Vec<Member>> {
-    let (members, raft, acting) = tokio::join!(api.members(), api.raft(), api.get_value(ACTING_KEY));
-    let raft = raft.unwrap_or_default();
+    let (members, raft, acting) = tokio::join!(api.members(), api.raft_as_known(), api.get_value_as_known(ACTING_KEY));
+    let raft = raft.ok().filter(|r| r.iter().any(|s| s.leader)).unwrap_or_default();
     let mut out: Vec<Member> = members?.iter().map(|m| Member::from_agent(m, &raft)).collect();
     if let Ok(Some(acting)) = acting {
         let node = acting["node"].as_str().unwrap_or_default();

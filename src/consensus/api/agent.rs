@@ -116,12 +116,23 @@ impl ConsulApi {
 
     /// The raft servers (needs a leader).
     pub async fn raft(&self) -> anyhow::Result<Vec<RaftServer>> {
+        self.raft_configuration("operator/raft/configuration").await
+    }
+
+    /// The raft servers as a server this agent reaches knows them (`stale`): answers at once
+    /// without a leader (consul holds a consistent read up to 7 s), where no server is then
+    /// marked leader. For showing, not for deciding.
+    pub async fn raft_as_known(&self) -> anyhow::Result<Vec<RaftServer>> {
+        self.raft_configuration("operator/raft/configuration?stale").await
+    }
+
+    async fn raft_configuration(&self, path: &str) -> anyhow::Result<Vec<RaftServer>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Configuration {
             servers: Vec<RaftServer>,
         }
-        let c: Configuration = self.get("operator/raft/configuration").await?;
+        let c: Configuration = self.get(path).await?;
         Ok(c.servers)
     }
 

@@ -346,7 +346,17 @@ impl ConsulApi {
 
     /// One key's value, None when it is absent.
     pub async fn get_value(&self, key: &str) -> anyhow::Result<Option<Value>> {
-        let url = format!("{}/v1/kv/{}?raw", self.base, encode_path(key));
+        self.value_at(key, "").await
+    }
+
+    /// As [`ConsulApi::get_value`], from any server (`stale`): answers at once without a
+    /// leader, maybe a little behind. For showing, not for deciding.
+    pub async fn get_value_as_known(&self, key: &str) -> anyhow::Result<Option<Value>> {
+        self.value_at(key, "&stale").await
+    }
+
+    async fn value_at(&self, key: &str, query: &str) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}/v1/kv/{}?raw{query}", self.base, encode_path(key));
         let resp = self.get_again(&url).await?;
         match resp.status().as_u16() {
             404 => Ok(None),
