@@ -24,10 +24,15 @@ fn members_on(id: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Whether node `id` sees the member `name` failed.
+fn failed_on(id: &str, name: &str) -> bool {
+    members_on(id).iter().any(|(n, s, _)| n == name && s == "failed")
+}
+
 /// Whether node `id` still knows the machine at `ip` as a failed member or a neighbour.
 fn still_known_on(id: &str, ip: &str, name: &str) -> bool {
     let neighbours = sh(id, "raptiformica --json config get raptiformica/meshnet/neighbours");
-    members_on(id).iter().any(|(n, s, _)| n == name && s == "failed") || neighbours.contains(&format!("\"{ip}\""))
+    failed_on(id, name) || neighbours.contains(&format!("\"{ip}\""))
 }
 
 #[test]
@@ -77,16 +82,11 @@ fn a_dead_machine_is_removed_from_the_workstation_or_a_node_and_a_live_one_needs
 
     // Dead: removed from the workstation, through a node; its instance is cleaned up here.
     assert!(docker(&["rm", "-f", c1]).status.success());
-    let failed = |name: &str| members_on(&server).iter().any(|(n, s, _)| n == name && s == "failed");
-    // Every other node: `remove` from here runs on whichever node answers, and one that has not
-    // heard of the failure yet (gossip takes a second or two) rightly refuses a live member.
-    let failed_on_all = |name: &str| {
-        nodes
-            .iter()
-            .filter(|id| *id != c1)
-            .all(|id| members_on(id).iter().any(|(n, s, _)| n == name && s == "failed"))
-    };
-    assert!(wait_until(Duration::from_secs(60), || failed_on_all(name1)).is_some());
+    // Seen failed by every other node: `remove` from here runs on whichever node answers, and one
+    // that has not heard of the failure yet (gossip takes a second or two) rightly refuses a live
+    // member.
+    let failed_on_all = || nodes.iter().filter(|id| *id != c1).all(|id| failed_on(id, name1));
+    assert!(wait_until(Duration::from_secs(60), failed_on_all).is_some());
     let out = env.run(&["remove", ip1]);
     let said = text(&out.stderr);
     assert!(out.status.success(), "{said}");
@@ -117,7 +117,7 @@ fn a_dead_machine_is_removed_from_the_workstation_or_a_node_and_a_live_one_needs
     // Dead: removed from a node.
     let (c2, ip2, name2) = &clients[1];
     assert!(docker(&["rm", "-f", c2]).status.success());
-    assert!(wait_until(Duration::from_secs(60), || failed(name2)).is_some());
+    assert!(wait_until(Duration::from_secs(60), || failed_on(&server, name2)).is_some());
     let out = docker(&["exec", &server, "raptiformica", "remove", ip2]);
     assert!(out.status.success(), "remove on a node: {}", text(&out.stderr));
     let gone = wait_until(Duration::from_secs(30), || {
